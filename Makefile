@@ -1,0 +1,46 @@
+# dipbench: two commands do all the set-up on a fresh machine.
+#   make reproduce   download the images, run the suites, write the reports
+#   make test        lint and tests (what CI runs)
+#
+# torch: the CPU build by default. A GPU user picks a CUDA build, for example
+#   make reproduce TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+# (see the README).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.installed
+
+# Offline machines: use the mirror beside the checkout when DIPBENCH_MIRROR is not set.
+ifeq ($(origin DIPBENCH_MIRROR), undefined)
+ifneq ($(wildcard ../shared/testimages/MANIFEST.csv),)
+export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
+endif
+endif
+
+.PHONY: setup test lint reproduce download clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check benchmark tests scripts
+
+test: lint
+	$(BIN)/python -m pytest
+
+download: $(STAMP)
+	$(BIN)/dipbench download --all --skip-unavailable
+
+reproduce: download
+	@echo "Images downloaded and verified. The suites are not implemented yet: nothing else to run."
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

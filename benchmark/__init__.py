@@ -1,0 +1,12 @@
+"""dipbench: a reference benchmark for untrained-network image priors.
+
+Stages of the data flow, one module each: ``images`` (registry, download, load) ->
+``degradations`` -> ``methods`` -> ``metrics`` -> ``runner`` -> ``report`` -> ``cli``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dipbench")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
