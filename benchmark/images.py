@@ -85,8 +85,11 @@ def load_registry(path: Path | None = None) -> list[Entry]:
     """
     table = pd.read_csv(path or REGISTRY_PATH, dtype=str, keep_default_na=False)
     fields = Entry.__dataclass_fields__
+    def parse(key: str, value: str) -> str | int:
+        return int(value) if fields[key].type == "int" else value
+
     return [
-        Entry(**{k: (int(v) if fields[k].type == "int" else v) for k, v in row.items() if k in fields})
+        Entry(**{k: parse(k, v) for k, v in row.items() if k in fields})
         for row in table.to_dict("records")
     ]
 
@@ -118,7 +121,7 @@ def find(set_name: str, name: str, registry: list[Entry] | None = None) -> Entry
 
 
 def data_dir() -> Path:
-    """The download cache: ``$DIPBENCH_DATA``, a checkout's ``datasets/cache``, or the user cache."""
+    """The cache: ``$DIPBENCH_DATA``, a checkout's ``datasets/cache``, or the user cache."""
     if env := os.environ.get("DIPBENCH_DATA"):
         return Path(env).expanduser()
     if (_CHECKOUT / "datasets" / "registry.csv").is_file():
@@ -127,7 +130,7 @@ def data_dir() -> Path:
 
 
 def source_url(entry: Entry, mirror: str | None = None) -> str:
-    """Where ``entry`` is fetched from: ``<mirror>/<set>/<file>`` if a mirror is set, else its URL."""
+    """Where ``entry`` comes from: ``<mirror>/<set>/<file>`` if a mirror is set, else its URL."""
     mirror = os.environ.get("DIPBENCH_MIRROR") if mirror is None else mirror
     if not mirror:
         return entry.url

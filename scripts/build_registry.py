@@ -3,8 +3,9 @@
 Usage: ``python scripts/build_registry.py ../shared/testimages``
 
 The manifest gives each image's public URL at a pinned commit and the sha256 of its bytes;
-PIXEL_SHA256.csv beside it gives the file size and the sha256 of the decoded pixels. The CIFAR-10 test archive, which no mirror
-holds, is appended with its official address and published MD5.
+PIXEL_SHA256.csv beside it gives the file size and the sha256 of the decoded pixels. The
+CIFAR-10 test archive, which no mirror holds, is appended with its official address and
+published MD5.
 """
 
 from __future__ import annotations
