@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check benchmark tests scripts
+	$(BIN)/ruff format --check benchmark tests scripts
 
 test: lint
 	$(BIN)/python -m pytest

@@ -9,11 +9,13 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
+import pandas as pd
 import pooch
 from tqdm import tqdm
 
-from benchmark import __version__, images
+from benchmark import __version__, images, metrics
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -98,6 +100,26 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score restored images made elsewhere against ground truths, per image and on average."""
+    try:
+        table, unmatched = metrics.score_folders(args.gt, args.pred, args.protocol)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from err
+    if unmatched:
+        print(f"not matched (in one folder only): {', '.join(unmatched)}", file=sys.stderr)
+    if table.empty:
+        print("no image names in common between --gt and --pred", file=sys.stderr)
+        return EXIT_FAILED
+    shown = pd.concat([table, pd.DataFrame([{"image": "mean", **table[["psnr", "ssim"]].mean()}])])
+    print(f"protocol {args.protocol}: {metrics.PROTOCOLS[args.protocol].description}")
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -118,12 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sets", nargs="*", metavar="SET", help="sets to fetch")
     p.add_argument("--all", action="store_true", help="every file of the registry")
     p.add_argument(
-        "--skip-unavailable", action="store_true",
+        "--skip-unavailable",
+        action="store_true",
         help="exit 0 when a file is only unavailable from the source (404, absent from the "
         "mirror, no network); checksum failures still exit 1",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("score", help="score restored images made elsewhere (matched by file name)")
+    p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images")
+    p.add_argument("--pred", required=True, type=Path, help="folder of restored images")
+    p.add_argument(
+        "--protocol",
+        required=True,
+        choices=sorted(metrics.PROTOCOLS),
+        help="gray, rgb (whole image) or sr-y (DIP's super-resolution protocol)",
+    )
+    p.add_argument("--out", type=Path, help="also write the per-image scores to this CSV")
+    p.set_defaults(func=cmd_score)
     return parser
 
 

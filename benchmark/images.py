@@ -85,6 +85,7 @@ def load_registry(path: Path | None = None) -> list[Entry]:
     """
     table = pd.read_csv(path or REGISTRY_PATH, dtype=str, keep_default_na=False)
     fields = Entry.__dataclass_fields__
+
     def parse(key: str, value: str) -> str | int:
         return int(value) if fields[key].type == "int" else value
 
@@ -224,8 +225,12 @@ def fetch(entry: Entry, *, root: Path | None = None, mirror: str | None = None) 
     what = f"{entry.set}/{entry.name}"
     try:
         pooch.retrieve(
-            url, known_hash=entry.known_hash, fname=path.name, path=path.parent,
-            downloader=downloader, progressbar=False,
+            url,
+            known_hash=entry.known_hash,
+            fname=path.name,
+            path=path.parent,
+            downloader=downloader,
+            progressbar=False,
         )
     except ValueError as err:  # pooch's verdict on a checksum mismatch
         raise DownloadError(
@@ -282,7 +287,7 @@ def _target_mode(im: Image.Image, registry_mode: str) -> str:
     1-bit images (masks) load as L; a palette image as L when its palette is gray; RGBA drops
     its alpha; otherwise the registry's mode wins (Set14 ``bridge`` ground truths are RGB).
     """
-    if registry_mode in ("L", "1"):
+    if registry_mode in ("L", "1", "LA"):
         return "L"
     if registry_mode == "P":
         rgb = np.asarray(im.convert("RGB"))
@@ -296,6 +301,21 @@ def to_float(im: Image.Image, registry_mode: str) -> np.ndarray:
     target = _target_mode(im, registry_mode)
     pixels = np.asarray(im.convert(target), dtype=np.float32) / np.float32(255)
     return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def read_image(path: Path, *, channels: int | None = None) -> np.ndarray:
+    """Read any image file as float32 ``(H, W, C)`` in [0, 1].
+
+    Parameters
+    ----------
+    path : Path
+        An image file Pillow can read.
+    channels : {1, 3}, optional
+        Force gray or RGB; default: the file's own (gray stays gray, anything else is RGB).
+    """
+    with Image.open(path) as im:
+        mode = {1: "L", 3: "RGB"}[channels] if channels else im.mode
+        return to_float(im, mode)
 
 
 def load_image(set_name: str, name: str, *, root: Path | None = None) -> np.ndarray:

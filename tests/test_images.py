@@ -129,8 +129,17 @@ def server() -> Iterator[str]:
 
 def _entry(name: str) -> images.Entry:
     return images.Entry(
-        set="web", name=name, file=f"web/{name}.png", width=1, height=1, mode="L",
-        kind="image", sha256=PAYLOAD_SHA, md5="", pixel_sha256="", bytes=len(PAYLOAD),
+        set="web",
+        name=name,
+        file=f"web/{name}.png",
+        width=1,
+        height=1,
+        mode="L",
+        kind="image",
+        sha256=PAYLOAD_SHA,
+        md5="",
+        pixel_sha256="",
+        bytes=len(PAYLOAD),
         url="",
     )
 

@@ -1,0 +1,84 @@
+"""The method registry (BasicSR/pyiqa style): unknown names raise an error listing the known."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmark.arrays import check_image, check_mask
+from benchmark.degradations import TASKS, Observation
+
+MethodFunction = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method: its function, the tasks it solves and a one-line description."""
+
+    name: str
+    function: MethodFunction
+    tasks: tuple[str, ...]
+    description: str
+
+
+METHODS: dict[str, MethodInfo] = {}
+
+
+def register(
+    name: str, *, tasks: tuple[str, ...], description: str
+) -> Callable[[MethodFunction], MethodFunction]:
+    """Decorator adding a method to :data:`METHODS` under ``name``."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; tasks are {', '.join(TASKS)}")
+
+    def add(function: MethodFunction) -> MethodFunction:
+        if name in METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        METHODS[name] = MethodInfo(name, function, tasks, description)
+        return function
+
+    return add
+
+
+def get_method(name: str) -> MethodInfo:
+    """The method called ``name``, or a user's function given as ``package.module:function``."""
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            function = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as err:
+            raise KeyError(f"cannot import method {name!r}: {err}") from err
+        return MethodInfo(name, function, TASKS, f"user method {name}")
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown method {name!r}; known: {', '.join(sorted(METHODS))} "
+            "(or package.module:function for your own)"
+        ) from None
+
+
+def restore(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> np.ndarray:
+    """Validate ``observation``, run method ``name`` on it and validate what it returns."""
+    info = get_method(name)
+    if observation.task not in info.tasks:
+        raise ValueError(f"method {name!r} solves {', '.join(info.tasks)}, not {observation.task}")
+    check_image(observation.y, "observation")
+    if observation.task == "inpainting":
+        if observation.mask is None:
+            raise ValueError("an inpainting observation needs a mask (1 = known pixel)")
+        check_mask(observation.mask, observation.y.shape)
+    if observation.task == "super_resolution" and not observation.factor:
+        raise ValueError("a super-resolution observation needs its integer factor")
+    output = info.function(observation, seed=seed, **options)
+    output = check_image(np.asarray(output), f"output of {name}", unit_range=False)
+    if output.shape != observation.output_shape:
+        raise ValueError(
+            f"method {name!r} returned shape {output.shape}, expected {observation.output_shape}"
+        )
+    return np.clip(output, 0, 1)

@@ -1,0 +1,169 @@
+"""Scores and evaluation protocols.
+
+PSNR is computed in float64 on the output clipped to [0, 1], data range 1, over the whole image.
+SSIM is scikit-image's ``structural_similarity`` with the Gaussian window of Wang et al.
+(sigma 1.5, population covariance) and an explicit data range of 1.
+
+Protocols (``PROTOCOLS``): ``gray`` and ``rgb`` score the whole image (and check its channel
+count); ``sr-y`` is DIP's super-resolution evaluation: both images cropped (centered) to a
+multiple of 32, the luma Y of ITU-R BT.601 (range [16, 235] of 255), a 4-pixel border removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from benchmark.arrays import check_image, crop_to_multiple
+from benchmark.images import read_image
+
+SSIM_WINDOW = 11  # scikit-image's window for sigma 1.5 (truncated at 3.5 sigma)
+
+
+def _pair(output: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    output = check_image(output, "output", unit_range=False)
+    reference = check_image(reference, "reference")
+    if output.shape != reference.shape:
+        raise ValueError(f"output shape {output.shape} differs from reference {reference.shape}")
+    return np.clip(output, 0, 1).astype(np.float64), reference.astype(np.float64)
+
+
+def psnr(output: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of ``output`` (clipped to [0, 1]) against ``reference``, data range 1.
+
+    Both are ``(H, W, C)`` arrays. Identical images give ``inf``.
+    """
+    out, ref = _pair(output, reference)
+    mse = np.mean((out - ref) ** 2)
+    return float("inf") if mse == 0 else float(peak_signal_noise_ratio(ref, out, data_range=1.0))
+
+
+def ssim(output: np.ndarray, reference: np.ndarray) -> float:
+    """SSIM of ``output`` (clipped) against ``reference``: Gaussian window, sigma 1.5.
+
+    Color images are scored per channel and averaged (``channel_axis=-1``).
+    """
+    out, ref = _pair(output, reference)
+    if min(ref.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs images at least {SSIM_WINDOW}x{SSIM_WINDOW} (its Gaussian window), "
+            f"got {ref.shape[0]}x{ref.shape[1]}"
+        )
+    color = ref.shape[2] == 3
+    return float(
+        structural_similarity(
+            ref if color else ref[..., 0],
+            out if color else out[..., 0],
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1 if color else None,
+        )
+    )
+
+
+def luma_bt601(image: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an ``(H, W, C)`` image in [0, 1], as ``(H, W, 1)`` in [16/255, 235/255].
+
+    A grayscale image is treated as R = G = B.
+    """
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+    return (rgb2ycbcr(rgb)[..., :1] / 255.0).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation protocol: how an output and its ground truth are compared."""
+
+    name: str
+    description: str
+    prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+    def score(self, output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+        """PSNR and SSIM under this protocol."""
+        out, ref = self.prepare(*_pair(output, reference))
+        return {"psnr": psnr(out, ref), "ssim": ssim(out, ref)}
+
+
+def _channels(expected: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    def prepare(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if ref.shape[2] != expected:
+            raise ValueError(
+                f"this protocol scores {expected}-channel images, got {ref.shape[2]} channel(s)"
+            )
+        return out, ref
+
+    return prepare
+
+
+SR_CROP_MULTIPLE = 32
+SR_BORDER = 4
+
+
+def _sr_y(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    b = SR_BORDER
+    out, ref = (crop_to_multiple(a, SR_CROP_MULTIPLE) for a in (out, ref))
+    return luma_bt601(out)[b:-b, b:-b], luma_bt601(ref)[b:-b, b:-b]
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("gray", "whole image, 1 channel, data range 1", _channels(1)),
+        Protocol("rgb", "whole image, 3 channels, data range 1", _channels(3)),
+        Protocol(
+            "sr-y",
+            "centered crop to a multiple of 32, BT.601 Y channel in [16, 235], "
+            "4-pixel border removed (DIP's super-resolution evaluation)",
+            _sr_y,
+        ),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The protocol called ``name``; unknown names list the known ones."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise KeyError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
+
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"not a folder: {folder}")
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def score_folders(gt_dir: Path, pred_dir: Path, protocol: str) -> tuple[pd.DataFrame, list[str]]:
+    """Score restored images made elsewhere against their ground truths.
+
+    Files are matched by name without extension (``baby.png`` with ``baby.bmp``); each
+    prediction is read with its ground truth's channel count.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per matched image: ``image, psnr, ssim``.
+    unmatched : list of str
+        Names found in only one of the folders.
+    """
+    chosen = get_protocol(protocol)
+    gts, preds = _by_stem(Path(gt_dir)), _by_stem(Path(pred_dir))
+    rows = []
+    for name in sorted(gts.keys() & preds.keys()):
+        gt = read_image(gts[name])
+        pred = read_image(preds[name], channels=gt.shape[2])
+        rows.append({"image": name, **chosen.score(pred, gt)})
+    unmatched = sorted(gts.keys() ^ preds.keys())
+    return pd.DataFrame(rows, columns=["image", "psnr", "ssim"]), unmatched
