@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pooch
+import torch
 from tqdm import tqdm
 
 from benchmark import __version__, images, metrics
@@ -100,6 +101,28 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Every method, its tasks, and for the networks each preset with its parameter counts."""
+    from benchmark.methods import METHODS
+    from benchmark.methods.networks import count_parameters
+    from benchmark.methods.priors import build_network, load_presets
+
+    presets = load_presets()
+    for info in sorted(METHODS.values(), key=lambda m: (m.name not in presets, m.name)):
+        print(f"{info.name:<16} {', '.join(info.tasks):<44} {info.description}")
+        for preset in presets.get(info.name, {}).values():
+            counts = [
+                count_parameters(build_network(preset.network, c, torch.Generator().manual_seed(0)))
+                for c in (1, 3)
+            ]
+            print(
+                f"    {preset.name:<20} params {counts[0]:>9,} (1 ch) {counts[1]:>9,} (3 ch)  "
+                f"{preset.fit['iterations']:>6} it  lr {preset.fit['lr']:<7} "
+                f"output {preset.output:<9} {preset.description}"
+            )
+    return EXIT_OK
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score restored images made elsewhere against ground truths, per image and on average."""
     try:
@@ -147,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("methods", help="list methods, presets and network parameter counts")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("score", help="score restored images made elsewhere (matched by file name)")
     p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images")

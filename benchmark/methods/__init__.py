@@ -12,9 +12,17 @@ path, ``package.module:function``, with the same signature.
 
 from __future__ import annotations
 
-from benchmark.methods.registry import METHODS, MethodInfo, get_method, register, restore
+from benchmark.methods.registry import (
+    METHODS,
+    MethodInfo,
+    Restoration,
+    get_method,
+    register,
+    restore,
+    run,
+)
 
 # Importing the implementations fills the registry.
-from benchmark.methods import classical  # noqa: E402, F401  isort: skip
+from benchmark.methods import classical, priors  # noqa: E402, F401  isort: skip
 
-__all__ = ["METHODS", "MethodInfo", "get_method", "register", "restore"]
+__all__ = ["METHODS", "MethodInfo", "Restoration", "get_method", "register", "restore", "run"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,31 @@ class MethodInfo:
     function: MethodFunction
     tasks: tuple[str, ...]
     description: str
+
+
+@dataclass
+class Restoration:
+    """What a method returns when it has more than one output.
+
+    Attributes
+    ----------
+    outputs : dict of str to ndarray
+        Named float32 ``(H, W, C)`` outputs (a classical method has one, ``out``).
+    default : str
+        The output a table reports when none is chosen.
+    info : dict
+        Facts about the run (iterations, stop points, seconds, device, ...).
+    curves : dict of str to ndarray
+        Per-iteration records (network methods), one array per quantity.
+    snapshots : dict of int to ndarray
+        Outputs at chosen iterations.
+    """
+
+    outputs: dict[str, np.ndarray]
+    default: str = "out"
+    info: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodInfo] = {}
@@ -63,8 +88,15 @@ def get_method(name: str) -> MethodInfo:
         ) from None
 
 
-def restore(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> np.ndarray:
-    """Validate ``observation``, run method ``name`` on it and validate what it returns."""
+def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
+    """Validate ``observation``, run method ``name`` on it and validate every output.
+
+    Returns
+    -------
+    Restoration
+        All outputs of the method (one, ``out``, for a method that returns an array), each
+        clipped to [0, 1].
+    """
     info = get_method(name)
     if observation.task not in info.tasks:
         raise ValueError(f"method {name!r} solves {', '.join(info.tasks)}, not {observation.task}")
@@ -75,10 +107,21 @@ def restore(name: str, observation: Observation, *, seed: int = 0, **options: An
         check_mask(observation.mask, observation.y.shape)
     if observation.task == "super_resolution" and not observation.factor:
         raise ValueError("a super-resolution observation needs its integer factor")
-    output = info.function(observation, seed=seed, **options)
-    output = check_image(np.asarray(output), f"output of {name}", unit_range=False)
-    if output.shape != observation.output_shape:
-        raise ValueError(
-            f"method {name!r} returned shape {output.shape}, expected {observation.output_shape}"
-        )
-    return np.clip(output, 0, 1)
+    result = info.function(observation, seed=seed, **options)
+    if not isinstance(result, Restoration):
+        result = Restoration(outputs={"out": np.asarray(result)})
+    for key, output in result.outputs.items():
+        output = check_image(output, f"output {key!r} of {name}", unit_range=False)
+        if output.shape != observation.output_shape:
+            raise ValueError(
+                f"method {name!r} returned shape {output.shape} for {key!r}, "
+                f"expected {observation.output_shape}"
+            )
+        result.outputs[key] = np.clip(output, 0, 1)
+    return result
+
+
+def restore(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> np.ndarray:
+    """Run method ``name`` and return its default output (see :func:`run`)."""
+    result = run(name, observation, seed=seed, **options)
+    return result.outputs[result.default]

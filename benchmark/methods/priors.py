@@ -1,0 +1,157 @@
+"""Deep Image Prior and Deep Decoder as registered methods, configured by named presets."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.degradations import Observation
+from benchmark.methods.fit import FitConfig, fit
+from benchmark.methods.networks import (
+    DecoderConfig,
+    DeepDecoder,
+    SkipConfig,
+    SkipNet,
+    reset_parameters,
+)
+from benchmark.methods.registry import Restoration, register
+
+PRESETS_PATH = Path(__file__).resolve().parents[1] / "data" / "presets.toml"
+
+# The preset a task uses when none is named.
+DEFAULT_PRESETS = {
+    "dip": {"denoising": "denoising", "inpainting": "inpainting_table1"},
+    "dd": {
+        "denoising": "denoising",
+        "inpainting": "inpainting",
+        "super_resolution": "super_resolution",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named setting: architecture, optimisation and the output reported by default."""
+
+    method: str
+    name: str
+    description: str
+    output: str
+    network: Mapping[str, Any]
+    fit: Mapping[str, Any]
+    note: str = ""
+
+
+@cache
+def load_presets() -> dict[str, dict[str, Preset]]:
+    """Every preset of ``presets.toml``: ``{method: {name: Preset}}`` (read once)."""
+    data = tomllib.loads(PRESETS_PATH.read_text())
+    return {
+        method: {name: Preset(method=method, name=name, **values) for name, values in table.items()}
+        for method, table in data.items()
+    }
+
+
+def get_preset(method: str, name: str) -> Preset:
+    """A preset by name; unknown names list the method's presets."""
+    presets = load_presets()[method]
+    if name not in presets:
+        raise KeyError(f"unknown {method} preset {name!r}; known: {', '.join(presets)}")
+    return presets[name]
+
+
+def default_preset(method: str, observation: Observation) -> str:
+    """The preset for an observation's task (super-resolution: by factor for DIP)."""
+    if method == "dip" and observation.task == "super_resolution":
+        return f"sr_x{observation.factor}"
+    return DEFAULT_PRESETS[method][observation.task]
+
+
+def _typed(cls: type, values: Mapping[str, Any], what: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise KeyError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(names))}")
+    return replace(cls(), **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def build_network(
+    network: Mapping[str, Any], output_channels: int, generator: torch.Generator
+) -> nn.Module:
+    """A freshly initialised network from a preset's ``network`` table."""
+    options = dict(network)
+    kind = options.pop("kind")
+    options["output_channels"] = output_channels
+    if kind == "skip":
+        net: nn.Module = SkipNet(_typed(SkipConfig, options, "skip network"))
+    elif kind == "decoder":
+        net = DeepDecoder(_typed(DecoderConfig, options, "decoder network"))
+    else:
+        raise KeyError(f"unknown network kind {kind!r}; known: skip, decoder")
+    reset_parameters(net, generator)
+    return net
+
+
+def run_prior(
+    method: str,
+    observation: Observation,
+    *,
+    seed: int = 0,
+    preset: str | None = None,
+    network: Mapping[str, Any] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+    output: str | None = None,
+    device: str | torch.device = "auto",
+    monitor_reference: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Restoration:
+    """Fit DIP or DD to an observation under a preset, with any field overridden.
+
+    The network's weights come from ``seed`` alone (fresh for every call), the input ``z``
+    and its per-step perturbation from ``seed`` too. ``monitor_reference`` (the clean image)
+    only feeds the PSNR curves and the ``oracle`` output.
+    """
+    chosen = get_preset(method, preset or default_preset(method, observation))
+    net_options = {**chosen.network, **(network or {})}
+    cfg = FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
+    net = build_network(net_options, observation.y.shape[2], torch.Generator().manual_seed(seed))
+    result = fit(
+        net,
+        observation,
+        cfg,
+        seed=seed,
+        device=device,
+        monitor_reference=monitor_reference,
+        progress=progress,
+    )
+    result.default = output or chosen.output
+    result.info["preset"] = chosen.name
+    return result
+
+
+@register(
+    "dip",
+    tasks=("denoising", "inpainting", "super_resolution"),
+    description="Deep Image Prior (Ulyanov et al., CVPR 2018)",
+)
+def dip(observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
+    """Deep Image Prior; options as :func:`run_prior`."""
+    return run_prior("dip", observation, seed=seed, **options)
+
+
+@register(
+    "dd",
+    tasks=("denoising", "inpainting", "super_resolution"),
+    description="Deep Decoder (Heckel & Hand, ICLR 2019)",
+)
+def dd(observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
+    """Deep Decoder; options as :func:`run_prior`."""
+    return run_prior("dd", observation, seed=seed, **options)

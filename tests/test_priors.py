@@ -1,0 +1,272 @@
+"""DIP and Deep Decoder: architectures, the fitting loop, ES-WMV, backtracking, presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark import degradations as deg
+from benchmark.cli import main
+from benchmark.methods import run
+from benchmark.methods.fit import FitConfig, FitError, _Trackers, fit
+from benchmark.methods.networks import (
+    DecoderConfig,
+    DeepDecoder,
+    SkipConfig,
+    SkipNet,
+    count_parameters,
+    padded_size,
+)
+from benchmark.methods.priors import build_network, get_preset, load_presets
+from benchmark.metrics import psnr
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
+    """A smooth test image with some edges (odd sizes welcome)."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    rng = np.random.default_rng(seed)
+    chans = [0.5 + 0.3 * np.sin(6 * xx + rng.uniform(0, 3)) * np.cos(4 * yy) for _ in range(c)]
+    img = np.stack(chans, -1)
+    img[h // 3 : h // 2, w // 4 : w // 2] = 0.9
+    return img.astype(np.float32)
+
+
+# --- architectures --------------------------------------------------------------------------
+
+
+def test_dip_skip_parameter_counts() -> None:
+    assert count_parameters(SkipNet(SkipConfig(output_channels=3))) == 2_217_831
+    assert count_parameters(SkipNet(SkipConfig(output_channels=1))) == 2_217_573
+
+
+@pytest.mark.parametrize("k", [64, 128, 50])
+@pytest.mark.parametrize("out", [1, 3])
+def test_deep_decoder_parameter_count(k: int, out: int) -> None:
+    assert count_parameters(DeepDecoder(DecoderConfig(channels=k, output_channels=out))) == (
+        6 * k * k + 12 * k + out * k
+    )
+    assert count_parameters(DeepDecoder(DecoderConfig(channels=128))) == 100_224
+    assert count_parameters(DeepDecoder(DecoderConfig(channels=64))) == 25_536
+
+
+def test_methods_command_prints_the_counts(capsys: pytest.CaptureFixture) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for count in ("2,217,831", "2,217,573", "100,224", "25,536"):
+        assert count in out
+    for name in ("inpainting_table1", "text_inpainting", "sr_x4", "sr_x8", "large_hole"):
+        assert name in out
+
+
+def test_every_preset_builds_and_names_valid_fit_options() -> None:
+    for method, presets in load_presets().items():
+        for preset in presets.values():
+            net = build_network(preset.network, 3, torch.Generator().manual_seed(0))
+            assert count_parameters(net) > 0
+            FitConfig.from_mapping(preset.fit)
+            assert preset.output in ("last", "ema", "es", "best_loss"), (method, preset.name)
+    with pytest.raises(KeyError, match="known: denoising"):
+        get_preset("dip", "denoise")
+    with pytest.raises(KeyError, match="valid: backtrack_db"):
+        FitConfig.from_mapping({"iteration": 10})
+
+
+def test_same_seed_same_weights_other_seed_other_weights() -> None:
+    preset = get_preset("dip", "denoising")
+    a, b, c = (
+        build_network(preset.network, 3, torch.Generator().manual_seed(s)) for s in (1, 1, 2)
+    )
+    for pa, pb, _pc in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert not all(
+        torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "multiple", "minimum", "expected"),
+    [(37, 32, 64, 64), (100, 32, 64, 128), (128, 32, 64, 128), (5, 32, 32, 32)],
+)
+def test_padded_size(size: int, multiple: int, minimum: int, expected: int) -> None:
+    assert padded_size(size, multiple, minimum) == expected
+
+
+# --- any size, any task ---------------------------------------------------------------------
+
+FEW = {"iterations": 4, "check_every": 2, "record_every": 2, "es_window": 2}
+
+
+@pytest.mark.parametrize("method", ["dip", "dd"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_odd_sizes_round_trip(method: str, channels: int, device: str) -> None:
+    clean = _image(37, 31, channels)
+    for degraded in (
+        deg.gaussian(clean, 25, np.random.default_rng(0)),
+        deg.bernoulli(clean, 0.5, np.random.default_rng(0)),
+        deg.downsample(clean, 4),  # target 36x28, low resolution 9x7
+    ):
+        obs = degraded.observation
+        preset = "denoising" if obs.task != "super_resolution" or method == "dd" else "sr_x4"
+        result = run(
+            method,
+            obs,
+            seed=0,
+            preset=preset,
+            fit_options=FEW,
+            device=device,
+            monitor_reference=degraded.target,
+        )
+        for name, out in result.outputs.items():
+            assert out.shape == degraded.target.shape, (obs.task, name)
+            assert np.isfinite(out).all()
+        assert result.info["device"].startswith(device)
+
+
+def test_inpainting_loss_ignores_the_missing_pixels() -> None:
+    clean = _image(40, 36, 3)
+    obs = deg.bernoulli(clean, 0.5, np.random.default_rng(0)).observation
+    missing = obs.mask[..., 0] == 0
+    scribbled = obs.y.copy()
+    scribbled[missing] = np.random.default_rng(1).random(scribbled[missing].shape)
+    other = deg.Observation(scribbled, obs.task, obs.params, mask=obs.mask)
+    options = {"fit_options": {"iterations": 6, "check_every": 3}, "device": "cpu"}
+    a = run("dip", obs, seed=3, **options)
+    b = run("dip", other, seed=3, **options)
+    for key in a.outputs:
+        np.testing.assert_array_equal(a.outputs[key], b.outputs[key])
+
+
+def test_same_seed_same_result_on_cpu() -> None:
+    obs = deg.gaussian(_image(33, 35, 3), 25, np.random.default_rng(0)).observation
+    options = {"fit_options": {"iterations": 8, "check_every": 4}, "device": "cpu"}
+    a, b = run("dip", obs, seed=5, **options), run("dip", obs, seed=5, **options)
+    c = run("dip", obs, seed=6, **options)
+    np.testing.assert_array_equal(a.outputs["last"], b.outputs["last"])
+    np.testing.assert_array_equal(a.outputs["ema"], b.outputs["ema"])
+    assert not np.array_equal(a.outputs["last"], c.outputs["last"])
+
+
+# --- ES-WMV ---------------------------------------------------------------------------------
+
+
+def test_es_wmv_finds_the_variance_minimum_and_stops_after_the_patience() -> None:
+    """Outputs jitter around a fixed image with an amplitude that falls, then rises again."""
+    cfg = FitConfig(iterations=400, es_window=10, es_patience=50, record_every=10)
+    base = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(0))
+    trackers = _Trackers(cfg, base, None)
+    gen = torch.Generator().manual_seed(1)
+    turn = 150
+    outputs = []
+    for it in range(1, cfg.iterations + 1):
+        amplitude = 0.01 + 0.2 * abs(it - turn) / turn
+        out = base + amplitude * torch.randn(base.shape, generator=gen)
+        outputs.append(out)
+        trackers.update(it, out, torch.tensor(1.0), 1.0)
+        if it >= cfg.es_window:  # the running sums equal the brute-force window variance
+            window = torch.cat(outputs[-cfg.es_window :])
+            brute = (window - window.mean(0)).square().mean()
+            assert float(trackers.current_var) == pytest.approx(float(brute), rel=1e-4, abs=1e-9)
+    es_it = int(trackers.es_it)
+    assert abs(es_it - turn) <= cfg.es_window
+    assert bool(trackers.es_stopped)
+    assert int(trackers.es_stop_it) == es_it + cfg.es_patience
+    torch.testing.assert_close(trackers.es_out, outputs[es_it - 1])
+
+
+# --- backtracking and NaN -------------------------------------------------------------------
+
+
+class _Sabotaged(nn.Module):
+    """A tiny conv net that corrupts itself (weights or output) at chosen calls."""
+
+    def __init__(self, corrupt_at: int = -1, nan_from: int = -1, nan_until: int = -1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 1))
+        self.input_channels, self.input_downscale, self.multiple, self.minimum = 4, 1, 1, 1
+        self.calls = 0
+        self.corrupt_at, self.nan_from, self.nan_until = corrupt_at, nan_from, nan_until
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.corrupt_at:
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.mul_(-40.0).add_(3.0)
+        out = torch.sigmoid(self.body(z))
+        if self.nan_from <= self.calls <= self.nan_until:
+            out = out * math.nan
+        return out
+
+
+def _seeded(net: nn.Module) -> nn.Module:
+    torch.nn.init.normal_(net.body[0].weight, 0, 0.1, generator=torch.Generator().manual_seed(0))
+    return net
+
+
+def test_backtracking_restores_the_last_good_weights() -> None:
+    clean = _image(24, 20, 3)
+    obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
+    net = _seeded(_Sabotaged(corrupt_at=40))
+    states: dict[int, list[torch.Tensor]] = {}
+
+    def remember(done: int, total: int) -> None:
+        states[done] = [p.detach().clone() for p in net.parameters()]
+
+    cfg = FitConfig(iterations=100, lr=0.01, check_every=25, backtrack_db=5.0)
+    result = fit(net, obs, cfg, device="cpu", progress=remember)
+    assert result.info["restores"] == 1
+    for restored, good in zip(states[50], states[25], strict=True):  # weights of step 25 back
+        assert torch.equal(restored, good)
+    # Without backtracking the corrupted weights do not recover within the budget.
+    unguarded = fit(
+        _seeded(_Sabotaged(corrupt_at=40)), obs, replace(cfg, backtrack_db=math.inf), device="cpu"
+    )
+    assert unguarded.info["restores"] == 0
+    guarded_psnr = psnr(result.outputs["last"], obs.y)
+    assert guarded_psnr > psnr(unguarded.outputs["last"], obs.y) + 3
+
+
+def test_a_transient_nan_is_survived_and_a_persistent_one_fails() -> None:
+    obs = deg.gaussian(_image(24, 20, 3), 10, np.random.default_rng(0)).observation
+    cfg = FitConfig(iterations=60, check_every=10)
+    survived = fit(_seeded(_Sabotaged(nan_from=15, nan_until=15)), obs, cfg, device="cpu")
+    assert survived.info["restores"] == 1
+    assert all(np.isfinite(out).all() for out in survived.outputs.values())
+    with pytest.raises(FitError, match="NaN/Inf"):
+        fit(
+            _seeded(_Sabotaged(nan_from=5, nan_until=10**9)),
+            obs,
+            FitConfig(iterations=500, check_every=10, max_restores=3),
+            device="cpu",
+        )
+
+
+def test_curves_and_snapshots_are_recorded() -> None:
+    clean = _image(32, 32, 1)
+    obs = deg.gaussian(clean, 25, np.random.default_rng(0)).observation
+    result = run(
+        "dd",
+        obs,
+        seed=0,
+        device="cpu",
+        monitor_reference=clean,
+        fit_options={"iterations": 30, "record_every": 5, "snapshots": [10, 30], "es_window": 5},
+    )
+    assert list(result.curves["iteration"]) == [5, 10, 15, 20, 25, 30]
+    assert np.isfinite(result.curves["psnr_last"]).all()
+    assert sorted(result.snapshots) == [10, 30]
+    np.testing.assert_array_equal(result.snapshots[30], result.outputs["last"])
+    assert "oracle" in result.outputs and result.info["oracle_iteration"] >= 1
+    assert result.default == "best_loss"
