@@ -72,3 +72,11 @@ def crop_to_multiple(image: np.ndarray, multiple: int, *, center: bool = True) -
         raise ValueError(f"image of size {h}x{w} is smaller than the multiple {multiple}")
     top, left = ((h - nh) // 2, (w - nw) // 2) if center else (0, 0)
     return image[top : top + nh, left : left + nw]
+
+
+def crop_to_size(image: np.ndarray, size: int) -> np.ndarray:
+    """Center crop to at most ``size`` x ``size`` (smaller sides are kept whole)."""
+    h, w = image.shape[:2]
+    th, tw = min(h, size), min(w, size)
+    top, left = (h - th) // 2, (w - tw) // 2
+    return image[top : top + th, left : left + tw]

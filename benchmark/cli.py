@@ -6,10 +6,12 @@ Exit codes: 0 success, 1 a failed check or failed work, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pooch
@@ -101,6 +103,85 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_suite(args: argparse.Namespace) -> Any:
+    from benchmark.suites import SuiteError, load_suite
+
+    try:
+        return load_suite(
+            args.suite, args.profile, images_subset=args.images, methods_subset=args.methods
+        )
+    except SuiteError as err:
+        raise UsageError(str(err)) from err
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Suites with their grids and cell counts per profile."""
+    from benchmark.suites import PROFILES, load_suite, packaged_suites
+
+    for name in packaged_suites():
+        suites = {p: load_suite(name, p) for p in PROFILES}
+        full = suites["full"]
+        print(f"{name:<18} {full.title}")
+        for profile, suite in suites.items():
+            degradations = ", ".join(
+                f"{d['kind']} {d['levels']}"
+                if "levels" in d
+                else f"{d['kind']} severity {d['imagenet_c']}"
+                for d in suite.degradations
+            )
+            crop = f"crop {suite.crop}" if suite.crop else "full size"
+            print(
+                f"    {profile:<6} {len(suite.cells()):>5} cells: {len(suite.images)} images "
+                f"({crop}) x {degradations} x {len(suite.methods)} methods "
+                f"({', '.join(m.key for m in suite.methods)})"
+            )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run (or resume) a suite's grid; failed cells are listed and make the exit code 1."""
+    from benchmark import runner
+
+    suite = _load_suite(args)
+    out = args.out or runner.default_out(suite.profile, suite.name)
+    cells = suite.cells()
+    jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
+    todo = runner.pending(cells, out, args.device, args.threads)
+    print(
+        f"{suite.name} ({suite.profile}): {len(cells)} cells, {len(cells) - len(todo)} already "
+        f"done, {len(todo)} to run -> {out}"
+    )
+    slurm = {
+        "partition": args.slurm_partition,
+        "gpus": args.slurm_gpus,
+        "time_min": args.slurm_time,
+        "array_parallelism": args.slurm_array_parallelism,
+        "cluster": args.slurm_cluster,
+    }
+    table, _ = runner.run_suite(
+        suite,
+        out,
+        device=args.device,
+        jobs=jobs,
+        threads=args.threads,
+        executor=args.executor,
+        slurm=slurm,
+        show_progress=not args.quiet,
+    )
+    failed = table[table.status != "ok"]
+    print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
+    if len(failed):
+        print(f"{len(failed)} failed cell(s):", file=sys.stderr)
+        for row in failed.itertuples():
+            print(
+                f"  {row.dataset}/{row.image} {row.degradation}={row.level:g} {row.method}: "
+                f"{row.error}",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     """Every method, its tasks, and for the networks each preset with its parameter counts."""
     from benchmark.methods import METHODS
@@ -171,6 +252,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
 
+    p = sub.add_parser("list", help="list suites with their grids and cell counts per profile")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a suite's grid (resumable)")
+    p.add_argument("suite", help="a packaged suite name (see dipbench list) or a suite .toml file")
+    p.add_argument(
+        "--profile",
+        default="full",
+        choices=["full", "quick", "ci"],
+        help="full: the paper's protocol; quick: a 2-core CPU in about an hour for "
+        "all suites; ci: a small regression grid (default: full)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="local worker processes (default: one per CPU core on the CPU, one per GPU on CUDA)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per cell (default: 1). Part of a CPU cell's identity: "
+        "the numbers do not depend on --jobs, but do change with --threads",
+    )
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "slurm"],
+        help="local processes, or one Slurm job array through submitit",
+    )
+    p.add_argument("--out", type=Path, help="run folder (default: reports/<profile>/<suite>/)")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", help="only these images")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
+    p.add_argument("--slurm-partition", help="Slurm partition")
+    p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job (default: 1)")
+    p.add_argument("--slurm-time", type=int, default=240, help="time limit per job, minutes")
+    p.add_argument(
+        "--slurm-array-parallelism",
+        type=int,
+        default=32,
+        help="jobs of the array running at once (default: 32)",
+    )
+    p.add_argument(
+        "--slurm-cluster",
+        default=None,
+        choices=["slurm", "local", "debug"],
+        help="submitit cluster; local/debug run the array on this machine (testing)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("methods", help="list methods, presets and network parameter counts")
     p.set_defaults(func=cmd_methods)
 
@@ -188,18 +326,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run like Ctrl-C: finished cells are kept
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dipbench`` and ``python -m benchmark``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     pooch.get_logger().setLevel("WARNING")  # our own progress bar and summary say it better
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except UsageError as err:
         parser.exit(EXIT_USAGE, f"dipbench {args.command}: error: {err}\n")
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(
+            "interrupted: every finished cell is kept; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,605 @@
+"""Running a suite's cells: resumably, in parallel, or on a Slurm cluster.
+
+Each finished cell is one record, ``<out>/cells/<key>.json``, written atomically (temporary
+file, then rename), next to its output image ``<key>.png`` and, for network methods, its
+curves and snapshots ``<key>.npz``. The key hashes everything that determines the result
+(package version included), so a re-run skips finished cells and never reuses stale ones.
+``results.csv`` is collected from the records of the current grid. A cell that fails is
+recorded with its error; the run goes on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from benchmark import __version__, images
+from benchmark.arrays import crop_to_size, to_uint8
+from benchmark.degradations import degrade
+from benchmark.methods import Restoration, run
+from benchmark.metrics import get_protocol
+from benchmark.suites import Cell, Suite
+
+RESULT_COLUMNS = [
+    "suite",
+    "profile",
+    "dataset",
+    "image",
+    "task",
+    "degradation",
+    "level",
+    "severity",
+    "method",
+    "output",
+    "oracle",
+    "repetition",
+    "seed",
+    "psnr",
+    "ssim",
+    "seconds",
+    "device",
+    "iterations",
+    "stop_iteration",
+    "best_iteration",
+    "preset",
+    "status",
+    "error",
+    "key",
+    "version",
+    "git_revision",
+]
+
+
+def default_out(profile: str, suite: str) -> Path:
+    """``reports/<profile>/<suite>`` of the source checkout, or of the working folder."""
+    checkout = Path(__file__).resolve().parents[1]
+    base = checkout / "reports" if (checkout / "pyproject.toml").is_file() else Path("reports")
+    return base / profile / suite
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def cells_dir(out: Path) -> Path:
+    return Path(out) / "cells"
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: readers never see a
+    half-written file, and a killed writer leaves only a temporary file behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, content: Any) -> None:
+    _atomic_write(path, lambda p: p.write_text(json.dumps(content, indent=1, default=_jsonable)))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A cell record, or None if it is absent or unreadable (a corrupt record is recomputed)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files whose writing process is gone (killed runs)."""
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def git_revision() -> str:
+    """The checkout's commit (with ``-dirty`` for local changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return f"{rev}-dirty" if dirty else rev
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a number."""
+    import bm3d
+    import cv2
+    import skimage
+    import torch
+
+    return {
+        "dipbench": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "scikit-image": skimage.__version__,
+        "opencv": cv2.__version__,
+        "bm3d": getattr(bm3d, "__version__", "unknown"),
+    }
+
+
+# --- one cell -------------------------------------------------------------------------------
+
+
+def prepare(cell: Cell) -> tuple[Any, np.ndarray]:
+    """The cell's degraded observation and clean target (deterministic from its seed)."""
+    clean = images.load_image(cell.dataset, cell.image)
+    if cell.crop:
+        clean = crop_to_size(clean, cell.crop)
+    degraded = degrade(
+        clean,
+        cell.degradation,
+        cell.level,
+        np.random.default_rng(cell.degradation_seed),
+        **cell.degradation_options,
+    )
+    return degraded.observation, degraded.target
+
+
+def run_cell(
+    cell: Cell,
+    out: Path,
+    device: str,
+    *,
+    revision: str = "unknown",
+    threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Compute one cell and write its record; a failure is recorded, not raised.
+
+    The caller has set torch's CPU threads to ``threads`` (part of the cell's key on the CPU:
+    the number of threads changes a network's numbers in the last bits, and DIP's chaotic
+    training amplifies them). Returns the record that was written.
+    """
+    from benchmark.methods.fit import resolve_device
+
+    folder = cells_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device) if cell.method in ("dip", "dd") else None
+    device_name = str(dev) if dev is not None else "cpu"
+    key = cell.key(compute_kind(cell, device, threads))
+    record: dict[str, Any] = {
+        "key": key,
+        "cell": asdict(cell),
+        "version": __version__,
+        "versions": versions(),
+        "git_revision": revision,
+        "device": device_name,
+        "started": time.time(),
+    }
+    started = time.perf_counter()
+    try:
+        observation, target = prepare(cell)
+        options = dict(cell.method_options)
+        if dev is not None:
+            options.update(device=dev, monitor_reference=target, progress=progress)
+        result = run(cell.method, observation, seed=cell.method_seed, **options)
+        record.update(_score(cell, result, target))
+        record["status"] = "ok"
+        _save_outputs(folder / key, result)
+    except Exception as err:  # noqa: BLE001  a failed cell must not sink the run
+        record.update(
+            status="failed",
+            error=f"{type(err).__name__}: {err}",
+            traceback=traceback.format_exc(),
+            rows=[],
+        )
+    record["seconds"] = time.perf_counter() - started
+    record["finished"] = time.time()
+    write_json(folder / f"{key}.json", record)
+    return record
+
+
+def _score(cell: Cell, result: Restoration, target: np.ndarray) -> dict[str, Any]:
+    protocol = get_protocol(cell.protocol)
+    wanted = cell.outputs or tuple(result.outputs)
+    missing = [o for o in wanted if o not in result.outputs]
+    if missing:
+        raise KeyError(
+            f"method {cell.method!r} has no output(s) {missing}; it has {', '.join(result.outputs)}"
+        )
+    rows = [
+        {"output": name, "oracle": name == "oracle", **protocol.score(result.outputs[name], target)}
+        for name in wanted
+    ]
+    return {"rows": rows, "default_output": result.default, "info": result.info}
+
+
+def _save_outputs(stem: Path, result: Restoration) -> None:
+    default = to_uint8(result.outputs[result.default])
+    pixels = default[..., 0] if default.shape[2] == 1 else default
+    _atomic_write(stem.with_suffix(".png"), lambda p: Image.fromarray(pixels).save(p, format="PNG"))
+    if result.curves or result.snapshots:
+        arrays = {f"curve_{k}": v for k, v in result.curves.items()}
+        arrays.update({f"snapshot_{k}": to_uint8(v) for k, v in result.snapshots.items()})
+        _atomic_write(stem.with_suffix(".npz"), lambda p: _savez(p, arrays))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+# --- many cells -----------------------------------------------------------------------------
+
+
+def compute_kind(cell: Cell, device: str, threads: int) -> str:
+    """What, besides the cell itself, determines a result: the device type for networks,
+    and on the CPU their number of threads."""
+    if cell.method not in ("dip", "dd"):
+        return "cpu"
+    from benchmark.methods.fit import resolve_device
+
+    kind = resolve_device(device).type
+    return f"cpu-{threads}threads" if kind == "cpu" and threads != 1 else kind
+
+
+def record_path(cell: Cell, out: Path, device: str, threads: int) -> Path:
+    return cells_dir(out) / f"{cell.key(compute_kind(cell, device, threads))}.json"
+
+
+def pending(cells: Sequence[Cell], out: Path, device: str, threads: int = 1) -> list[Cell]:
+    """The cells without a successful record (failed ones are retried)."""
+    done = []
+    for cell in cells:
+        record = read_record(record_path(cell, out, device, threads))
+        done.append(record is not None and record.get("status") == "ok")
+    return [c for c, ok in zip(cells, done, strict=True) if not ok]
+
+
+def default_jobs(device: str) -> int:
+    """One worker per CPU core on the CPU, one per GPU on CUDA, else one."""
+    from benchmark.methods.fit import resolve_device
+
+    kind = resolve_device(device).type
+    if kind == "cpu":
+        return os.cpu_count() or 1
+    if kind == "cuda" and str(device) in ("auto", "cuda"):
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
+
+
+def _worker_init(threads: int, devices: list[str], counter: Any) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["DIPBENCH_WORKER_THREADS"] = str(threads)
+    if devices:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.environ["DIPBENCH_WORKER_DEVICE"] = devices[index % len(devices)]
+
+
+def _worker_run(cell: Cell, out: str, device: str, revision: str, threads: int) -> dict[str, Any]:
+    import torch
+
+    if os.environ.get("DIPBENCH_WORKER_THREADS") != str(threads):  # a Slurm job: first cell
+        torch.set_num_threads(threads)
+    device = os.environ.get("DIPBENCH_WORKER_DEVICE", device)
+    return run_cell(cell, Path(out), device, revision=revision, threads=threads)
+
+
+def _gpu_devices(device: str) -> list[str]:
+    """One GPU per worker when several are visible and the device is not pinned."""
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return []
+
+
+def execute(
+    cells: Sequence[Cell],
+    out: Path,
+    *,
+    device: str = "auto",
+    jobs: int = 1,
+    threads: int = 1,
+    executor: str = "local",
+    slurm: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the cells that have no successful record yet; return the new records.
+
+    Parameters
+    ----------
+    cells : sequence of Cell
+    out : Path
+        The run folder (records go to ``out/cells``).
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` for network methods.
+    jobs : int
+        Local worker processes; each worker takes its own GPU when several are visible.
+    threads : int
+        torch CPU threads per cell. Fixed per cell (not divided by ``jobs``) so that the
+        numbers do not depend on the executor: ``--jobs 2`` equals ``--jobs 1``.
+    executor : {"local", "slurm"}
+        ``slurm`` submits one job array through submitit (``slurm`` holds its options).
+    """
+    folder = cells_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    todo = pending(cells, out, device, threads)
+    if not todo:
+        return []
+    revision = git_revision()
+    if executor == "slurm":
+        return _execute_slurm(todo, out, device, revision, threads, slurm or {}, show_progress)
+    if jobs <= 1 or len(todo) == 1:
+        return _execute_serial(todo, out, device, revision, threads, show_progress)
+    return _execute_pool(todo, out, device, revision, min(jobs, len(todo)), threads, show_progress)
+
+
+def _bar(total: int, show: bool) -> tqdm:
+    return tqdm(total=total, desc="cells", unit="cell", disable=not show, dynamic_ncols=True)
+
+
+def _note_failure(record: dict[str, Any]) -> None:
+    if record.get("status") != "ok":
+        tqdm.write(
+            f"failed: {record['cell']['image']} {record['cell']['method_key']}: "
+            f"{record.get('error')}"
+        )
+
+
+def _execute_serial(
+    todo: Sequence[Cell], out: Path, device: str, revision: str, threads: int, show: bool
+) -> list[dict[str, Any]]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _serial_loop(todo, out, device, revision, threads, show)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _serial_loop(
+    todo: Sequence[Cell], out: Path, device: str, revision: str, threads: int, show: bool
+) -> list[dict[str, Any]]:
+    records = []
+    with _bar(len(todo), show) as bar:
+        for cell in todo:
+            bar.set_postfix_str(cell.label, refresh=True)
+            inner = tqdm(
+                desc=f"  {cell.method_key}",
+                unit="it",
+                leave=False,
+                disable=not show,
+                dynamic_ncols=True,
+            )
+
+            def progress(done: int, total: int, inner: tqdm = inner) -> None:
+                inner.total = total
+                inner.update(done - inner.n)
+
+            try:
+                record = run_cell(
+                    cell, out, device, revision=revision, threads=threads, progress=progress
+                )
+            finally:
+                inner.close()
+            _note_failure(record)
+            records.append(record)
+            bar.update()
+    return records
+
+
+def _execute_pool(
+    todo: Sequence[Cell], out: Path, device: str, revision: str, jobs: int, threads: int, show: bool
+) -> list[dict[str, Any]]:
+    context = mp.get_context("spawn")  # torch and fork do not mix
+    counter = context.Value("i", 0)
+    records = []
+    pool = futures.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=_worker_init,
+        initargs=(threads, _gpu_devices(device), counter),
+    )
+    try:
+        with _bar(len(todo), show) as bar:
+            running = [
+                pool.submit(_worker_run, c, str(out), device, revision, threads) for c in todo
+            ]
+            for done in futures.as_completed(running):
+                record = done.result()
+                _note_failure(record)
+                records.append(record)
+                bar.update()
+    except BaseException:
+        # Ctrl-C or SIGTERM: stop the workers now; finished records are already on disk.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return records
+
+
+def _execute_slurm(
+    todo: Sequence[Cell],
+    out: Path,
+    device: str,
+    revision: str,
+    threads: int,
+    options: dict[str, Any],
+    show: bool,
+) -> list[dict[str, Any]]:
+    try:
+        import submitit
+    except ImportError as err:
+        raise RuntimeError(
+            "the slurm executor needs submitit: pip install 'dipbench[slurm]'"
+        ) from err
+    cluster = options.get("cluster") or None  # None: Slurm; "local"/"debug" for testing
+    executor = submitit.AutoExecutor(folder=str(Path(out) / "slurm_logs" / "%j"), cluster=cluster)
+    parameters: dict[str, Any] = {
+        "timeout_min": int(options.get("time_min", 240)),
+        "name": f"dipbench-{todo[0].suite}",
+    }
+    if cluster in (None, "slurm"):
+        parameters.update(
+            slurm_partition=options.get("partition"),
+            slurm_array_parallelism=int(options.get("array_parallelism", 32)),
+            gpus_per_node=int(options.get("gpus", 0)),
+            cpus_per_task=int(options.get("cpus", 4)),
+        )
+        parameters = {k: v for k, v in parameters.items() if v is not None}
+    executor.update_parameters(**parameters)
+    n = len(todo)
+    jobs = executor.map_array(
+        _worker_run, list(todo), [str(out)] * n, [device] * n, [revision] * n, [threads] * n
+    )
+    records = []
+    with _bar(len(jobs), show) as bar:
+        for job in jobs:
+            record = job.result()
+            _note_failure(record)
+            records.append(record)
+            bar.update()
+    return records
+
+
+# --- results --------------------------------------------------------------------------------
+
+
+def collect(cells: Iterable[Cell], out: Path, device: str, threads: int = 1) -> pd.DataFrame:
+    """One row per (cell, output) for the cells of this grid that have a record.
+
+    Cells without a record are absent; failed cells give one row with ``status = failed``
+    and their error.
+    """
+    rows = []
+    for cell in cells:
+        record = read_record(record_path(cell, out, device, threads))
+        if record is None:
+            continue
+        rows.extend(record_rows(record))
+    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    for column in ("severity", "iterations", "stop_iteration", "best_iteration"):
+        table[column] = table[column].astype("Int64")
+    return table
+
+
+def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The results.csv rows of one record."""
+    cell, info = record["cell"], record.get("info", {})
+    base = {
+        "suite": cell["suite"],
+        "profile": cell["profile"],
+        "dataset": cell["dataset"],
+        "image": cell["image"],
+        "task": cell["task"],
+        "degradation": cell["degradation"],
+        "level": cell["level"],
+        "severity": cell["severity"],
+        "method": cell["method_key"],
+        "repetition": cell["repetition"],
+        "seed": cell["method_seed"],
+        "seconds": record.get("seconds"),
+        "device": record.get("device"),
+        "iterations": info.get("iterations"),
+        "stop_iteration": info.get("es_stop_iteration"),
+        "preset": info.get("preset"),
+        "status": record.get("status"),
+        "error": record.get("error", ""),
+        "key": record["key"],
+        "version": record.get("version"),
+        "git_revision": record.get("git_revision"),
+    }
+    if record.get("status") != "ok":
+        return [{**base, "output": "", "oracle": False, "psnr": np.nan, "ssim": np.nan}]
+    iteration_of = {
+        "es": info.get("es_iteration"),
+        "best_loss": info.get("best_loss_iteration"),
+        "oracle": info.get("oracle_iteration"),
+        "last": info.get("iterations"),
+    }
+    return [
+        {**base, **row, "best_iteration": iteration_of.get(row["output"])} for row in record["rows"]
+    ]
+
+
+def write_results(table: pd.DataFrame, out: Path) -> Path:
+    path = Path(out) / "results.csv"
+    _atomic_write(path, lambda p: table.to_csv(p, index=False))
+    return path
+
+
+def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Run (or resume) a suite's grid and write ``results.csv``.
+
+    Returns the collected table and the records computed by this call.
+    """
+    cells = suite.cells()
+    records = execute(cells, out, **options)
+    table = collect(cells, out, options.get("device", "auto"), options.get("threads", 1))
+    write_results(table, out)
+    write_json(
+        Path(out) / "suite.json",
+        {
+            "suite": suite.name,
+            "profile": suite.profile,
+            "title": suite.title,
+            "task": suite.task,
+            "protocol": suite.protocol,
+            "datasets": list(suite.datasets),
+            "images": [f"{d}/{i}" for d, i in suite.images],
+            "crop": suite.crop,
+            "paper": suite.paper,
+            "notes": suite.notes,
+            "methods": [asdict(m) for m in suite.methods],
+            "source": str(suite.source),
+        },
+    )
+    return table, records

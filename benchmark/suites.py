@@ -1,0 +1,360 @@
+"""Suites: experiment grids as data (TOML), expanded into independent cells.
+
+A suite file names a dataset, the degradations and their levels, the methods with their
+options, the evaluation protocol, and per-profile overrides (``full`` is the paper's protocol;
+``quick`` and ``ci`` shrink crops, iterations, networks or the image list). The format is
+documented in the README; the packaged suites live in ``benchmark/suites/``.
+
+A cell is one (image, degradation, level, method, repetition). Its seeds depend only on what
+it is, never on the order of execution: the degradation seed hashes (base seed, dataset,
+image, degradation, level, repetition), so every method sees the very same degraded input,
+and the method seed hashes the degradation seed with the method's name.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark import __version__, images
+from benchmark.degradations import DEGRADATIONS, imagenet_c_level
+from benchmark.methods import get_method
+from benchmark.metrics import PROTOCOLS
+
+SUITES_DIR = Path(__file__).with_name("suites")
+PROFILES = ("full", "quick", "ci")
+_SUITE_KEYS = {
+    "name",
+    "title",
+    "task",
+    "protocol",
+    "paper",
+    "datasets",
+    "images",
+    "count",
+    "crop",
+    "seed",
+    "repetitions",
+    "degradations",
+    "methods",
+    "profiles",
+    "notes",
+}
+_METHOD_KEYS = {"method", "label", "preset", "network", "fit", "options", "outputs", "skip"}
+
+
+class SuiteError(ValueError):
+    """A suite file or a selection that does not make sense; the message lists valid names."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method entry of a suite, after profile overrides."""
+
+    key: str  # the name in the suite and in the tables
+    method: str  # registry name or package.module:function
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()  # () = every output the method produces
+    presets: dict[str, str] = field(default_factory=dict)  # degradation kind -> preset
+
+    def options_for(self, degradation: str) -> dict[str, Any]:
+        """The call options for one degradation kind (a preset may depend on it)."""
+        if degradation in self.presets:
+            return {**self.options, "preset": self.presets[degradation]}
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: everything that determines its result."""
+
+    suite: str
+    profile: str
+    dataset: str
+    image: str
+    crop: int
+    task: str
+    protocol: str
+    degradation: str
+    level: float
+    severity: int | None
+    degradation_options: dict[str, Any]
+    repetition: int
+    method_key: str
+    method: str
+    method_options: dict[str, Any]
+    outputs: tuple[str, ...]
+    degradation_seed: int
+    method_seed: int
+
+    def key(self, device_type: str) -> str:
+        """A hash of everything that determines the result, the package version included."""
+        content = asdict(self)
+        content.pop("suite")  # the same cell in two suites computes the same thing
+        content.pop("profile")
+        content.update(version=__version__, device_type=device_type)
+        return _digest(content)[:20]
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.image} {self.degradation}={self.level:g} {self.method_key} r{self.repetition}"
+        )
+
+
+def _digest(content: Any) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def seed_of(*parts: Any) -> int:
+    """A 63-bit seed from any JSON-serialisable parts, independent of execution order."""
+    return int(_digest(list(parts))[:16], 16) >> 1
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A suite resolved for one profile."""
+
+    name: str
+    profile: str
+    title: str
+    task: str
+    protocol: str
+    datasets: tuple[str, ...]
+    images: tuple[tuple[str, str], ...]  # (dataset, image)
+    crop: int
+    seed: int
+    repetitions: int
+    degradations: tuple[dict[str, Any], ...]
+    methods: tuple[MethodSpec, ...]
+    paper: dict[str, Any]
+    notes: str
+    source: Path
+
+    def cells(self) -> list[Cell]:
+        """The grid, image-major (so a suite's first results cover whole images)."""
+        cells = []
+        for dataset, image in self.images:
+            for deg in self.degradations:
+                if deg.get("datasets") and dataset not in deg["datasets"]:
+                    continue
+                for level, severity in _levels(deg):
+                    for rep in range(self.repetitions):
+                        d_seed = seed_of(self.seed, dataset, image, deg["kind"], level, rep)
+                        for spec in self.methods:
+                            cells.append(
+                                Cell(
+                                    suite=self.name,
+                                    profile=self.profile,
+                                    dataset=dataset,
+                                    image=image,
+                                    crop=self.crop,
+                                    task=self.task,
+                                    protocol=self.protocol,
+                                    degradation=deg["kind"],
+                                    level=level,
+                                    severity=severity,
+                                    degradation_options=deg.get("options", {}),
+                                    repetition=rep,
+                                    method_key=spec.key,
+                                    method=spec.method,
+                                    method_options=spec.options_for(deg["kind"]),
+                                    outputs=spec.outputs,
+                                    degradation_seed=d_seed,
+                                    method_seed=seed_of(d_seed, spec.key),
+                                )
+                            )
+        return cells
+
+
+def _levels(deg: Mapping[str, Any]) -> list[tuple[float, int | None]]:
+    if "imagenet_c" in deg:
+        return [(float(imagenet_c_level(deg["kind"], s)), int(s)) for s in deg["imagenet_c"]]
+    return [(float(level), None) for level in deg["levels"]]
+
+
+def packaged_suites() -> list[str]:
+    """Names of the suites shipped with the package."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: tables merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], Path]:
+    """The raw table of a packaged suite (by name) or of a TOML file (by path)."""
+    path = Path(name_or_path)
+    if not path.suffix == ".toml":
+        path = SUITES_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise SuiteError(
+                f"unknown suite {name_or_path!r}; packaged suites: {', '.join(packaged_suites())} "
+                "(or give the path of a suite .toml file)"
+            )
+    elif not path.is_file():
+        raise SuiteError(f"suite file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text()), path
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"{path}: not valid TOML: {err}") from err
+
+
+def load_suite(
+    name_or_path: str,
+    profile: str = "full",
+    *,
+    images_subset: Sequence[str] | None = None,
+    methods_subset: Sequence[str] | None = None,
+) -> Suite:
+    """Load a suite for one profile, optionally restricted to some images or methods."""
+    raw, path = read_suite_file(name_or_path)
+    unknown = sorted(set(raw) - _SUITE_KEYS)
+    if unknown:
+        raise SuiteError(
+            f"{path}: unknown key(s) {unknown}; valid: {', '.join(sorted(_SUITE_KEYS))}"
+        )
+    profiles = raw.get("profiles", {})
+    if profile not in PROFILES:
+        raise SuiteError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    merged = _merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile, {}))
+    name = merged.get("name", path.stem)
+    for key in ("task", "protocol", "datasets", "degradations", "methods"):
+        if key not in merged:
+            raise SuiteError(f"{path}: suite {name!r} has no {key!r}")
+    if merged["protocol"] not in PROTOCOLS:
+        raise SuiteError(
+            f"{path}: unknown protocol {merged['protocol']!r}; known: {', '.join(PROTOCOLS)}"
+        )
+
+    datasets = merged["datasets"]
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    available = _available_images(datasets, int(merged.get("count", 0)), path)
+    chosen = _choose_images(available, merged.get("images"), path, what=f"suite {name!r}")
+    if images_subset:
+        chosen = _choose_images(chosen, images_subset, path, what=f"suite {name!r} ({profile})")
+
+    degradations = tuple(_check_degradation(d, path) for d in merged["degradations"])
+    methods = tuple(
+        _method_spec(key, entry or {}, path)
+        for key, entry in merged["methods"].items()
+        if not (entry or {}).get("skip", False)
+    )
+    if methods_subset:
+        keys = [m.key for m in methods]
+        missing = sorted(set(methods_subset) - set(keys))
+        if missing:
+            raise SuiteError(
+                f"method(s) {missing} not in suite {name!r} ({profile}); "
+                f"its methods: {', '.join(keys)}"
+            )
+        methods = tuple(m for m in methods if m.key in methods_subset)
+    return Suite(
+        name=name,
+        profile=profile,
+        title=merged.get("title", name),
+        task=merged["task"],
+        protocol=merged["protocol"],
+        datasets=tuple(datasets),
+        images=tuple(chosen),
+        crop=int(merged.get("crop", 0)),
+        seed=int(merged.get("seed", 0)),
+        repetitions=int(merged.get("repetitions", 1)),
+        degradations=degradations,
+        methods=methods,
+        paper=dict(merged.get("paper", {})),
+        notes=merged.get("notes", ""),
+        source=path,
+    )
+
+
+def _available_images(datasets: list[str], count: int, path: Path) -> list[tuple[str, str]]:
+    """Every (dataset, image) of the named sets; an archive set yields ``count`` images."""
+    registry = images.load_registry()
+    try:
+        entries = images.select(registry, datasets)
+    except KeyError as err:
+        raise SuiteError(f"{path}: {err.args[0]}") from err
+    found: list[tuple[str, str]] = []
+    for dataset in datasets:
+        members = [e for e in entries if e.set == dataset]
+        if any(e.kind == "archive" for e in members):
+            if count <= 0:
+                raise SuiteError(f"{path}: dataset {dataset!r} is an archive; give 'count'")
+            found += [(dataset, name) for name in images.archive_image_names(dataset, count)]
+        else:
+            found += [(dataset, e.name) for e in members]
+    return found
+
+
+def _choose_images(
+    available: Sequence[tuple[str, str]], wanted: Sequence[str] | None, path: Path, *, what: str
+) -> list[tuple[str, str]]:
+    """Filter by names, ``image`` or ``dataset/image``, keeping the order of ``wanted``."""
+    if not wanted:
+        return list(available)
+    chosen, unknown = [], []
+    for name in wanted:
+        hits = [(d, i) for d, i in available if name in (i, f"{d}/{i}")]
+        if not hits:
+            unknown.append(name)
+        chosen += [h for h in hits if h not in chosen]
+    if unknown:
+        names = ", ".join(f"{d}/{i}" for d, i in available)
+        raise SuiteError(f"image(s) {unknown} not in {what}; its images: {names}")
+    return chosen
+
+
+def _check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    kind = entry.get("kind")
+    if kind not in DEGRADATIONS:
+        raise SuiteError(f"{path}: unknown degradation {kind!r}; known: {', '.join(DEGRADATIONS)}")
+    if ("levels" in entry) == ("imagenet_c" in entry):
+        raise SuiteError(f"{path}: degradation {kind!r} needs either 'levels' or 'imagenet_c'")
+    return dict(entry)
+
+
+def _method_spec(key: str, entry: Mapping[str, Any], path: Path) -> MethodSpec:
+    unknown = sorted(set(entry) - _METHOD_KEYS)
+    if unknown:
+        raise SuiteError(
+            f"{path}: method {key!r}: unknown key(s) {unknown}; valid: "
+            f"{', '.join(sorted(_METHOD_KEYS))}"
+        )
+    method = entry.get("method", key)
+    try:
+        get_method(method)
+    except KeyError as err:
+        raise SuiteError(f"{path}: {err.args[0]}") from err
+    options: dict[str, Any] = dict(entry.get("options", {}))
+    presets: dict[str, str] = {}
+    if isinstance(entry.get("preset"), Mapping):
+        presets = dict(entry["preset"])
+    elif "preset" in entry:
+        options["preset"] = entry["preset"]
+    if "network" in entry:
+        options["network"] = dict(entry["network"])
+    if "fit" in entry:
+        options["fit_options"] = dict(entry["fit"])
+    return MethodSpec(
+        key=key,
+        method=method,
+        label=entry.get("label", key),
+        options=options,
+        outputs=tuple(entry.get("outputs", ())),
+        presets=presets,
+    )

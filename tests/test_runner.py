@@ -1,0 +1,328 @@
+"""Suites as data, resumable cells, failures, parallel and Slurm (submitit local) execution."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import runner
+from benchmark.cli import main
+from benchmark.suites import SuiteError, load_suite, packaged_suites
+
+REQUIRED = [
+    "suite",
+    "profile",
+    "dataset",
+    "image",
+    "task",
+    "degradation",
+    "level",
+    "method",
+    "seed",
+    "psnr",
+    "ssim",
+    "seconds",
+    "device",
+]
+
+USER_METHODS = '''
+import numpy as np
+
+def identity(observation, *, seed=0, **options):
+    """A "method" that returns its input: the user-method path end to end."""
+    return observation.y
+
+def broken(observation, *, seed=0, **options):
+    raise RuntimeError("deliberately broken")
+'''
+
+
+def _suite_file(
+    tmp_path: Path, methods: str, *, images: str = '["house", "peppers"]', extra: str = ""
+) -> Path:
+    (tmp_path / "my_methods.py").write_text(USER_METHODS)
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        textwrap.dedent(f"""
+        name = "mine"
+        task = "inpainting"
+        protocol = "gray"
+        datasets = "bm3d_gray11"
+        images = {images}
+        crop = 40
+        {extra}
+        [[degradations]]
+        kind = "bernoulli"
+        levels = [0.5]
+    """)
+        + textwrap.dedent(methods)
+    )
+    return path
+
+
+@pytest.fixture
+def user_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    )
+    return tmp_path
+
+
+# --- suites ---------------------------------------------------------------------------------
+
+
+def test_every_packaged_suite_loads_in_every_profile() -> None:
+    assert set(packaged_suites()) == {
+        "inpainting-table1",
+        "denoising-color",
+        "noise-types",
+        "super-resolution",
+        "deep-decoder",
+        "inpainting-kinds",
+        "cifar10-noise",
+    }
+    for name in packaged_suites():
+        for profile in ("full", "quick", "ci"):
+            suite = load_suite(name, profile)
+            assert suite.cells(), (name, profile)
+    table1 = load_suite("inpainting-table1", "full")
+    assert len(table1.images) == 11 and {m.key for m in table1.methods} >= {"dip", "dd", "telea"}
+
+
+def test_seeds_depend_on_the_cell_not_on_the_order_or_selection() -> None:
+    full = load_suite("inpainting-table1", "ci").cells()
+    part = load_suite(
+        "inpainting-table1", "ci", images_subset=["peppers"], methods_subset=["dd"]
+    ).cells()
+    assert len(part) == 1
+    twin = next(c for c in full if c.image == "peppers" and c.method_key == "dd")
+    assert (part[0].degradation_seed, part[0].method_seed) == (
+        twin.degradation_seed,
+        twin.method_seed,
+    )
+    for image in ("house", "peppers"):  # every method sees the same degraded input
+        assert len({c.degradation_seed for c in full if c.image == image}) == 1
+    assert len({c.method_seed for c in full}) == len(full)
+
+
+def test_changed_parameters_change_the_key() -> None:
+    a = load_suite("inpainting-table1", "ci").cells()[0]
+    b = load_suite("inpainting-table1", "quick").cells()[0]
+    assert a.method_key == b.method_key == "dip"
+    assert a.key("cpu") != b.key("cpu")
+    assert a.key("cpu") != a.key("cuda")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "no-such-suite"], "inpainting-table1"),
+        (["run", "inpainting-table1", "--images", "lenna"], "bm3d_gray11/barbara"),
+        (["run", "inpainting-table1", "--methods", "dip_ema"], "biharmonic"),
+        (["run", "inpainting-table1", "--profile", "fast"], "quick"),
+    ],
+)
+def test_unknown_names_exit_2_with_the_valid_ones(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_bad_suite_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'task = "denoising"\nprotocol = "rgb"\ndatasets = "set5"\nmethods = {}\n'
+        'degradations = [{kind = "blur", levels = [1]}]\n'
+    )
+    with pytest.raises(SuiteError, match="unknown degradation 'blur'"):
+        load_suite(str(path))
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def test_ci_profile_of_table1_writes_results(
+    tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    assert main(["run", "inpainting-table1", "--profile", "ci", "--out", str(out), "-q"]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert set(REQUIRED) <= set(table.columns)
+    assert set(table.image) == {"house", "peppers"}
+    assert {"dip", "dd", "biharmonic", "telea"} == set(table.method)
+    assert (table.status == "ok").all() and table.psnr.notna().all()
+    assert table[table.method == "dip"].output.tolist()[:4] == ["last", "ema", "es", "oracle"]
+    assert table[table.output == "oracle"].oracle.all()
+    # A second run computes nothing and rewrites the same table.
+    assert main(["run", "inpainting-table1", "--profile", "ci", "--out", str(out), "-q"]) == 0
+    assert "8 already done, 0 to run" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), table)
+
+
+def test_a_failed_cell_is_recorded_and_the_run_goes_on(
+    user_path: Path, mirror: Path, capsys: pytest.CaptureFixture
+) -> None:
+    suite = _suite_file(
+        user_path,
+        """
+        [methods.mine]
+        method = "my_methods:identity"
+        [methods.broken]
+        method = "my_methods:broken"
+        [methods.telea]
+    """,
+    )
+    out = user_path / "run"
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "2 failed cell(s)" in err and "deliberately broken" in err
+    table = pd.read_csv(out / "results.csv")
+    assert set(table[table.status == "ok"].method) == {"mine", "telea"}
+    failed = table[table.status == "failed"]
+    assert len(failed) == 2 and failed.psnr.isna().all()
+    # The identity "method" scores exactly the masked input.
+    mine = table[table.method == "mine"]
+    assert (mine.psnr < table[table.method == "telea"].psnr.to_numpy()).all()
+
+
+def test_sigkill_halfway_then_resume_recomputes_nothing(user_path: Path, mirror: Path) -> None:
+    suite = _suite_file(
+        user_path,
+        """
+        [methods.dd]
+        network = { channels = 32 }
+        fit = { iterations = 250 }
+        [methods.telea]
+    """,
+        images='["house", "peppers", "cameraman", "montage"]',
+    )
+    out = user_path / "run"
+    cells = runner.cells_dir(out)
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "run",
+        str(suite),
+        "--out",
+        str(out),
+        "-q",
+        "--device",
+        "cpu",
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(cells.glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cells.glob("*.json")}
+    assert 3 <= len(before) < 8, "the kill should land halfway through the grid"
+    for content in before.values():
+        json.loads(content[1])  # every record on disk is whole
+
+    assert main(["run", str(suite), "--out", str(out), "-q", "--device", "cpu"]) == 0
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cells.glob("*.json")}
+    assert len(after) == 8
+    for name, stamp in before.items():
+        assert after[name] == stamp, f"{name} was recomputed"
+    assert not list(cells.glob(".*.tmp"))
+    assert (pd.read_csv(out / "results.csv").status == "ok").all()
+
+
+def _psnrs(out: Path) -> pd.Series:
+    table = pd.read_csv(out / "results.csv")
+    return table.set_index(["image", "method", "output"]).psnr.sort_index()
+
+
+def test_two_jobs_give_the_same_psnrs_as_one(tmp_path: Path, mirror: Path) -> None:
+    argv = [
+        "run",
+        "inpainting-table1",
+        "--profile",
+        "ci",
+        "--methods",
+        "dd",
+        "dip",
+        "telea",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "one"), "--jobs", "1"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    one, two = _psnrs(tmp_path / "one"), _psnrs(tmp_path / "two")
+    pd.testing.assert_index_equal(one.index, two.index)
+    assert np.abs(one.to_numpy() - two.to_numpy()).max() <= 1e-4
+
+
+def test_slurm_executor_through_submitit_local_matches_local(tmp_path: Path, mirror: Path) -> None:
+    pytest.importorskip("submitit")
+    argv = [
+        "run",
+        "inpainting-table1",
+        "--profile",
+        "ci",
+        "--methods",
+        "dd",
+        "biharmonic",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "local")]) == 0
+    assert (
+        main(
+            [
+                *argv,
+                "--out",
+                str(tmp_path / "slurm"),
+                "--executor",
+                "slurm",
+                "--slurm-cluster",
+                "local",
+            ]
+        )
+        == 0
+    )
+    local, slurm = _psnrs(tmp_path / "local"), _psnrs(tmp_path / "slurm")
+    assert np.abs(local.to_numpy() - slurm.to_numpy()).max() <= 1e-4
+    assert list((tmp_path / "slurm" / "slurm_logs").iterdir())  # one log folder per job
+
+
+def test_concurrent_runs_on_one_folder_do_not_corrupt_it(user_path: Path, mirror: Path) -> None:
+    suite = _suite_file(
+        user_path,
+        """
+        [methods.biharmonic]
+        [methods.telea]
+        [methods.mine]
+        method = "my_methods:identity"
+    """,
+        images='["house", "peppers", "cameraman", "montage", "boat"]',
+    )
+    out = user_path / "run"
+    argv = [sys.executable, "-m", "benchmark", "run", str(suite), "--out", str(out), "-q"]
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    records = list(runner.cells_dir(out).glob("*.json"))
+    assert len(records) == 15
+    assert all(runner.read_record(r)["status"] == "ok" for r in records)
+    assert len(pd.read_csv(out / "results.csv")) == 15
