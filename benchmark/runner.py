@@ -306,9 +306,23 @@ def default_jobs(device: str) -> int:
     return 1
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose run was killed (even by SIGKILL) must not keep computing: poll the
+    parent and leave at once when it is gone. Nothing half-written survives: see
+    :func:`_atomic_write`."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _worker_init(threads: int, devices: list[str], counter: Any) -> None:
+    import threading
+
     import torch
 
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     os.environ["DIPBENCH_WORKER_THREADS"] = str(threads)
     if devices:

@@ -234,6 +234,8 @@ def test_sigkill_halfway_then_resume_recomputes_nothing(user_path: Path, mirror:
     assert 3 <= len(before) < 8, "the kill should land halfway through the grid"
     for content in before.values():
         json.loads(content[1])  # every record on disk is whole
+    time.sleep(2)
+    assert len(list(cells.glob("*.json"))) == len(before), "an orphaned worker kept writing"
 
     assert main(["run", str(suite), "--out", str(out), "-q", "--device", "cpu"]) == 0
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in cells.glob("*.json")}
