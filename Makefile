@@ -20,7 +20,11 @@ export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
 endif
 endif
 
-.PHONY: setup test lint reproduce download clean
+.PHONY: setup test lint reproduce quick download clean
+
+# PROFILE=full forces the papers' protocol; by default `dipbench reproduce` picks full on a
+# CUDA GPU and quick elsewhere.
+PROFILE ?=
 
 setup: $(STAMP)
 
@@ -41,7 +45,10 @@ download: $(STAMP)
 	$(BIN)/dipbench download --all --skip-unavailable
 
 reproduce: download
-	@echo "Images downloaded and verified. The suites are not implemented yet: nothing else to run."
+	$(BIN)/dipbench reproduce $(if $(PROFILE),--profile $(PROFILE))
+
+quick: download
+	$(BIN)/dipbench reproduce --profile quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

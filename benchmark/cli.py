@@ -170,6 +170,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     failed = table[table.status != "ok"]
     print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
+    if not args.no_report:
+        from benchmark import report
+
+        report.write_report(out)
+        print(f"wrote {out / 'table.md'} and figures")
     if len(failed):
         print(f"{len(failed)} failed cell(s):", file=sys.stderr)
         for row in failed.itertuples():
@@ -179,6 +184,76 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run every suite (the paper protocol on a CUDA GPU, else quick), report, index."""
+    from benchmark import report, runner
+    from benchmark.methods.fit import resolve_device
+    from benchmark.suites import SuiteError, load_suite, packaged_suites
+
+    device = resolve_device(args.device)
+    profile = args.profile or ("full" if device.type == "cuda" else "quick")
+    names = args.suites or packaged_suites()
+    try:
+        suites = [load_suite(name, profile) for name in names]
+    except SuiteError as err:
+        raise UsageError(str(err)) from err
+    if args.profile is None and profile != "full":
+        steps = runner.measure_step_seconds(args.device)
+        hours = sum(runner.estimate_seconds(load_suite(n, "full"), steps) for n in names) / 3600
+        print(
+            f"No CUDA GPU here (device {device}): running the quick profile, which is NOT the "
+            f"papers' protocol. The full profile would take roughly {hours:,.0f} hours on this "
+            "device (a rough estimate from a measured step); PROFILE=full forces it."
+        )
+    root = args.out or runner.default_out(profile, "x").parent.parent
+    jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
+    failed, skipped = [], []
+    for suite in suites:
+        reason = runner.unavailable_reason(suite)
+        if reason:
+            print(f"skipped {suite.name}: its images cannot be had here: {reason}")
+            skipped.append(suite.name)
+            continue
+        out = root / profile / suite.name
+        print(f"== {suite.name} ({profile}) -> {out}")
+        table, _ = runner.run_suite(
+            suite,
+            out,
+            device=args.device,
+            jobs=jobs,
+            threads=args.threads,
+            show_progress=not args.quiet,
+        )
+        report.write_report(out)
+        failed += [
+            f"{suite.name}: {r.image} {r.method}: {r.error}"
+            for r in table[table.status != "ok"].itertuples()
+        ]
+    index = report.write_index(root)
+    for line in failed:
+        print(f"failed cell: {line}", file=sys.stderr)
+    if skipped:
+        print(f"skipped suite(s): {', '.join(skipped)} (see above)")
+    print(f"index of the reports: {index}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """(Re)write a run folder's tables and figures from its cells; --index for a tree."""
+    from benchmark import report
+
+    if args.index:
+        print(f"wrote {report.write_index(args.dir)}")
+        return EXIT_OK
+    try:
+        written = report.write_report(args.dir, figures=not args.no_figures)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from err
+    for path in written:
+        print(f"wrote {path}")
     return EXIT_OK
 
 
@@ -306,8 +381,37 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["slurm", "local", "debug"],
         help="submitit cluster; local/debug run the array on this machine (testing)",
     )
+    p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reproduce", help="run every suite, write the reports and their index")
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="only these suites")
+    p.add_argument(
+        "--profile",
+        choices=["full", "quick", "ci"],
+        help="default: full on a CUDA GPU, else quick (with an estimate of full)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--jobs", type=int, default=None, help="local worker processes")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per cell")
+    p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="(re)write a run folder's tables and figures from its cells")
+    p.add_argument(
+        "dir",
+        type=Path,
+        help="a run folder (reports/<profile>/<suite>), or with --index a reports folder",
+    )
+    p.add_argument(
+        "--index",
+        action="store_true",
+        help="write DIR/README.md indexing every run folder below DIR",
+    )
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("methods", help="list methods, presets and network parameter counts")
     p.set_defaults(func=cmd_methods)

@@ -11,6 +11,7 @@ recorded with its error; the run goes on.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import importlib.metadata
 import json
 import multiprocessing as mp
 import os
@@ -147,7 +148,6 @@ def git_revision() -> str:
 
 def versions() -> dict[str, str]:
     """Versions of everything that can change a number."""
-    import bm3d
     import cv2
     import skimage
     import torch
@@ -159,7 +159,7 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "scikit-image": skimage.__version__,
         "opencv": cv2.__version__,
-        "bm3d": getattr(bm3d, "__version__", "unknown"),
+        "bm3d": importlib.metadata.version("bm3d"),
     }
 
 
@@ -524,6 +524,71 @@ def _execute_slurm(
     return records
 
 
+# --- whole suites ---------------------------------------------------------------------------
+
+
+def unavailable_reason(suite: Suite) -> str | None:
+    """Why a suite's images cannot be had here (None if they can): fetches what is missing."""
+    registry = images.load_registry()
+    for entry in images.select(registry, suite.datasets):
+        try:
+            images.fetch(entry)
+        except images.DownloadError as err:
+            return str(err)
+    return None
+
+
+def estimate_seconds(suite: Suite, step_seconds: dict[str, float]) -> float:
+    """A rough duration of a suite: network steps scaled by pixels from a measured step.
+
+    ``step_seconds`` holds the measured seconds of one step of DIP's default network and of
+    the Deep Decoder (k=128) on a 128x128 RGB image; classical cells count 2 s each.
+    """
+    from benchmark.methods.priors import default_preset, get_preset
+
+    sizes = {}
+    for entry in images.load_registry():
+        sizes[(entry.set, entry.name)] = (entry.height, entry.width)
+    total = 0.0
+    for cell in suite.cells():
+        if cell.method not in ("dip", "dd"):
+            total += 2.0
+            continue
+        h, w = sizes.get((cell.dataset, cell.image), (32, 32))
+        if cell.crop:
+            h, w = min(h, cell.crop), min(w, cell.crop)
+        options = cell.method_options
+        preset = options.get("preset")
+        if preset is None:
+            factor = int(cell.level) if cell.task == "super_resolution" else None
+            preset = default_preset(
+                cell.method, type("O", (), {"task": cell.task, "factor": factor})()
+            )
+        fit = {**get_preset(cell.method, preset).fit, **options.get("fit_options", {})}
+        total += fit["iterations"] * step_seconds[cell.method] * (h * w) / (128 * 128)
+    return total
+
+
+def measure_step_seconds(device: str = "auto") -> dict[str, float]:
+    """Seconds per step of DIP's default network and DD k=128 at 128x128 on ``device``."""
+    import torch
+
+    from benchmark.degradations import Observation
+    from benchmark.methods.fit import FitConfig, fit
+    from benchmark.methods.priors import build_network, get_preset
+
+    y = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
+    observation = Observation(y, "denoising", {"kind": "gaussian", "sigma": 0.1})
+    seconds = {}
+    for method, preset in (("dip", "denoising"), ("dd", "denoising")):
+        net = build_network(get_preset(method, preset).network, 3, torch.Generator().manual_seed(0))
+        fit(net, observation, FitConfig(iterations=2, check_every=2), device=device)
+        started = time.perf_counter()
+        fit(net, observation, FitConfig(iterations=6, check_every=6), device=device)
+        seconds[method] = (time.perf_counter() - started) / 6
+    return seconds
+
+
 # --- results --------------------------------------------------------------------------------
 
 
@@ -596,8 +661,9 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
     Returns the collected table and the records computed by this call.
     """
     cells = suite.cells()
+    device, threads = options.get("device", "auto"), options.get("threads", 1)
     records = execute(cells, out, **options)
-    table = collect(cells, out, options.get("device", "auto"), options.get("threads", 1))
+    table = collect(cells, out, device, threads)
     write_results(table, out)
     write_json(
         Path(out) / "suite.json",
@@ -612,8 +678,12 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
             "crop": suite.crop,
             "paper": suite.paper,
             "notes": suite.notes,
+            "report": suite.report,
             "methods": [asdict(m) for m in suite.methods],
             "source": str(suite.source),
+            "device": device,
+            "threads": threads,
+            "keys": [record_path(c, out, device, threads).stem for c in cells],
         },
     )
     return table, records

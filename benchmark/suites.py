@@ -45,6 +45,7 @@ _SUITE_KEYS = {
     "methods",
     "profiles",
     "notes",
+    "report",
 }
 _METHOD_KEYS = {"method", "label", "preset", "network", "fit", "options", "outputs", "skip"}
 
@@ -137,6 +138,7 @@ class Suite:
     paper: dict[str, Any]
     notes: str
     source: Path
+    report: dict[str, Any] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """The grid, image-major (so a suite's first results cover whole images)."""
@@ -279,6 +281,7 @@ def load_suite(
         paper=dict(merged.get("paper", {})),
         notes=merged.get("notes", ""),
         source=path,
+        report=dict(merged.get("report", {})),
     )
 
 

@@ -1,0 +1,618 @@
+"""Reports: the papers' tables with the published numbers beside ours, and figures.
+
+Everything is rebuilt from a run folder's cell records (``cells/*.json`` and the grid listed
+in ``suite.json``): ``table.md`` / ``table.csv`` (methods as rows, images as columns, a mean
+column; PSNR and SSIM; one table per degradation level), ``paper_comparison.md`` (ours minus
+published), and PNG figures: PSNR-vs-iteration curves, an image grid, DIP's snapshots as a
+strip and an animated GIF.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmark.runner import cells_dir, read_record, record_rows  # noqa: E402
+from benchmark.suites import Cell  # noqa: E402
+
+PAPER_NUMBERS = Path(__file__).with_name("data") / "paper_numbers.csv"
+OUTPUT_LABELS = {
+    "out": "",
+    "last": "last",
+    "ema": "EMA",
+    "es": "ES-WMV",
+    "best_loss": "best loss",
+    "oracle": "oracle",
+}
+PAPER_LABELS = {
+    "dip": "DIP",
+    "dip_ema": "DIP EMA",
+    "dip_ema_2runs": "DIP EMA, 2 runs",
+    "dip_released": "DIP released outputs",
+    "papyan_csc": "Papyan et al.",
+    "cbm3d": "CBM3D",
+    "nlm": "NLM",
+    "bicubic": "Bicubic",
+    "srresnet": "SRResNet",
+    "glasner": "Glasner et al.",
+    "lapsrn": "LapSRN",
+    "no_prior": "No prior",
+    "tv_prior": "TV prior",
+    "deep_decoder": "Deep Decoder",
+    "bm3d": "BM3D",
+    "noisy": "Noisy input",
+}
+ORACLE_NOTE = (
+    "† oracle: the iteration with the best PSNR against the ground truth; it uses "
+    "the clean image and is not a method's result."
+)
+WITHIN_DB = 0.5
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's ``suite.json`` and the records of its grid (all records if it lists none)."""
+    out = Path(out)
+    meta_path = out / "suite.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{out} is not a run folder: no suite.json (run dipbench run first)"
+        )
+    meta = json.loads(meta_path.read_text())
+    folder = cells_dir(out)
+    paths = (
+        [folder / f"{k}.json" for k in meta["keys"]]
+        if meta.get("keys")
+        else sorted(folder.glob("*.json"))
+    )
+    records = [r for r in (read_record(p) for p in paths) if r is not None]
+    meta["missing_cells"] = len(paths) - len(records)
+    return meta, records
+
+
+def results_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """results.csv rows from records alone."""
+    return pd.DataFrame([row for r in records for row in record_rows(r)])
+
+
+def published(meta: dict[str, Any]) -> pd.DataFrame:
+    """The published rows of ``paper_numbers.csv`` that belong to this suite, with our dataset
+    names (e.g. ``set5`` becomes ``set5_x4_gt``)."""
+    paper = meta.get("paper") or {}
+    if not paper.get("source"):
+        return pd.DataFrame(
+            columns=["dataset", "image", "degradation", "level", "method", "psnr", "kind", "table"]
+        )
+    numbers = pd.read_csv(PAPER_NUMBERS)
+    numbers = numbers[
+        (numbers.paper == paper["source"]) & numbers.table.isin(paper.get("tables", []))
+    ]
+    rename = paper.get("datasets", {})
+    rows = []
+    for ours in meta["datasets"]:
+        theirs = rename.get(ours, ours)
+        part = numbers[numbers.dataset == theirs].copy()
+        part["dataset"] = ours
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True) if rows else numbers.iloc[:0]
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def _label(meta: dict[str, Any], method: str, output: str) -> str:
+    labels = {m["key"]: m["label"] for m in meta["methods"]}
+    base = labels.get(method, method)
+    suffix = OUTPUT_LABELS.get(output, output)
+    label = f"{base} ({suffix})" if suffix else base
+    return f"{label} †" if output == "oracle" else label
+
+
+def _groups(meta: dict[str, Any], results: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    keys = ["degradation", "level"] + (
+        ["dataset"] if meta.get("report", {}).get("by_dataset") else []
+    )
+    ok = results.copy()
+    return [(k if isinstance(k, tuple) else (k,), g) for k, g in ok.groupby(keys, sort=False)]
+
+
+def _column_names(group: pd.DataFrame) -> pd.Series:
+    several = group.dataset.nunique() > 1
+    return (group.dataset + "/" + group.image) if several else group.image
+
+
+def wide_table(
+    meta: dict[str, Any], group: pd.DataFrame, paper: pd.DataFrame, metric: str
+) -> pd.DataFrame:
+    """Rows: published methods (PSNR only), then ours; columns: images and ``mean``.
+
+    A failed or missing cell is NaN; the mean is then over the images that have a value, and
+    ``n`` says how many that is.
+    """
+    group = group.assign(column=_column_names(group))
+    columns = list(dict.fromkeys(group.column))
+    ok = group[group.status == "ok"]
+    ours = ok.assign(
+        row=[_label(meta, m, o) for m, o in zip(ok.method, ok.output, strict=True)]
+    ).pivot_table(index="row", columns="column", values=metric, aggfunc="mean", sort=False)
+    order = list(
+        dict.fromkeys(_label(meta, m, o) for m, o in zip(ok.method, ok.output, strict=True))
+    )
+    failed = sorted(
+        {_label(meta, m, "out").split(" (")[0] for m in group[group.status != "ok"].method}
+    )
+    ours = ours.reindex(index=order + [f for f in failed if f not in order], columns=columns)
+    ours["mean"] = ours[columns].mean(axis=1)
+    ours["n"] = ours[columns].notna().sum(axis=1)
+    ours.insert(0, "source", ["ours (oracle)" if r.endswith("†") else "ours" for r in ours.index])
+    if metric != "psnr" or paper.empty:
+        return ours
+    degradation, level = group.degradation.iloc[0], float(group.level.iloc[0])
+    datasets = set(group.dataset)
+    mine = paper[
+        (paper.degradation == degradation)
+        & np.isclose(paper.level, level)
+        & paper.dataset.isin(datasets)
+    ]
+    if mine.empty:
+        return ours
+    rows = {}
+    for (method, kind), part in mine.groupby(["method", "kind"], sort=False):
+        label = f"{PAPER_LABELS.get(method, method)} ({'paper' if kind == 'published' else kind})"
+        values = {c: np.nan for c in columns}
+        for r in part.itertuples():
+            if r.image == "mean":
+                values["mean"] = r.psnr
+            else:
+                column = (
+                    r.image
+                    if len(datasets) == 1 or group.dataset.nunique() == 1
+                    else f"{r.dataset}/{r.image}"
+                )
+                if column in values:
+                    values[column] = r.psnr
+        if "mean" not in values:
+            present = [values[c] for c in columns if not np.isnan(values[c])]
+            values["mean"] = float(np.mean(present)) if len(present) == len(columns) else np.nan
+        values["n"] = sum(not np.isnan(values[c]) for c in columns)
+        values["source"] = "paper" if kind == "published" else kind
+        rows[label] = values
+    theirs = pd.DataFrame.from_dict(rows, orient="index")[ours.columns]
+    return pd.concat([theirs, ours])
+
+
+def _markdown(table: pd.DataFrame, digits: int) -> str:
+    columns = [c for c in table.columns if c not in ("source", "n")]
+    header = "| method | " + " | ".join(columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for label, row in table.iterrows():
+        cells = []
+        for c in columns:
+            value = row[c]
+            if pd.isna(value):
+                cells.append("failed" if row["source"].startswith("ours") and c != "mean" else "")
+            else:
+                text = f"{value:.{digits}f}"
+                if c == "mean" and row["source"].startswith("ours") and row["n"] < len(columns) - 1:
+                    text += f" (n={int(row['n'])})"
+                cells.append(f"**{text}**" if row["source"] == "paper" and False else text)
+        name = label if row["source"].startswith("ours") else f"*{label}*"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    ok = [r for r in records if r.get("status") == "ok"]
+    versions = ok[0]["versions"] if ok else {}
+    devices = sorted({r.get("device", "?") for r in records})
+    revisions = sorted({r.get("git_revision", "?") for r in records})
+    profile = meta["profile"]
+    caveat = (
+        "the paper's protocol"
+        if profile == "full"
+        else f"**{profile} profile: NOT the paper's protocol** (smaller crops, fewer iterations "
+        "or narrower networks; the published numbers are shown for orientation only)"
+    )
+    lines = [
+        f"# {meta['title']}",
+        "",
+        f"- suite `{meta['suite']}`, profile `{profile}`: {caveat}",
+        f"- protocol `{meta['protocol']}`; images: {len(meta['images'])}"
+        + (f", center crops of {meta['crop']} px" if meta.get("crop") else ", whole images"),
+        f"- device(s): {', '.join(devices)}; git revision(s): {', '.join(revisions)}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+    ]
+    if meta.get("notes"):
+        lines.append(f"- notes: {meta['notes']}")
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed or meta.get("missing_cells"):
+        lines.append(
+            f"- **gaps:** {len(failed)} failed cell(s), {meta.get('missing_cells', 0)} "
+            "cell(s) not run; their entries read `failed` or are empty, and a mean over "
+            "fewer images says `(n=...)`"
+        )
+    lines += ["", "Rows in *italics* are published numbers. " + ORACLE_NOTE, ""]
+    return lines
+
+
+def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
+    """``table.md`` and ``table.csv`` in the paper's layout."""
+    results = results_table(records)
+    paper = published(meta)
+    md = _header(meta, records)
+    frames = []
+    for key, group in _groups(meta, results):
+        title = _group_title(key, group)
+        for metric, digits in (("psnr", 2), ("ssim", 4)):
+            table = wide_table(meta, group, paper, metric)
+            md += [
+                f"## {title}: {metric.upper()}" + (" (dB)" if metric == "psnr" else ""),
+                "",
+                _markdown(table, digits),
+                "",
+            ]
+            frames.append(
+                table.reset_index(names="method").assign(
+                    metric=metric,
+                    degradation=group.degradation.iloc[0],
+                    level=group.level.iloc[0],
+                    dataset="+".join(sorted(set(group.dataset))),
+                )
+            )
+    (out / "table.md").write_text("\n".join(md))
+    csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    front = ["degradation", "level", "dataset", "metric", "method", "source"]
+    csv = csv[front + [c for c in csv.columns if c not in front]] if len(csv) else csv
+    csv.to_csv(out / "table.csv", index=False)
+    return [out / "table.md", out / "table.csv"]
+
+
+def _group_title(key: tuple, group: pd.DataFrame) -> str:
+    severity = group.severity.dropna()
+    level = f"{key[0]} {key[1]:g}" + (
+        f" (ImageNet-C severity {int(severity.iloc[0])})" if len(severity) else ""
+    )
+    return level + (f", {key[2]}" if len(key) > 2 else "")
+
+
+def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+    """``paper_comparison.md``: ours minus published where the paper gives a number."""
+    results = results_table(records)
+    paper = published(meta)
+    compare = (meta.get("paper") or {}).get("compare", {})
+    lines = [
+        f"# {meta['title']}: ours minus published",
+        "",
+        f"Profile `{meta['profile']}`"
+        + (
+            ""
+            if meta["profile"] == "full"
+            else " (not the paper's protocol: differences are for orientation, not a verdict)"
+        )
+        + ".",
+        "",
+    ]
+    if paper.empty or not compare:
+        lines.append("No published numbers to compare with for this suite.")
+        (out / "paper_comparison.md").write_text("\n".join(lines) + "\n")
+        return out / "paper_comparison.md"
+    ok = results[results.status == "ok"] if len(results) else results
+    rows = []
+    ours_images = set(meta["images"])
+    for theirs in paper.itertuples():
+        target = compare.get(theirs.method)
+        if not target or (
+            theirs.image != "mean" and f"{theirs.dataset}/{theirs.image}" not in ours_images
+        ):
+            continue
+        method, output = target.split("/")
+        mine = ok[
+            (ok.method == method)
+            & (ok.output == output)
+            & (ok.dataset == theirs.dataset)
+            & (ok.degradation == theirs.degradation)
+            & np.isclose(ok.level, theirs.level)
+        ]
+        if theirs.image != "mean":
+            mine = mine[mine.image == theirs.image]
+        ours = mine.psnr.mean() if len(mine) else np.nan
+        complete = theirs.image != "mean" or mine.image.nunique() == len(
+            [i for i in meta["images"] if i.startswith(theirs.dataset + "/")]
+        )
+        rows.append(
+            {
+                "dataset": theirs.dataset,
+                "image": theirs.image,
+                "level": theirs.level,
+                "published": f"{PAPER_LABELS.get(theirs.method, theirs.method)} ({theirs.kind})",
+                "ours": _label(meta, method, output),
+                "their psnr": theirs.psnr,
+                "our psnr": ours,
+                "difference": ours - theirs.psnr,
+                "complete": bool(complete),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        lines.append("No published number matches a method of this run.")
+    else:
+        within = (table.difference.abs() <= WITHIN_DB).sum()
+        scored = table.difference.notna().sum()
+        lines += [
+            f"{within} of {scored} compared cells within {WITHIN_DB} dB "
+            f"({len(table) - scored} without our number).",
+            "",
+        ]
+        shown = table.copy()
+        for c in ("their psnr", "our psnr", "difference"):
+            shown[c] = shown[c].map(
+                lambda v: "" if pd.isna(v) else f"{v:+.2f}" if c == "difference" else f"{v:.2f}"
+            )
+        lines.append("| " + " | ".join(shown.columns[:-1]) + " |")
+        lines.append("|" + "---|" * (len(shown.columns) - 1))
+        for r in shown.itertuples(index=False):
+            values = list(r)[:-1]
+            lines.append(
+                "| "
+                + " | ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+                + " |"
+            )
+        if (~table.complete).any():
+            lines += [
+                "",
+                "A mean over fewer images than the paper's is marked incomplete "
+                "in table.csv (`complete = False`).",
+            ]
+    (out / "paper_comparison.md").write_text("\n".join(lines) + "\n")
+    table.to_csv(out / "paper_comparison.csv", index=False)
+    return out / "paper_comparison.md"
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def _curves(out: Path, key: str) -> dict[str, np.ndarray]:
+    path = cells_dir(out) / f"{key}.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _network_records(records: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("status") == "ok" and r["cell"]["method"] == method]
+
+
+def figure_curves(
+    out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = 4
+) -> list[Path]:
+    """PSNR against iterations of DIP and DD, one figure per degradation level.
+
+    DIP: the un-averaged output and its EMA, the ES-WMV stop and the oracle peak marked;
+    DD: its output.
+    """
+    written = []
+    by_level: dict[tuple, list[dict[str, Any]]] = {}
+    for r in _network_records(records, "dip") + _network_records(records, "dd"):
+        by_level.setdefault((r["cell"]["degradation"], r["cell"]["level"]), []).append(r)
+    for (degradation, level), recs in by_level.items():
+        images = list(dict.fromkeys(f"{r['cell']['dataset']}/{r['cell']['image']}" for r in recs))
+        images = images[:max_images]
+        fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.4), squeeze=False)
+        for ax, image in zip(axes[0], images, strict=True):
+            for r in recs:
+                if f"{r['cell']['dataset']}/{r['cell']['image']}" != image:
+                    continue
+                c = _curves(out, r["key"])
+                if "curve_iteration" not in c:
+                    continue
+                it, name = c["curve_iteration"], _label(meta, r["cell"]["method_key"], "out")
+                ax.plot(it, c["curve_psnr_last"], lw=1, label=f"{name}")
+                if r["cell"]["method"] == "dip":
+                    ax.plot(it, c["curve_psnr_ema"], lw=1, ls="--", label=f"{name} EMA")
+                    es = r.get("info", {}).get("es_iteration")
+                    if es:
+                        ax.axvline(es, color="gray", lw=0.8, ls=":", label="ES-WMV pick")
+                    peak = int(np.nanargmax(c["curve_psnr_last"]))
+                    ax.plot(it[peak], c["curve_psnr_last"][peak], "k*", ms=8, label="oracle peak")
+            ax.set_title(image.split("/")[-1], fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("PSNR (dB)")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}", fontsize=10)
+        fig.tight_layout()
+        path = out / f"curves_{degradation}_{level:g}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _cell(record: dict[str, Any]) -> Cell:
+    values = dict(record["cell"])
+    values["outputs"] = tuple(values["outputs"])
+    names = {f.name for f in fields(Cell)}
+    return Cell(**{k: v for k, v in values.items() if k in names})
+
+
+def _show(ax: Any, image: np.ndarray, title: str) -> None:
+    ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def figure_grid(
+    out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = 3
+) -> Path | None:
+    """Clean, degraded and each method's output (PSNR in the captions) for a few images of
+    the suite's first degradation level."""
+    from benchmark.metrics import get_protocol
+    from benchmark.runner import prepare
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        return None
+    first = (ok[0]["cell"]["degradation"], ok[0]["cell"]["level"])
+    ok = [r for r in ok if (r["cell"]["degradation"], r["cell"]["level"]) == first]
+    images = list(dict.fromkeys((r["cell"]["dataset"], r["cell"]["image"]) for r in ok))[
+        :max_images
+    ]
+    methods = list(dict.fromkeys(r["cell"]["method_key"] for r in ok))
+    protocol = get_protocol(meta["protocol"])
+    fig, axes = plt.subplots(
+        len(images),
+        2 + len(methods),
+        squeeze=False,
+        figsize=(1.9 * (2 + len(methods)), 2.1 * len(images)),
+    )
+    for row, (dataset, image) in zip(axes, images, strict=True):
+        recs = {
+            r["cell"]["method_key"]: r
+            for r in ok
+            if (r["cell"]["dataset"], r["cell"]["image"]) == (dataset, image)
+        }
+        any_record = next(iter(recs.values()))
+        observation, target = prepare(_cell(any_record))
+        _show(row[0], target, f"{image}: clean")
+        shown = observation.y
+        if shown.shape != target.shape:  # super-resolution: show the input at output size
+            shown = np.kron(shown, np.ones((observation.factor, observation.factor, 1)))
+        _show(
+            row[1], np.clip(shown, 0, 1), f"degraded {protocol.score(shown, target)['psnr']:.2f} dB"
+        )
+        for ax, method in zip(row[2:], methods, strict=True):
+            record = recs.get(method)
+            if record is None:
+                ax.axis("off")
+                continue
+            png = cells_dir(out) / f"{record['key']}.png"
+            if not png.is_file():
+                ax.axis("off")
+                continue
+            pixels = np.asarray(Image.open(png), np.float32) / 255
+            pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+            default = record.get("default_output", "out")
+            score = next((x["psnr"] for x in record["rows"] if x["output"] == default), np.nan)
+            _show(ax, pixels, f"{_label(meta, method, default)} {score:.2f} dB")
+    fig.suptitle(f"{meta['suite']} ({meta['profile']}): {first[0]} {first[1]:g}", fontsize=9)
+    fig.tight_layout()
+    path = out / "grid.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
+    """DIP's output at chosen iterations for one image: a strip (PNG) and an animated GIF."""
+    for record in _network_records(records, "dip"):
+        data = _curves(out, record["key"])
+        snaps = sorted(
+            (int(k.split("_")[1]), v) for k, v in data.items() if k.startswith("snapshot_")
+        )
+        if not snaps:
+            continue
+        fig, axes = plt.subplots(1, len(snaps), figsize=(1.8 * len(snaps), 2.1), squeeze=False)
+        for ax, (it, pixels) in zip(axes[0], snaps, strict=True):
+            _show(ax, pixels.astype(np.float32) / 255, f"iteration {it}")
+        cell = record["cell"]
+        fig.suptitle(
+            f"DIP on {cell['image']} ({cell['degradation']} {cell['level']:g})", fontsize=9
+        )
+        fig.tight_layout()
+        strip = out / "snapshots.png"
+        fig.savefig(strip, dpi=80)
+        plt.close(fig)
+        frames = [Image.fromarray(p[..., 0] if p.shape[2] == 1 else p) for _, p in snaps]
+        gif = out / "snapshots.gif"
+        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=400, loop=0)
+        return [strip, gif]
+    return []
+
+
+# --- a whole folder -------------------------------------------------------------------------
+
+
+def write_report(out: Path, *, figures: bool = True) -> list[Path]:
+    """(Re)write a run folder's tables, comparison and figures from its cell records."""
+    out = Path(out)
+    meta, records = load_run(out)
+    written = write_tables(out, meta, records)
+    written.append(write_comparison(out, meta, records))
+    if figures and records:
+        written += figure_curves(out, meta, records)
+        grid = figure_grid(out, meta, records)
+        written += [grid] if grid else []
+        written += figure_snapshots(out, meta, records)
+    return written
+
+
+def summary_line(out: Path) -> str:
+    """One line for the index: what the suite reproduces and how close it came."""
+    meta, records = load_run(out)
+    comparison = out / "paper_comparison.csv"
+    ok = sum(r.get("status") == "ok" for r in records)
+    line = f"{ok}/{len(meta.get('keys') or records)} cells"
+    if comparison.is_file() and comparison.stat().st_size > 1:
+        table = pd.read_csv(comparison)
+        if len(table) and table.difference.notna().any():
+            means = table[(table.image == "mean") & table.difference.notna()]
+            shown = means if len(means) else table[table.difference.notna()]
+            parts = [
+                f"{r.ours} {r['our psnr']:.2f} vs {r.published} {r['their psnr']:.2f} dB"
+                for _, r in shown.head(3).iterrows()
+            ]
+            within = (table.difference.abs() <= WITHIN_DB).sum()
+            line += (
+                f"; {within}/{table.difference.notna().sum()} within {WITHIN_DB} dB; "
+                + "; ".join(parts)
+            )
+    return line
+
+
+def write_index(root: Path) -> Path:
+    """``README.md`` of a reports folder: every run folder with its tables and figures."""
+    root = Path(root)
+    lines = [
+        "# dipbench reports",
+        "",
+        "Generated by `dipbench report`; each folder holds `table.md`, `table.csv`, "
+        "`paper_comparison.md` and figures. `quick` and `ci` folders are NOT the papers' "
+        "protocols (crops, fewer iterations, narrower networks).",
+        "",
+    ]
+    for meta_path in sorted(root.glob("*/*/suite.json")):
+        out = meta_path.parent
+        meta = json.loads(meta_path.read_text())
+        rel = out.relative_to(root)
+        figures = sorted(p.name for p in out.glob("*.png")) + sorted(
+            p.name for p in out.glob("*.gif")
+        )
+        links = " · ".join(
+            f"[{name}]({rel}/{name})"
+            for name in ["table.md", "paper_comparison.md", *figures]
+            if (out / name).exists()
+        )
+        lines += [
+            f"## {meta['suite']} ({meta['profile']})",
+            "",
+            meta["title"] + ".",
+            "",
+            f"- {summary_line(out)}",
+            f"- {links}",
+            "",
+        ]
+    (root / "README.md").write_text("\n".join(lines))
+    return root / "README.md"
