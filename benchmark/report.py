@@ -357,9 +357,8 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
         ]
         shown = table.copy()
         for c in ("their psnr", "our psnr", "difference"):
-            shown[c] = shown[c].map(
-                lambda v: "" if pd.isna(v) else f"{v:+.2f}" if c == "difference" else f"{v:.2f}"
-            )
+            pattern = "{:+.2f}" if c == "difference" else "{:.2f}"
+            shown[c] = shown[c].map(lambda v, p=pattern: "" if pd.isna(v) else p.format(v))
         lines.append("| " + " | ".join(shown.columns[:-1]) + " |")
         lines.append("|" + "---|" * (len(shown.columns) - 1))
         for r in shown.itertuples(index=False):
