@@ -1,0 +1,166 @@
+"""Reports from cell records: paper-layout tables, published rows, gaps, figures, CIFAR-10."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark import images
+from benchmark.cli import main
+from benchmark.report import PAPER_NUMBERS
+
+BROKEN = """
+def broken(observation, *, seed=0, **options):
+    raise RuntimeError("deliberately broken")
+"""
+
+
+@pytest.fixture(scope="module")
+def table1_run(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    out = tmp_path_factory.mktemp("table1")
+    argv = [
+        "run",
+        "inpainting-table1",
+        "--profile",
+        "ci",
+        "--methods",
+        "biharmonic",
+        "telea",
+        "--out",
+        str(out),
+        "-q",
+        "--jobs",
+        "1",
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def test_tables_rebuild_from_the_cell_records_alone(table1_run: Path) -> None:
+    for name in ("results.csv", "table.md", "table.csv", "paper_comparison.md", "grid.png"):
+        (table1_run / name).unlink(missing_ok=True)
+    assert main(["report", str(table1_run)]) == 0
+    md = (table1_run / "table.md").read_text()
+    assert "| method | house | peppers | mean |" in md
+    assert "*Papyan et al. (paper)*" in md and "*DIP (paper)*" in md
+    assert "| Biharmonic |" in md and "| Telea |" in md
+    assert "ci profile: NOT the paper's protocol" in md
+    assert (table1_run / "grid.png").is_file()
+
+
+def test_published_rows_match_paper_numbers(table1_run: Path) -> None:
+    table = pd.read_csv(table1_run / "table.csv")
+    numbers = pd.read_csv(PAPER_NUMBERS)
+    numbers = numbers[numbers.table == "Table 1"]
+    for method, label in (("dip", "DIP (paper)"), ("papyan_csc", "Papyan et al. (paper)")):
+        row = table[(table.method == label) & (table.metric == "psnr")].iloc[0]
+        for image in ("house", "peppers"):
+            expected = numbers[(numbers.method == method) & (numbers.image == image)].psnr.iloc[0]
+            assert row[image] == pytest.approx(expected)
+    ours = table[(table.method == "Biharmonic") & (table.metric == "psnr")].iloc[0]
+    assert ours["mean"] == pytest.approx((ours["house"] + ours["peppers"]) / 2)
+
+
+def test_a_failed_cell_still_reports_the_rest_and_marks_the_gap(
+    tmp_path: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_methods.py").write_text(BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = tmp_path / "gap.toml"
+    suite.write_text(
+        'name = "gap"\ntask = "inpainting"\nprotocol = "gray"\ndatasets = "bm3d_gray11"\n'
+        'images = ["house", "peppers"]\ncrop = 40\n'
+        '[[degradations]]\nkind = "bernoulli"\nlevels = [0.5]\n'
+        '[methods.telea]\n[methods.broken]\nmethod = "broken_methods:broken"\n'
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(suite), "--out", str(out), "-q", "--jobs", "1"]) == 1
+    md = (out / "table.md").read_text()
+    assert "**gaps:** 2 failed cell(s)" in md
+    assert "| broken | failed | failed |" in md
+    assert "| telea |" in md
+
+
+def test_figures_open_as_images(table1_run: Path) -> None:
+    main(["report", str(table1_run)])
+    pictures = list(table1_run.glob("*.png"))
+    assert pictures
+    for picture in pictures:
+        with Image.open(picture) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+
+
+def _official_format_archive(path: Path, count: int) -> np.ndarray:
+    """A CIFAR-10-python archive with ``count`` test images, as the official one is laid out."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+    batch = {
+        b"batch_label": b"testing batch 1 of 1",
+        b"labels": list(range(count)),
+        b"data": pixels.reshape(count, -1),
+        b"filenames": [b"x.png"] * count,
+    }
+    payload = pickle.dumps(batch)
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    return pixels.transpose(0, 2, 3, 1)
+
+
+def test_cifar10_suite_on_a_small_archive_in_the_official_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "cifar10").mkdir(parents=True)
+    archive = mirror / "cifar10" / "cifar-10-python.tar.gz"
+    pixels = _official_format_archive(archive, 4)
+    registry = pd.read_csv(images.REGISTRY_PATH, dtype=str, keep_default_na=False)
+    registry.loc[registry.set == "cifar10", "md5"] = hashlib.md5(archive.read_bytes()).hexdigest()
+    registry.loc[registry.set == "cifar10", "bytes"] = str(archive.stat().st_size)
+    registry_path = tmp_path / "registry.csv"
+    registry.to_csv(registry_path, index=False)
+    monkeypatch.setattr(images, "REGISTRY_PATH", registry_path)
+    monkeypatch.setenv("DIPBENCH_MIRROR", str(mirror))
+    monkeypatch.setenv("DIPBENCH_DATA", str(tmp_path / "cache"))
+
+    loaded = images.load_image("cifar10", "test_00003")
+    np.testing.assert_array_equal(loaded, pixels[3].astype(np.float32) / 255)
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        "cifar10-noise",
+        "--profile",
+        "ci",
+        "--methods",
+        "median",
+        "tv",
+        "dd",
+        "--out",
+        str(out),
+        "-q",
+        "--jobs",
+        "1",
+    ]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert set(table.image) == {"test_00000", "test_00001"}
+    assert set(table.degradation) == {"gaussian", "poisson", "salt_pepper", "speckle"}
+    assert (table.status == "ok").all()
+
+
+def test_reproduce_skips_a_suite_whose_images_are_unavailable(
+    tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["reproduce", "cifar10-noise", "--profile", "ci", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped cifar10-noise: its images cannot be had here" in out
+    assert (tmp_path / "README.md").is_file()
