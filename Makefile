@@ -20,7 +20,7 @@ export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
 endif
 endif
 
-.PHONY: setup test lint reproduce quick download clean
+.PHONY: setup test lint reproduce quick download update-expected bench clean
 
 # PROFILE=full forces the papers' protocol; by default `dipbench reproduce` picks full on a
 # CUDA GPU and quick elsewhere.
@@ -38,8 +38,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check benchmark tests scripts
 	$(BIN)/ruff format --check benchmark tests scripts
 
+# The tests include the PSNR regression check of the `ci` grid (tests/regression).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --benchmark-skip
+
+# Re-measure the regression grid and rewrite the expected values (commit the result).
+update-expected: download
+	$(BIN)/dipbench reproduce --profile ci --out .ci-results -q
+	$(BIN)/dipbench check .ci-results --expected tests/regression/expected_ci.csv --update
+
+# Speed benchmarks (not part of `make test`); JSON saved under .benchmarks/ for --benchmark-compare.
+bench: setup
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-autosave \
+		--benchmark-columns=min,mean,stddev,rounds
 
 download: $(STAMP)
 	$(BIN)/dipbench download --all --skip-unavailable

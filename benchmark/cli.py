@@ -241,6 +241,48 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare measured PSNRs with expected values; exit 1 on a regression or a missing cell."""
+    from benchmark import check, runner
+
+    try:
+        results = check.read_results(args.results)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from err
+    if args.update:
+        expected = check.make_expected(results, runner.versions())
+        args.expected.parent.mkdir(parents=True, exist_ok=True)
+        expected.to_csv(args.expected, index=False)
+        print(f"wrote {args.expected} ({len(expected)} expected cells)")
+        return EXIT_OK
+    if not args.expected.is_file():
+        raise UsageError(f"no expected file {args.expected}; create it with --update")
+    report = check.compare(results, pd.read_csv(args.expected))
+    shown = report[report.verdict != "ok"] if args.failures_only else report
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        if len(shown):
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    counts = report.verdict.value_counts().to_dict()
+    print("check: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    bad = check.failed(report)
+    if len(bad):
+        print(f"FAILED: {len(bad)} cell(s) regressed or missing:", file=sys.stderr)
+        for row in bad.itertuples():
+            print(
+                f"  {row.suite} {row.dataset}/{row.image} {row.degradation}={row.level:g} "
+                f"{row.method}/{row.output}: {row.verdict} "
+                f"(expected {row.expected_psnr:.2f}, measured {row.measured_psnr:.2f})",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    if counts.get("improvement"):
+        print(
+            "improvements beyond tolerance: update the expected file on purpose "
+            "(make update-expected)"
+        )
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """(Re)write a run folder's tables and figures from its cells; --index for a tree."""
     from benchmark import report
@@ -384,6 +426,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="PSNR regression check of results against expected values")
+    p.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        help="results.csv file(s), or folders searched for results.csv",
+    )
+    p.add_argument("--expected", required=True, type=Path, help="the expected-values CSV")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="write the expected file from these results instead of checking",
+    )
+    p.add_argument(
+        "--failures-only",
+        action="store_true",
+        help="list only the cells that are not ok (default: every cell)",
+    )
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("reproduce", help="run every suite, write the reports and their index")
     p.add_argument("suites", nargs="*", metavar="SUITE", help="only these suites")

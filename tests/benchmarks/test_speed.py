@@ -1,0 +1,60 @@
+"""Speed benchmarks (pytest-benchmark): `make bench`, not part of `make test`.
+
+Results are saved as JSON under .benchmarks/ so runs can be compared
+(`pytest tests/benchmarks --benchmark-only --benchmark-compare`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.degradations import gaussian
+from benchmark.methods import restore
+from benchmark.methods.fit import FitConfig, fit
+from benchmark.methods.priors import build_network, get_preset
+from benchmark.runner import run_cell
+from benchmark.suites import load_suite
+
+
+def _observation(size: int, channels: int = 3):
+    clean = np.random.default_rng(0).random((size, size, channels)).astype(np.float32)
+    return gaussian(clean, 25, np.random.default_rng(1)).observation
+
+
+def _step_benchmark(benchmark, method: str, preset: str, size: int) -> None:
+    """One optimisation step (forward, loss, backward, Adam, bookkeeping), 5 per round."""
+    net = build_network(get_preset(method, preset).network, 3, torch.Generator().manual_seed(0))
+    observation = _observation(size)
+    cfg = FitConfig(iterations=5, reg_noise_std=0.03, check_every=5, record_every=5)
+    fit(net, observation, cfg, device="cpu")  # warm-up
+    benchmark.pedantic(
+        fit, args=(net, observation, cfg), kwargs={"device": "cpu"}, rounds=3, iterations=1
+    )
+    benchmark.extra_info["steps_per_round"] = cfg.iterations
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_dip_step(benchmark, size: int) -> None:
+    _step_benchmark(benchmark, "dip", "denoising", size)
+
+
+def test_dd_step_256(benchmark) -> None:
+    _step_benchmark(benchmark, "dd", "denoising", 256)
+
+
+def test_bm3d_256(benchmark) -> None:
+    observation = _observation(256, channels=1)
+    benchmark.pedantic(restore, args=("bm3d", observation), rounds=3, iterations=1)
+
+
+def test_ci_cell(benchmark, tmp_path: Path, mirror: Path) -> None:
+    """A whole `ci` cell: load, degrade, DIP fit, score, write the record."""
+    cell = next(c for c in load_suite("inpainting-table1", "ci").cells() if c.method == "dip")
+    counter = iter(range(100))
+    benchmark.pedantic(
+        lambda: run_cell(cell, tmp_path / str(next(counter)), "cpu"), rounds=3, iterations=1
+    )
