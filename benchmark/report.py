@@ -176,11 +176,7 @@ def wide_table(
             if r.image == "mean":
                 values["mean"] = r.psnr
             else:
-                column = (
-                    r.image
-                    if len(datasets) == 1 or group.dataset.nunique() == 1
-                    else f"{r.dataset}/{r.image}"
-                )
+                column = r.image if len(datasets) == 1 else f"{r.dataset}/{r.image}"
                 if column in values:
                     values[column] = r.psnr
         if "mean" not in values:
@@ -207,7 +203,7 @@ def _markdown(table: pd.DataFrame, digits: int) -> str:
                 text = f"{value:.{digits}f}"
                 if c == "mean" and row["source"].startswith("ours") and row["n"] < len(columns) - 1:
                     text += f" (n={int(row['n'])})"
-                cells.append(f"**{text}**" if row["source"] == "paper" and False else text)
+                cells.append(text)
         name = label if row["source"].startswith("ours") else f"*{label}*"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
