@@ -402,7 +402,7 @@ def figure_curves(
     by_level: dict[tuple, list[dict[str, Any]]] = {}
     for r in _network_records(records, "dip") + _network_records(records, "dd"):
         by_level.setdefault((r["cell"]["degradation"], r["cell"]["level"]), []).append(r)
-    for (degradation, level), recs in by_level.items():
+    for (degradation, level), recs in _middle_levels(by_level).items():
         images = list(dict.fromkeys(f"{r['cell']['dataset']}/{r['cell']['image']}" for r in recs))
         images = images[:max_images]
         fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.4), squeeze=False)
@@ -434,6 +434,24 @@ def figure_curves(
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _middle_levels(by_level: dict[tuple, list]) -> dict[tuple, list]:
+    """One level per degradation kind (the middle one) keeps the figures few."""
+    kinds: dict[str, list[float]] = {}
+    for kind, level in by_level:
+        kinds.setdefault(kind, []).append(level)
+    chosen = {(k, sorted(levels)[(len(levels) - 1) // 2]) for k, levels in kinds.items()}
+    return {key: recs for key, recs in by_level.items() if key in chosen}
+
+
+def _save_small(fig: Any, path: Path) -> None:
+    """Save a figure as a palette PNG: photographs in a grid compress poorly in RGB."""
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
 
 
 def _cell(record: dict[str, Any]) -> Cell:
@@ -505,8 +523,7 @@ def figure_grid(
     fig.suptitle(f"{meta['suite']} ({meta['profile']}): {first[0]} {first[1]:g}", fontsize=9)
     fig.tight_layout()
     path = out / "grid.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_small(fig, path)
     return path
 
 
@@ -528,8 +545,7 @@ def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, An
         )
         fig.tight_layout()
         strip = out / "snapshots.png"
-        fig.savefig(strip, dpi=80)
-        plt.close(fig)
+        _save_small(fig, strip)
         frames = [Image.fromarray(p[..., 0] if p.shape[2] == 1 else p) for _, p in snaps]
         gif = out / "snapshots.gif"
         frames[0].save(gif, save_all=True, append_images=frames[1:], duration=400, loop=0)
