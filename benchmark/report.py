@@ -38,7 +38,7 @@ PAPER_LABELS = {
     "dip": "DIP",
     "dip_ema": "DIP EMA",
     "dip_ema_2runs": "DIP EMA, 2 runs",
-    "dip_released": "DIP released outputs",
+    "dip_released": "DIP",
     "papyan_csc": "Papyan et al.",
     "cbm3d": "CBM3D",
     "nlm": "NLM",
