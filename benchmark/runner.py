@@ -558,12 +558,8 @@ def estimate_seconds(suite: Suite, step_seconds: dict[str, float]) -> float:
         if cell.crop:
             h, w = min(h, cell.crop), min(w, cell.crop)
         options = cell.method_options
-        preset = options.get("preset")
-        if preset is None:
-            factor = int(cell.level) if cell.task == "super_resolution" else None
-            preset = default_preset(
-                cell.method, type("O", (), {"task": cell.task, "factor": factor})()
-            )
+        factor = int(cell.level) if cell.task == "super_resolution" else None
+        preset = options.get("preset") or default_preset(cell.method, cell.task, factor)
         fit = {**get_preset(cell.method, preset).fit, **options.get("fit_options", {})}
         total += fit["iterations"] * step_seconds[cell.method] * (h * w) / (128 * 128)
     return total

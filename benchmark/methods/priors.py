@@ -68,11 +68,11 @@ def get_preset(method: str, name: str) -> Preset:
     return presets[name]
 
 
-def default_preset(method: str, observation: Observation) -> str:
-    """The preset for an observation's task (super-resolution: by factor for DIP)."""
-    if method == "dip" and observation.task == "super_resolution":
-        return f"sr_x{observation.factor}"
-    return DEFAULT_PRESETS[method][observation.task]
+def default_preset(method: str, task: str, factor: int | None = None) -> str:
+    """The preset for a task (super-resolution: by factor for DIP)."""
+    if method == "dip" and task == "super_resolution":
+        return f"sr_x{factor}"
+    return DEFAULT_PRESETS[method][task]
 
 
 def _typed(cls: type, values: Mapping[str, Any], what: str) -> Any:
@@ -119,7 +119,9 @@ def run_prior(
     and its per-step perturbation from ``seed`` too. ``monitor_reference`` (the clean image)
     only feeds the PSNR curves and the ``oracle`` output.
     """
-    chosen = get_preset(method, preset or default_preset(method, observation))
+    chosen = get_preset(
+        method, preset or default_preset(method, observation.task, observation.factor)
+    )
     net_options = {**chosen.network, **(network or {})}
     cfg = FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
     net = build_network(net_options, observation.y.shape[2], torch.Generator().manual_seed(seed))
