@@ -44,6 +44,25 @@ def _selected(args: argparse.Namespace, registry: list[images.Entry]) -> list[im
         raise UsageError(err.args[0]) from err
 
 
+def _batch(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {value!r}") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError("--batch must be at least 1")
+    return size
+
+
+BATCH_HELP = (
+    "network cells fitted together on one device: auto (CPU: 16 for images up to 64x64, "
+    "else 1; CUDA: about a million pixels per batch) or a number; 1 fits each cell alone "
+    "(default: auto). Results equal lone fits up to float rounding"
+)
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     """List sets and images and whether each is on disk."""
     registry = images.load_registry()
@@ -167,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor=args.executor,
         slurm=slurm,
         show_progress=not args.quiet,
+        batch=args.batch,
     )
     failed = table[table.status != "ok"]
     print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
@@ -226,6 +246,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             jobs=jobs,
             threads=args.threads,
             show_progress=not args.quiet,
+            batch=args.batch,
         )
         report.write_report(out)
         failed += [
@@ -318,6 +339,33 @@ def cmd_methods(args: argparse.Namespace) -> int:
                 f"{preset.fit['iterations']:>6} it  lr {preset.fit['lr']:<7} "
                 f"output {preset.output:<9} {preset.description}"
             )
+    return EXIT_OK
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    """Measure steps per second, the batching gain, throughput and suite wall times."""
+    from benchmark import speed
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        report = speed.measure(
+            args.method,
+            size=args.size,
+            batch=args.batch,
+            batch_size=args.batch_size,
+            device=args.device,
+            suite=args.suite,
+            profile=args.profile,
+            steps=args.steps,
+            repeats=args.repeats,
+            batch_steps=args.batch_steps,
+            estimate=not args.no_estimate,
+            progress=lambda message: print(f"measuring: {message}", file=sys.stderr),
+        )
+    except (KeyError, ValueError) as err:
+        raise UsageError(str(err.args[0] if err.args else err)) from err
+    print(speed.format_report(report))
     return EXIT_OK
 
 
@@ -423,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["slurm", "local", "debug"],
         help="submitit cluster; local/debug run the array on this machine (testing)",
     )
+    p.add_argument("--batch", type=_batch, default="auto", help=BATCH_HELP)
     p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
@@ -457,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--jobs", type=int, default=None, help="local worker processes")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per cell")
+    p.add_argument("--batch", type=_batch, default="auto", help=BATCH_HELP)
     p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
@@ -477,6 +527,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list methods, presets and network parameter counts")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser(
+        "speed",
+        help="measure steps/s (one cell, a batch), conv throughput and suite wall times",
+    )
+    p.add_argument("--method", default="dip", choices=["dip", "dd"], help="default: dip")
+    p.add_argument(
+        "--size", type=int, default=128, help="image side for the one-cell figures (default: 128)"
+    )
+    p.add_argument(
+        "--batch", type=int, default=16, help="cells fitted together; 1 skips it (default: 16)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="image side of the batched cells (default: 32, CIFAR-10's)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--suite",
+        help="take the network and optimisation from this suite's entry for --method "
+        "(for example cifar10-noise); default: the method's denoising preset",
+    )
+    p.add_argument(
+        "--profile", default="full", choices=["full", "quick", "ci"], help="with --suite"
+    )
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--steps", type=int, default=10, help="steps per timed block (default: 10)")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed blocks per variant; the median is shown"
+    )
+    p.add_argument(
+        "--batch-steps", type=int, default=100, help="steps of each batched cell (default: 100)"
+    )
+    p.add_argument("--no-estimate", action="store_true", help="skip the suite estimates")
+    p.set_defaults(func=cmd_speed)
 
     p = sub.add_parser("score", help="score restored images made elsewhere (matched by file name)")
     p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images")

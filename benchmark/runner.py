@@ -198,20 +198,8 @@ def run_cell(
     """
     from benchmark.methods.fit import resolve_device
 
-    folder = cells_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device) if cell.method in ("dip", "dd") else None
-    device_name = str(dev) if dev is not None else "cpu"
-    key = cell.key(compute_kind(cell, device, threads))
-    record: dict[str, Any] = {
-        "key": key,
-        "cell": asdict(cell),
-        "version": __version__,
-        "versions": versions(),
-        "git_revision": revision,
-        "device": device_name,
-        "started": time.time(),
-    }
+    record = _new_record(cell, out, dev, revision, threads)
     started = time.perf_counter()
     try:
         observation, target = prepare(cell)
@@ -219,20 +207,111 @@ def run_cell(
         if dev is not None:
             options.update(device=dev, monitor_reference=target, progress=progress)
         result = run(cell.method, observation, seed=cell.method_seed, **options)
-        record.update(_score(cell, result, target))
-        record["status"] = "ok"
-        _save_outputs(folder / key, result)
+        _succeeded(record, cell, result, target, out)
     except Exception as err:  # noqa: BLE001  a failed cell must not sink the run
-        record.update(
-            status="failed",
-            error=f"{type(err).__name__}: {err}",
-            traceback=traceback.format_exc(),
-            rows=[],
-        )
-    record["seconds"] = time.perf_counter() - started
+        _failed(record, err)
+    return _finish(record, out, time.perf_counter() - started)
+
+
+def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) -> dict[str, Any]:
+    cells_dir(out).mkdir(parents=True, exist_ok=True)
+    device_name = str(dev) if dev is not None else "cpu"
+    return {
+        "key": cell.key(compute_kind(cell, device_name, threads)),
+        "cell": asdict(cell),
+        "version": __version__,
+        "versions": versions(),
+        "git_revision": revision,
+        "device": device_name,
+        "started": time.time(),
+    }
+
+
+def _succeeded(
+    record: dict[str, Any], cell: Cell, result: Restoration, target: np.ndarray, out: Path
+) -> None:
+    record.update(_score(cell, result, target))
+    record["status"] = "ok"
+    _save_outputs(cells_dir(out) / record["key"], result)
+
+
+def _failed(record: dict[str, Any], err: BaseException) -> None:
+    record.update(
+        status="failed",
+        error=f"{type(err).__name__}: {err}",
+        traceback="".join(traceback.format_exception(err)),
+        rows=[],
+    )
+
+
+def _finish(record: dict[str, Any], out: Path, seconds: float) -> dict[str, Any]:
+    record["seconds"] = seconds
     record["finished"] = time.time()
-    write_json(folder / f"{key}.json", record)
+    write_json(cells_dir(out) / f"{record['key']}.json", record)
     return record
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    out: Path,
+    device: str,
+    *,
+    revision: str = "unknown",
+    threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Compute cells that differ only in image, degradation and seed, fitted together.
+
+    The cells come from :func:`batches` (one network method, one set of options); those
+    whose observations share a shape are fitted in one pass, the others alone. Each cell
+    gets its own record, as from :func:`run_cell`, its ``info.batch`` saying how many cells
+    were fitted together. Returns the records.
+    """
+    from benchmark.methods.fit import resolve_device
+    from benchmark.methods.priors import run_prior_many
+
+    if len(cells) == 1:
+        return [
+            run_cell(cells[0], out, device, revision=revision, threads=threads, progress=progress)
+        ]
+    dev = resolve_device(device)
+    records: list[dict[str, Any]] = []
+    ready: dict[tuple, list[tuple[Cell, dict[str, Any], Any, np.ndarray]]] = {}
+    started = time.perf_counter()
+    for cell in cells:
+        record = _new_record(cell, out, dev, revision, threads)
+        try:
+            observation, target = prepare(cell)
+        except Exception as err:  # noqa: BLE001
+            _failed(record, err)
+            records.append(_finish(record, out, time.perf_counter() - started))
+            continue
+        shape = (observation.task, observation.y.shape, observation.factor)
+        ready.setdefault(shape, []).append((cell, record, observation, target))
+    for group in ready.values():
+        started = time.perf_counter()
+        try:
+            results: list[Any] = run_prior_many(
+                group[0][0].method,
+                [observation for _, _, observation, _ in group],
+                seeds=[cell.method_seed for cell, _, _, _ in group],
+                device=dev,
+                monitor_references=[target for _, _, _, target in group],
+                progress=progress,
+                **group[0][0].method_options,
+            )
+        except Exception as err:  # noqa: BLE001  e.g. out of memory: every cell fails alike
+            results = [err] * len(group)
+        seconds = (time.perf_counter() - started) / len(group)
+        for (cell, record, _, target), result in zip(group, results, strict=True):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                _succeeded(record, cell, result, target, out)
+            except Exception as err:  # noqa: BLE001
+                _failed(record, err)
+            records.append(_finish(record, out, seconds))
+    return records
 
 
 def _score(cell: Cell, result: Restoration, target: np.ndarray) -> dict[str, Any]:
@@ -292,6 +371,63 @@ def pending(cells: Sequence[Cell], out: Path, device: str, threads: int = 1) -> 
     return [c for c, ok in zip(cells, done, strict=True) if not ok]
 
 
+def auto_batch(device: str, height: int, width: int) -> int:
+    """How many cells of this size ``--batch auto`` fits together.
+
+    On the CPU, small images only (at most 64x64: CIFAR-10's 32x32 gains 2.5-3x with DIP of
+    16-32 channels; larger maps keep both cores busy alone); on a GPU, up to about a million
+    pixels per batch (16 cells of 256x256, 64 of 32x32), which is a guess for a 16 GB card:
+    ``dipbench speed --device cuda --batch B`` measures it.
+    """
+    from benchmark.methods.fit import resolve_device
+
+    kind = resolve_device(device).type
+    if kind == "cpu":
+        return 16 if height * width <= 64 * 64 else 1
+    if kind == "cuda":
+        return max(1, min(64, 2**20 // (height * width)))
+    return 1
+
+
+def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list[list[Cell]]:
+    """Split cells into units of work: network cells that can be fitted together (same
+    method and options, same dataset, task, crop and factor, same image size), at most
+    ``batch`` (or :func:`auto_batch`) per unit; every other cell alone. Order is kept."""
+    sizes = {(e.set, e.name): (e.height, e.width) for e in images.load_registry()}
+    groups: dict[str, list[Cell]] = {}
+    units: list[list[Cell]] = []
+    for cell in cells:
+        options = cell.method_options
+        if cell.method not in ("dip", "dd") or options.get("fit_options", {}).get("stop_early"):
+            units.append([cell])
+            continue
+        h, w = sizes.get((cell.dataset, cell.image), (0, 0))
+        if cell.crop:
+            h, w = min(h, cell.crop), min(w, cell.crop)
+        factor = cell.level if cell.task == "super_resolution" else None
+        signature = json.dumps(
+            [cell.method, options, cell.dataset, cell.task, factor, h, w],
+            sort_keys=True,
+            default=str,
+        )
+        if signature not in groups:
+            groups[signature] = []
+            units.append(groups[signature])  # filled below; a list is shared by reference
+        groups[signature].append(cell)
+    split: list[list[Cell]] = []
+    for unit in units:
+        if len(unit) == 1:
+            split.append(unit)
+            continue
+        first = unit[0]
+        h, w = sizes.get((first.dataset, first.image), (0, 0))
+        if first.crop:
+            h, w = min(h, first.crop), min(w, first.crop)
+        size = auto_batch(device, h, w) if batch == "auto" else int(batch)
+        split += [unit[i : i + size] for i in range(0, len(unit), max(1, size))]
+    return split
+
+
 def default_jobs(device: str) -> int:
     """One worker per CPU core on the CPU, one per GPU on CUDA, else one."""
     from benchmark.methods.fit import resolve_device
@@ -332,13 +468,15 @@ def _worker_init(threads: int, devices: list[str], counter: Any) -> None:
         os.environ["DIPBENCH_WORKER_DEVICE"] = devices[index % len(devices)]
 
 
-def _worker_run(cell: Cell, out: str, device: str, revision: str, threads: int) -> dict[str, Any]:
+def _worker_run(
+    unit: list[Cell], out: str, device: str, revision: str, threads: int
+) -> list[dict[str, Any]]:
     import torch
 
     if os.environ.get("DIPBENCH_WORKER_THREADS") != str(threads):  # a Slurm job: first cell
         torch.set_num_threads(threads)
     device = os.environ.get("DIPBENCH_WORKER_DEVICE", device)
-    return run_cell(cell, Path(out), device, revision=revision, threads=threads)
+    return run_cells(unit, Path(out), device, revision=revision, threads=threads)
 
 
 def _gpu_devices(device: str) -> list[str]:
@@ -360,6 +498,7 @@ def execute(
     executor: str = "local",
     slurm: dict[str, Any] | None = None,
     show_progress: bool = True,
+    batch: int | str = "auto",
 ) -> list[dict[str, Any]]:
     """Run the cells that have no successful record yet; return the new records.
 
@@ -377,6 +516,10 @@ def execute(
         numbers do not depend on the executor: ``--jobs 2`` equals ``--jobs 1``.
     executor : {"local", "slurm"}
         ``slurm`` submits one job array through submitit (``slurm`` holds its options).
+    batch : int or "auto"
+        Network cells fitted together (see :func:`batches` and :func:`auto_batch`); 1 fits
+        every cell alone. Batched cells equal lone cells up to float rounding (bit for bit
+        with native CPU convolutions); their records say ``info.batch``.
     """
     folder = cells_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -385,11 +528,14 @@ def execute(
     if not todo:
         return []
     revision = git_revision()
+    units = batches(todo, device, batch)
     if executor == "slurm":
-        return _execute_slurm(todo, out, device, revision, threads, slurm or {}, show_progress)
-    if jobs <= 1 or len(todo) == 1:
-        return _execute_serial(todo, out, device, revision, threads, show_progress)
-    return _execute_pool(todo, out, device, revision, min(jobs, len(todo)), threads, show_progress)
+        return _execute_slurm(units, out, device, revision, threads, slurm or {}, show_progress)
+    if jobs <= 1 or len(units) == 1:
+        return _execute_serial(units, out, device, revision, threads, show_progress)
+    return _execute_pool(
+        units, out, device, revision, min(jobs, len(units)), threads, show_progress
+    )
 
 
 def _bar(total: int, show: bool) -> tqdm:
@@ -405,25 +551,27 @@ def _note_failure(record: dict[str, Any]) -> None:
 
 
 def _execute_serial(
-    todo: Sequence[Cell], out: Path, device: str, revision: str, threads: int, show: bool
+    units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
 ) -> list[dict[str, Any]]:
     import torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _serial_loop(todo, out, device, revision, threads, show)
+        return _serial_loop(units, out, device, revision, threads, show)
     finally:
         torch.set_num_threads(previous)
 
 
 def _serial_loop(
-    todo: Sequence[Cell], out: Path, device: str, revision: str, threads: int, show: bool
+    units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
 ) -> list[dict[str, Any]]:
     records = []
-    with _bar(len(todo), show) as bar:
-        for cell in todo:
-            bar.set_postfix_str(cell.label, refresh=True)
+    with _bar(sum(len(u) for u in units), show) as bar:
+        for unit in units:
+            cell = unit[0]
+            together = f" (+{len(unit) - 1} fitted together)" if len(unit) > 1 else ""
+            bar.set_postfix_str(cell.label + together, refresh=True)
             inner = tqdm(
                 desc=f"  {cell.method_key}",
                 unit="it",
@@ -437,19 +585,26 @@ def _serial_loop(
                 inner.update(done - inner.n)
 
             try:
-                record = run_cell(
-                    cell, out, device, revision=revision, threads=threads, progress=progress
+                done = run_cells(
+                    unit, out, device, revision=revision, threads=threads, progress=progress
                 )
             finally:
                 inner.close()
-            _note_failure(record)
-            records.append(record)
-            bar.update()
+            for record in done:
+                _note_failure(record)
+            records += done
+            bar.update(len(done))
     return records
 
 
 def _execute_pool(
-    todo: Sequence[Cell], out: Path, device: str, revision: str, jobs: int, threads: int, show: bool
+    units: Sequence[list[Cell]],
+    out: Path,
+    device: str,
+    revision: str,
+    jobs: int,
+    threads: int,
+    show: bool,
 ) -> list[dict[str, Any]]:
     context = mp.get_context("spawn")  # torch and fork do not mix
     counter = context.Value("i", 0)
@@ -461,15 +616,15 @@ def _execute_pool(
         initargs=(threads, _gpu_devices(device), counter),
     )
     try:
-        with _bar(len(todo), show) as bar:
+        with _bar(sum(len(u) for u in units), show) as bar:
             running = [
-                pool.submit(_worker_run, c, str(out), device, revision, threads) for c in todo
+                pool.submit(_worker_run, u, str(out), device, revision, threads) for u in units
             ]
             for done in futures.as_completed(running):
-                record = done.result()
-                _note_failure(record)
-                records.append(record)
-                bar.update()
+                for record in done.result():
+                    _note_failure(record)
+                    records.append(record)
+                    bar.update()
     except BaseException:
         # Ctrl-C or SIGTERM: stop the workers now; finished records are already on disk.
         for process in list(getattr(pool, "_processes", {}).values()):
@@ -481,7 +636,7 @@ def _execute_pool(
 
 
 def _execute_slurm(
-    todo: Sequence[Cell],
+    units: Sequence[list[Cell]],
     out: Path,
     device: str,
     revision: str,
@@ -499,7 +654,7 @@ def _execute_slurm(
     executor = submitit.AutoExecutor(folder=str(Path(out) / "slurm_logs" / "%j"), cluster=cluster)
     parameters: dict[str, Any] = {
         "timeout_min": int(options.get("time_min", 240)),
-        "name": f"dipbench-{todo[0].suite}",
+        "name": f"dipbench-{units[0][0].suite}",
     }
     if cluster in (None, "slurm"):
         parameters.update(
@@ -510,17 +665,17 @@ def _execute_slurm(
         )
         parameters = {k: v for k, v in parameters.items() if v is not None}
     executor.update_parameters(**parameters)
-    n = len(todo)
+    n = len(units)
     jobs = executor.map_array(
-        _worker_run, list(todo), [str(out)] * n, [device] * n, [revision] * n, [threads] * n
+        _worker_run, list(units), [str(out)] * n, [device] * n, [revision] * n, [threads] * n
     )
     records = []
-    with _bar(len(jobs), show) as bar:
+    with _bar(sum(len(u) for u in units), show) as bar:
         for job in jobs:
-            record = job.result()
-            _note_failure(record)
-            records.append(record)
-            bar.update()
+            for record in job.result():
+                _note_failure(record)
+                records.append(record)
+                bar.update()
     return records
 
 

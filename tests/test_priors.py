@@ -173,7 +173,7 @@ def test_es_wmv_finds_the_variance_minimum_and_stops_after_the_patience() -> Non
         amplitude = 0.01 + 0.2 * abs(it - turn) / turn
         out = base + amplitude * torch.randn(base.shape, generator=gen)
         outputs.append(out)
-        trackers.update(it, out, torch.tensor(1.0), 1.0)
+        trackers.update(it, out, torch.tensor([1.0]))
         if it >= cfg.es_window:  # the running sums equal the brute-force window variance
             window = torch.cat(outputs[-cfg.es_window :])
             brute = (window - window.mean(0)).square().mean()

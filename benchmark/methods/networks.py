@@ -7,6 +7,7 @@ is a pure function of its seed: no global random state is read or changed.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,14 +126,16 @@ class _Scale(nn.Module):
         if cfg.need_1x1_up:
             up_layers += [_conv(up, up, 1, pad=cfg.pad), nn.BatchNorm2d(up), _activation(act)]
         self.up = nn.Sequential(*up_layers)
+        self.groups = 1  # networks side by side in the channels: see stack_networks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deep = self.down(x)
         if self.deeper is not None:
             deep = self.deeper(deep)
         deep = self.upsample(deep)
-        joined = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
-        return self.up(joined)
+        if self.skip is None:
+            return self.up(deep)
+        return self.up(cat_channels([self.skip(x), deep], self.groups))
 
 
 class SkipNet(nn.Module):
@@ -204,6 +207,90 @@ class DeepDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+def cat_channels(tensors: Sequence[torch.Tensor], groups: int = 1) -> torch.Tensor:
+    """Concatenate along the channels within each of ``groups`` side-by-side networks.
+
+    With ``groups`` networks stacked in the channel dimension, network ``g``'s channels must
+    stay contiguous: ``[a_g, b_g]`` for every ``g``, not ``[a_0..a_G, b_0..b_G]``.
+    """
+    if groups == 1:
+        return torch.cat(list(tensors), dim=1)
+    n, _, h, w = tensors[0].shape
+    return torch.cat([t.unflatten(1, (groups, -1)) for t in tensors], dim=2).view(n, -1, h, w)
+
+
+def stack_networks(nets: Sequence[nn.Module]) -> nn.Module:
+    """One network that computes ``len(nets)`` networks of the same architecture at once.
+
+    Network ``g`` owns channels ``[g * C, (g + 1) * C)`` of every feature map: convolutions
+    become grouped convolutions (group ``g`` holds network ``g``'s weights) and BatchNorm
+    layers hold every network's channels. With a batch of one image per network, BatchNorm's
+    per-channel statistics are each network's own statistics, so the stacked network is the
+    networks side by side, not a mixture: its output channels ``[g * C_out, (g + 1) * C_out)``
+    equal ``nets[g]``'s output up to float rounding. The input is the networks' inputs
+    concatenated along the channels. ``nets`` are left untouched.
+    """
+    groups = len(nets)
+    if groups == 1:
+        return nets[0]
+    stacked = copy.deepcopy(nets[0])
+    members = [dict(net.named_modules()) for net in nets]
+    for name, module in list(stacked.named_modules()):
+        parts = [m[name] for m in members]
+        if isinstance(module, nn.Conv2d):
+            stacked.set_submodule(name, _stacked_conv(module, parts))
+        elif isinstance(module, nn.BatchNorm2d):
+            stacked.set_submodule(name, _stacked_batch_norm(module, parts))
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm3d, nn.Linear, nn.GroupNorm)):
+            raise TypeError(f"stack_networks cannot stack {type(module).__name__} ({name})")
+        elif hasattr(module, "groups"):
+            module.groups = groups
+    stacked.input_channels = nets[0].input_channels * groups
+    stacked.groups = groups
+    return stacked
+
+
+def _stacked_conv(like: nn.Conv2d, parts: Sequence[nn.Conv2d]) -> nn.Conv2d:
+    g = len(parts)
+    conv = nn.Conv2d(
+        like.in_channels * g,
+        like.out_channels * g,
+        like.kernel_size,
+        stride=like.stride,
+        padding=like.padding,
+        dilation=like.dilation,
+        groups=like.groups * g,
+        bias=like.bias is not None,
+        padding_mode=like.padding_mode,
+        device=like.weight.device,
+        dtype=like.weight.dtype,
+    )
+    with torch.no_grad():
+        conv.weight.copy_(torch.cat([p.weight for p in parts]))
+        if conv.bias is not None:
+            conv.bias.copy_(torch.cat([p.bias for p in parts]))
+    return conv
+
+
+def _stacked_batch_norm(like: nn.BatchNorm2d, parts: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(
+        like.num_features * len(parts),
+        eps=like.eps,
+        momentum=like.momentum,
+        affine=like.affine,
+        track_running_stats=like.track_running_stats,
+        device=like.weight.device if like.affine else None,
+        dtype=like.weight.dtype if like.affine else None,
+    )
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            if getattr(norm, name) is not None:
+                getattr(norm, name).copy_(torch.cat([getattr(p, name) for p in parts]))
+        if norm.num_batches_tracked is not None:
+            norm.num_batches_tracked.copy_(parts[0].num_batches_tracked)
+    return norm
 
 
 def count_parameters(module: nn.Module) -> int:

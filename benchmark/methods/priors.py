@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import cache
 from pathlib import Path
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmark.degradations import Observation
-from benchmark.methods.fit import FitConfig, fit
+from benchmark.methods.fit import FitConfig, FitError, fit, fit_many
 from benchmark.methods.networks import (
     DecoderConfig,
     DeepDecoder,
@@ -137,6 +137,44 @@ def run_prior(
     result.default = output or chosen.output
     result.info["preset"] = chosen.name
     return result
+
+
+def run_prior_many(
+    method: str,
+    observations: Sequence[Observation],
+    *,
+    seeds: Sequence[int],
+    preset: str | None = None,
+    network: Mapping[str, Any] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+    output: str | None = None,
+    device: str | torch.device = "auto",
+    monitor_references: Sequence[np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Restoration | FitError]:
+    """:func:`run_prior` for several observations of one task and shape, fitted together
+    (see :func:`~benchmark.methods.fit.fit_many`); each cell's network comes from its seed."""
+    first = observations[0]
+    chosen = get_preset(method, preset or default_preset(method, first.task, first.factor))
+    net_options = {**chosen.network, **(network or {})}
+    cfg = FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
+    channels = first.y.shape[2]
+    nets = [build_network(net_options, channels, torch.Generator().manual_seed(s)) for s in seeds]
+    results = fit_many(
+        nets,
+        observations,
+        cfg,
+        seeds=seeds,
+        device=device,
+        monitor_references=monitor_references,
+        progress=progress,
+    )
+    for result in results:
+        if isinstance(result, Restoration):
+            result.default = output or chosen.output
+            result.info["preset"] = chosen.name
+            result.outputs = {k: np.clip(v, 0, 1) for k, v in result.outputs.items()}
+    return results
 
 
 @register(

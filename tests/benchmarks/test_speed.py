@@ -58,3 +58,28 @@ def test_ci_cell(benchmark, tmp_path: Path, mirror: Path) -> None:
     benchmark.pedantic(
         lambda: run_cell(cell, tmp_path / str(next(counter)), "cpu"), rounds=3, iterations=1
     )
+
+
+@pytest.mark.parametrize("profile", ["full", "quick"])
+@pytest.mark.parametrize("together", [False, True], ids=["one_at_a_time", "batched"])
+def test_sixteen_cifar_cells(benchmark, profile: str, together: bool) -> None:
+    """16 CIFAR-size cells (32x32) of the cifar10-noise DIP network, 20 steps each: compare
+    the two ids' means for the batching gain (cell-steps per second)."""
+    from benchmark.methods.fit import fit_many
+    from benchmark.speed import _cells, _networks, setup_for
+
+    setup = setup_for("dip", suite="cifar10-noise", profile=profile)
+    observations, _ = _cells(16, 32)
+    cfg = FitConfig.from_mapping({**setup.fit.__dict__, "iterations": 20, "snapshots": []})
+    seeds = list(range(16))
+
+    def run() -> None:
+        nets = _networks(setup, 16)
+        if together:
+            fit_many(nets, observations, cfg, seeds=seeds, device="cpu")
+        else:
+            for net, observation, seed in zip(nets, observations, seeds, strict=True):
+                fit(net, observation, cfg, seed=seed, device="cpu")
+
+    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["cell_steps_per_round"] = 16 * cfg.iterations

@@ -1,0 +1,235 @@
+"""Batched fitting: stacked networks, fit_many against one-at-a-time fits, the runner's
+grouping, and the ``dipbench speed`` report."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_priors import _Sabotaged, _seeded
+
+from benchmark import degradations as deg
+from benchmark import runner
+from benchmark.cli import main
+from benchmark.methods.fit import FitConfig, fit, fit_many
+from benchmark.methods.networks import (
+    DecoderConfig,
+    DeepDecoder,
+    SkipConfig,
+    SkipNet,
+    reset_parameters,
+    stack_networks,
+)
+from benchmark.metrics import psnr
+from benchmark.speed import _cells, setup_for
+from benchmark.suites import load_suite
+
+
+def _nets(make, count: int) -> list[torch.nn.Module]:
+    nets = []
+    for seed in range(count):
+        net = make()
+        reset_parameters(net, torch.Generator().manual_seed(seed))
+        nets.append(net)
+    return nets
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (
+            lambda: SkipNet(SkipConfig(scales=2, channels_down=5, channels_up=7, channels_skip=3)),
+            (1, 32, 12, 20),
+        ),
+        (lambda: DeepDecoder(DecoderConfig(channels=6, layers=3)), (1, 6, 3, 5)),
+    ],
+)
+def test_a_stacked_network_is_the_networks_side_by_side(make, shape) -> None:
+    nets = _nets(make, 3)
+    stacked = stack_networks(nets)
+    inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(9 + i)) for i in range(3)]
+    with torch.no_grad():
+        together = stacked(torch.cat(inputs, dim=1))
+        alone = torch.cat([net(z) for net, z in zip(nets, inputs, strict=True)], dim=1)
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+    assert sum(p.numel() for p in stacked.parameters()) == 3 * sum(
+        p.numel() for p in nets[0].parameters()
+    )
+
+
+def test_sixteen_cifar_size_cells_fitted_together_equal_one_at_a_time() -> None:
+    """The cifar10-noise network (quick profile: DIP, 3 scales, 32 channels), 100 steps."""
+    setup = setup_for("dip", suite="cifar10-noise", profile="quick")
+    observations, cleans = _cells(16, 32)
+    nets = _nets(lambda: _build(setup), 16)
+    cfg = FitConfig.from_mapping({**setup.fit.__dict__, "iterations": 100, "snapshots": [50]})
+    seeds = list(range(100, 116))
+    together = fit_many(
+        nets, observations, cfg, seeds=seeds, device="cpu", monitor_references=cleans
+    )
+    for b in (0, 7, 15):
+        alone = fit(
+            copy.deepcopy(nets[b]),
+            observations[b],
+            cfg,
+            seed=seeds[b],
+            device="cpu",
+            monitor_reference=cleans[b],
+        )
+        assert together[b].info["batch"] == 16
+        for name in ("last", "ema", "es", "best_loss", "oracle"):
+            difference = abs(
+                psnr(together[b].outputs[name], cleans[b]) - psnr(alone.outputs[name], cleans[b])
+            )
+            assert difference <= 1e-3, (b, name, difference)
+        np.testing.assert_allclose(
+            together[b].curves["psnr_last"], alone.curves["psnr_last"], atol=1e-3
+        )
+        np.testing.assert_allclose(together[b].snapshots[50], alone.snapshots[50], atol=1e-5)
+    # The cells did learn: DIP at step 100 beats the noisy input on these smooth images.
+    gains = [
+        psnr(r.outputs["ema"], c) - psnr(o.y, c)
+        for r, o, c in zip(together, observations, cleans, strict=True)
+    ]
+    assert min(gains) > 0.0 and np.mean(gains) > 0.5
+
+
+def _build(setup):
+    from benchmark.methods.priors import build_network
+
+    return build_network(setup.network, 3, torch.Generator())
+
+
+@pytest.mark.parametrize("task", ["inpainting", "super_resolution"])
+def test_batched_inpainting_and_super_resolution_equal_one_at_a_time(task: str) -> None:
+    rng = np.random.default_rng(0)
+    cleans = [rng.random((24, 20, 3)).astype(np.float32) for _ in range(2)]
+    if task == "inpainting":
+        observations = [
+            deg.bernoulli(c, 0.5, np.random.default_rng(i)).observation
+            for i, c in enumerate(cleans)
+        ]
+    else:
+        observations = [
+            deg.downsample(c, 4, np.random.default_rng(i)).observation for i, c in enumerate(cleans)
+        ]
+    make = lambda: SkipNet(SkipConfig(scales=2, channels_down=8, channels_up=8))  # noqa: E731
+    nets = _nets(make, 2)
+    cfg = FitConfig(iterations=30, reg_noise_std=0.03)
+    together = fit_many(nets, observations, cfg, seeds=[3, 4], device="cpu")
+    for b in range(2):
+        alone = fit(copy.deepcopy(nets[b]), observations[b], cfg, seed=3 + b, device="cpu")
+        np.testing.assert_allclose(together[b].outputs["last"], alone.outputs["last"], atol=1e-5)
+
+
+def test_a_cell_that_needs_backtracking_in_a_batch_is_refitted_alone() -> None:
+    clean = np.random.default_rng(0).random((24, 20, 3)).astype(np.float32)
+    observation = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
+    cfg = FitConfig(iterations=100, lr=0.01, check_every=25, backtrack_db=5.0)
+    nets = [_seeded(_Sabotaged(corrupt_at=40)) for _ in range(2)]
+    twin = copy.deepcopy(nets[1])
+    results = fit_many(nets, [observation] * 2, cfg, seeds=[0, 1], device="cpu")
+    alone = fit(twin, observation, cfg, seed=1, device="cpu")
+    assert [r.info["batch"] for r in results] == [1, 1]
+    assert [r.info["restores"] for r in results] == [1, 1]
+    np.testing.assert_array_equal(results[1].outputs["last"], alone.outputs["last"])
+
+
+def test_cells_that_stop_early_are_not_batched() -> None:
+    observations, _ = _cells(2, 16)
+    nets = _nets(lambda: SkipNet(SkipConfig(scales=2, channels_down=4, channels_up=4)), 2)
+    with pytest.raises(ValueError, match="stop early"):
+        fit_many(nets, observations, FitConfig(iterations=5, stop_early=True), seeds=[0, 1])
+
+
+def test_the_runner_groups_compatible_cells(mirror: Path) -> None:
+    cells = [c for c in load_suite("denoising-color", "ci").cells() if c.method in ("dip", "bm3d")]
+    units = runner.batches(cells, "cpu", "auto")
+    assert sorted(c.key("x") for u in units for c in u) == sorted(c.key("x") for c in cells)
+    for unit in units:
+        assert len({(c.method, str(c.method_options), c.dataset) for c in unit}) == 1
+        assert unit[0].method == "dip" or len(unit) == 1
+    assert max(len(u) for u in units) > 1
+    assert all(len(u) == 1 for u in runner.batches(cells, "cpu", 1))
+    assert max(len(u) for u in runner.batches(cells, "cpu", 2)) == 2
+
+
+def test_batched_run_equals_one_cell_at_a_time(tmp_path: Path, mirror: Path) -> None:
+    argv = [
+        "run",
+        "denoising-color",
+        "--profile",
+        "ci",
+        "--methods",
+        "dip",
+        "dd",
+        "--device",
+        "cpu",
+        "-q",
+        "--no-report",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "alone"), "--batch", "1"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "together"), "--batch", "auto"]) == 0
+    alone = pd.read_csv(tmp_path / "alone" / "results.csv").set_index(["key", "output"]).psnr
+    together = pd.read_csv(tmp_path / "together" / "results.csv").set_index(["key", "output"]).psnr
+    pd.testing.assert_index_equal(alone.sort_index().index, together.sort_index().index)
+    assert np.abs(alone.sort_index().to_numpy() - together.sort_index().to_numpy()).max() <= 1e-3
+    batch_sizes = [
+        runner.read_record(p)["info"]["batch"]
+        for p in (tmp_path / "together" / "cells").glob("*.json")
+    ]
+    assert max(batch_sizes) > 1
+
+
+def test_bad_batch_value_exits_2(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "denoising-color", "--batch", "zero"])
+    assert exit_info.value.code == 2
+    assert "auto or a number" in capsys.readouterr().err
+
+
+def test_speed_prints_its_report(capsys: pytest.CaptureFixture) -> None:
+    argv = [
+        "speed",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--batch-steps",
+        "4",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--no-estimate",
+        "--suite",
+        "cifar10-noise",
+        "--profile",
+        "ci",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    for expected in (
+        "plain eager PyTorch loop",
+        "bookkeeping",
+        "2 cells, 32x32",
+        "cell-steps/s",
+        "convolution throughput",
+        "of it",
+    ):
+        assert expected in report
+    difference = float(report.split("batched vs alone: ")[1].split(" dB")[0])
+    assert difference <= 1e-3 and not math.isnan(difference)
+
+
+def test_speed_with_an_unknown_suite_exits_2(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["speed", "--suite", "nope", "--no-estimate"])
+    assert exit_info.value.code == 2
