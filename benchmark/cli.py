@@ -57,9 +57,9 @@ def _batch(value: str) -> int | str:
 
 
 BATCH_HELP = (
-    "network cells fitted together on one device: auto (CPU: 16 for images up to 64x64, "
-    "else 1; CUDA: about a million pixels per batch) or a number; 1 fits each cell alone "
-    "(default: auto). Results equal lone fits up to float rounding"
+    "network cells fitted together on one device: auto (CPU: 16 when a step is at most "
+    "0.5 GFLOP, else 1; CUDA: about a million pixels per batch) or a number; 1 fits each "
+    "cell alone (default: auto). Results equal lone fits up to float rounding"
 )
 
 

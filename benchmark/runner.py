@@ -371,22 +371,44 @@ def pending(cells: Sequence[Cell], out: Path, device: str, threads: int = 1) -> 
     return [c for c, ok in zip(cells, done, strict=True) if not ok]
 
 
-def auto_batch(device: str, height: int, width: int) -> int:
+def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -> int:
     """How many cells of this size ``--batch auto`` fits together.
 
-    On the CPU, small images only (at most 64x64: CIFAR-10's 32x32 gains 2.5-3x with DIP of
-    16-32 channels; larger maps keep both cores busy alone); on a GPU, up to about a million
-    pixels per batch (16 cells of 256x256, 64 of 32x32), which is a guess for a 16 GB card:
-    ``dipbench speed --device cuda --batch B`` measures it.
+    On the CPU, 16 when a step is small enough for native convolutions (at most
+    ``NATIVE_CONV_GFLOP``: CIFAR-10's 32x32 with DIP of 16-32 channels gains 2.5-3x, bit for
+    bit), else 1 (measured: larger steps keep both cores busy alone, and batching them was
+    slower); on a GPU, up to about a million pixels per batch (16 cells of 256x256, 64 of
+    32x32), a guess for a 16 GB card: ``dipbench speed --device cuda --batch B`` measures it.
     """
-    from benchmark.methods.fit import resolve_device
+    from benchmark.methods.fit import FitConfig, cpu_convolution_backend, resolve_device
 
     kind = resolve_device(device).type
     if kind == "cpu":
-        return 16 if height * width <= 64 * 64 else 1
+        if cell is None:
+            return 1
+        gflop, fit_options = _step_gflop(cell, height, width)
+        small = cpu_convolution_backend(FitConfig.from_mapping(fit_options), gflop) == "native"
+        return 16 if small else 1
     if kind == "cuda":
         return max(1, min(64, 2**20 // (height * width)))
     return 1
+
+
+def _step_gflop(cell: Cell, height: int, width: int) -> tuple[float, dict[str, Any]]:
+    """A network cell's GFLOP per step (counted on the meta device) and its fit options."""
+    import torch
+
+    from benchmark.methods.fit import step_gflop_at
+    from benchmark.methods.priors import build_network, default_preset, get_preset
+
+    options = cell.method_options
+    factor = int(cell.level) if cell.task == "super_resolution" else None
+    preset = get_preset(
+        cell.method, options.get("preset") or default_preset(cell.method, cell.task, factor)
+    )
+    network = {**preset.network, **options.get("network", {})}
+    net = build_network(network, 3, torch.Generator())
+    return step_gflop_at(net, height, width), {**preset.fit, **options.get("fit_options", {})}
 
 
 def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list[list[Cell]]:
@@ -423,7 +445,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
         h, w = sizes.get((first.dataset, first.image), (0, 0))
         if first.crop:
             h, w = min(h, first.crop), min(w, first.crop)
-        size = auto_batch(device, h, w) if batch == "auto" else int(batch)
+        size = auto_batch(device, h, w, first) if batch == "auto" else int(batch)
         split += [unit[i : i + size] for i in range(0, len(unit), max(1, size))]
     return split
 

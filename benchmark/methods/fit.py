@@ -376,7 +376,11 @@ def step_gflop(net: nn.Module, observation: Observation) -> float:
     Counted on a copy on the meta device (nothing is computed or allocated): the forward
     pass's count times three, as the backward pass computes the input and weight gradients.
     """
-    h, w = observation.output_shape[:2]
+    return step_gflop_at(net, *observation.output_shape[:2])
+
+
+def step_gflop_at(net: nn.Module, h: int, w: int) -> float:
+    """:func:`step_gflop` for an ``h`` x ``w`` output."""
     ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
     shape = (1, net.input_channels, ph // net.input_downscale, pw // net.input_downscale)
     meta = copy.deepcopy(net).to("meta")
