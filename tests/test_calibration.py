@@ -61,4 +61,6 @@ def test_deep_decoder_does_not_overfit(f16_crop: tuple) -> None:
     )
     last = result.curves["psnr_last"]
     assert psnr(result.outputs["best_loss"], clean) >= 25.5
-    assert last.max() - last[-1] <= 1.0
+    # Adam makes single iterates dip by a dB and more at lr 0.01; overfitting is the trend,
+    # so compare the peak with the median of the last 100 iterations (10 records).
+    assert last.max() - np.median(last[-10:]) <= 1.0
