@@ -468,6 +468,8 @@ class _Loop:
         self.z = torch.cat(zs, dim=1).to(dev).contiguous(memory_format=fmt)
         self.net = stack_networks(nets).to(dev).to(memory_format=fmt).train()
         self.forward = torch.compile(self.net) if cfg.compile else self.net
+        # Fused Adam on the CPU rounds its vectorised tail differently from the body, so a
+        # batch's stacked parameters would no longer update exactly as a lone cell's.
         self.optimizer = torch.optim.Adam(
             self.net.parameters(), lr=cfg.lr, fused=True if dev.type == "cuda" else None
         )

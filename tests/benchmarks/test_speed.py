@@ -83,3 +83,21 @@ def test_sixteen_cifar_cells(benchmark, profile: str, together: bool) -> None:
 
     benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=1)
     benchmark.extra_info["cell_steps_per_round"] = 16 * cfg.iterations
+
+
+@pytest.mark.parametrize("variant", ["plain_eager", "dipbench_loop"])
+def test_dip_step_128_against_plain_eager(benchmark, variant: str) -> None:
+    """5 steps of DIP's default network at 128x128: a plain eager loop (forward, MSE,
+    zero_grad, backward, Adam) against our whole loop with its bookkeeping."""
+    from benchmark.speed import _cells, _networks, _our_runs, eager_reference, setup_for
+
+    setup = setup_for("dip")
+    observations, cleans = _cells(1, 128)
+    if variant == "plain_eager":
+        run = eager_reference(
+            _networks(setup, 1)[0], observations[0], setup.fit, torch.device("cpu")
+        )
+    else:
+        run = _our_runs(setup, observations[0], cleans[0], torch.device("cpu"))[1]
+    benchmark.pedantic(run, args=(5,), rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["steps_per_round"] = 5
