@@ -39,6 +39,7 @@ from benchmark.methods.fit import (
     resolve_device,
     step_gflop,
 )
+from benchmark.methods.networks import padded_size
 from benchmark.methods.priors import build_network, default_preset, get_preset
 from benchmark.metrics import psnr
 
@@ -119,8 +120,11 @@ def _networks(setup: Setup, count: int) -> list[nn.Module]:
 
 
 def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer sees it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _interleaved(
@@ -147,8 +151,7 @@ def eager_reference(
     generator = torch.Generator().manual_seed(seed)
     y = torch.from_numpy(observation.y.transpose(2, 0, 1).copy())[None].to(device)
     h, w = y.shape[2:]
-    ph, pw = net.multiple * -(-h // net.multiple), net.multiple * -(-w // net.multiple)
-    ph, pw = max(ph, net.minimum), max(pw, net.minimum)
+    ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
     z_shape = (1, net.input_channels, ph // net.input_downscale, pw // net.input_downscale)
     z = (torch.rand(z_shape, generator=generator) * cfg.input_scale).to(device)
     net = net.to(device).train()
@@ -158,7 +161,7 @@ def eager_reference(
 
     def run(steps: int) -> None:
         for _ in range(steps):
-            net_input = z + noise.normal_() * cfg.reg_noise_std
+            net_input = z + noise.normal_() * cfg.reg_noise_std if cfg.reg_noise_std else z
             out = net(net_input)[:, :, top : top + h, left : left + w]
             loss = F.mse_loss(out, y)
             optimizer.zero_grad(set_to_none=True)
