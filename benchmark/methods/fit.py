@@ -157,16 +157,12 @@ class _Problem:
 
     def __init__(self, observations: Sequence[Observation], device: torch.device) -> None:
         first = observations[0]
-        for other in observations[1:]:
-            if (other.task, other.y.shape, other.factor) != (
-                first.task,
-                first.y.shape,
-                first.factor,
-            ):
-                raise ValueError(
-                    "cells fitted together need the same task, observation shape and factor; "
-                    f"got {first.task} {first.y.shape} and {other.task} {other.y.shape}"
-                )
+        kinds = {(o.task, o.y.shape, o.factor) for o in observations}
+        if len(kinds) > 1:
+            raise ValueError(
+                "cells fitted together need the same task, observation shape and factor; "
+                f"got {sorted(map(str, kinds))}"
+            )
         self.y = torch.cat([to_tensor(o.y, device) for o in observations])
         self.channels = first.y.shape[2]
         self.size = first.output_shape[:2]
@@ -174,10 +170,12 @@ class _Problem:
         self.mask: torch.Tensor | None = None
         self.operator: nn.Module | None = None
         if first.task == "inpainting":
-            assert all(o.mask is not None for o in observations)
-            self.mask = torch.cat([to_tensor(o.mask, device) for o in observations])  # type: ignore[arg-type]
+            masks = [o.mask for o in observations if o.mask is not None]
+            if len(masks) != len(observations):
+                raise ValueError("an inpainting observation needs a mask (1 = known pixel)")
+            self.mask = torch.cat([to_tensor(m, device) for m in masks])
             self.masked_y = self.y * self.mask
-            fractions = [float(o.mask.mean()) or 1.0 for o in observations]  # type: ignore[union-attr]
+            fractions = [float(m.mean()) or 1.0 for m in masks]
         elif first.task == "super_resolution":
             assert first.factor is not None
             self.operator = LanczosDownsampler(first.factor, self.channels).to(device)
