@@ -572,6 +572,14 @@ def _note_failure(record: dict[str, Any]) -> None:
         )
 
 
+def _take(done: list[dict[str, Any]], records: list[dict[str, Any]], bar: tqdm) -> None:
+    """Add a unit's records to the run's, naming its failures and advancing the bar."""
+    for record in done:
+        _note_failure(record)
+    records += done
+    bar.update(len(done))
+
+
 def _execute_serial(
     units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
 ) -> list[dict[str, Any]]:
@@ -612,10 +620,7 @@ def _serial_loop(
                 )
             finally:
                 inner.close()
-            for record in done:
-                _note_failure(record)
-            records += done
-            bar.update(len(done))
+            _take(done, records, bar)
     return records
 
 
@@ -643,10 +648,7 @@ def _execute_pool(
                 pool.submit(_worker_run, u, str(out), device, revision, threads) for u in units
             ]
             for done in futures.as_completed(running):
-                for record in done.result():
-                    _note_failure(record)
-                    records.append(record)
-                    bar.update()
+                _take(done.result(), records, bar)
     except BaseException:
         # Ctrl-C or SIGTERM: stop the workers now; finished records are already on disk.
         for process in list(getattr(pool, "_processes", {}).values()):
@@ -694,10 +696,7 @@ def _execute_slurm(
     records = []
     with _bar(sum(len(u) for u in units), show) as bar:
         for job in jobs:
-            for record in job.result():
-                _note_failure(record)
-                records.append(record)
-                bar.update()
+            _take(job.result(), records, bar)
     return records
 
 
