@@ -380,42 +380,63 @@ def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -
     slower); on a GPU, up to about a million pixels per batch (16 cells of 256x256, 64 of
     32x32), a guess for a 16 GB card: ``dipbench speed --device cuda --batch B`` measures it.
     """
-    from benchmark.methods.fit import FitConfig, cpu_convolution_backend, resolve_device
+    import torch
+
+    from benchmark.methods.fit import cpu_convolution_backend, resolve_device, step_gflop_at
+    from benchmark.methods.priors import build_network
 
     kind = resolve_device(device).type
     if kind == "cpu":
         if cell is None:
             return 1
-        gflop, fit_options = _step_gflop(cell, height, width)
-        small = cpu_convolution_backend(FitConfig.from_mapping(fit_options), gflop) == "native"
-        return 16 if small else 1
+        _, network, cfg = _setting(cell)
+        net = build_network(network, 3, torch.Generator())
+        return (
+            16 if cpu_convolution_backend(cfg, step_gflop_at(net, height, width)) == "native" else 1
+        )
     if kind == "cuda":
         return max(1, min(64, 2**20 // (height * width)))
     return 1
 
 
-def _step_gflop(cell: Cell, height: int, width: int) -> tuple[float, dict[str, Any]]:
-    """A network cell's GFLOP per step (counted on the meta device) and its fit options."""
-    import torch
-
-    from benchmark.methods.fit import step_gflop_at
-    from benchmark.methods.priors import build_network, default_preset, get_preset
+def _setting(cell: Cell) -> tuple[Any, dict[str, Any], Any]:
+    """A network cell's preset, network table and FitConfig."""
+    from benchmark.methods.priors import resolve_setting
 
     options = cell.method_options
-    factor = int(cell.level) if cell.task == "super_resolution" else None
-    preset = get_preset(
-        cell.method, options.get("preset") or default_preset(cell.method, cell.task, factor)
+    return resolve_setting(
+        cell.method,
+        cell.task,
+        int(cell.level) if cell.task == "super_resolution" else None,
+        preset=options.get("preset"),
+        network=options.get("network"),
+        fit_options=options.get("fit_options"),
     )
-    network = {**preset.network, **options.get("network", {})}
-    net = build_network(network, 3, torch.Generator())
-    return step_gflop_at(net, height, width), {**preset.fit, **options.get("fit_options", {})}
+
+
+def _registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
+    """(height, width) by (set, image), and by set for the members of an archive set."""
+    sizes: dict[tuple[str, str] | str, tuple[int, int]] = {}
+    for entry in images.load_registry():
+        sizes[(entry.set, entry.name)] = (entry.height, entry.width)
+        if entry.kind == "archive":
+            sizes[entry.set] = (entry.height, entry.width)
+    return sizes
+
+
+def _cell_size(cell: Cell, sizes: dict[tuple[str, str] | str, tuple[int, int]]) -> tuple[int, int]:
+    """A cell's image size from the registry (no image is read), after its crop."""
+    h, w = sizes.get((cell.dataset, cell.image)) or sizes.get(cell.dataset) or (32, 32)
+    if cell.crop:
+        h, w = min(h, cell.crop), min(w, cell.crop)
+    return h, w
 
 
 def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list[list[Cell]]:
     """Split cells into units of work: network cells that can be fitted together (same
     method and options, same dataset, task, crop and factor, same image size), at most
     ``batch`` (or :func:`auto_batch`) per unit; every other cell alone. Order is kept."""
-    sizes = {(e.set, e.name): (e.height, e.width) for e in images.load_registry()}
+    sizes = _registry_sizes()
     groups: dict[str, list[Cell]] = {}
     units: list[list[Cell]] = []
     for cell in cells:
@@ -423,9 +444,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
         if cell.method not in ("dip", "dd") or options.get("fit_options", {}).get("stop_early"):
             units.append([cell])
             continue
-        h, w = sizes.get((cell.dataset, cell.image), (0, 0))
-        if cell.crop:
-            h, w = min(h, cell.crop), min(w, cell.crop)
+        h, w = _cell_size(cell, sizes)
         factor = cell.level if cell.task == "super_resolution" else None
         signature = json.dumps(
             [cell.method, options, cell.dataset, cell.task, factor, h, w],
@@ -442,10 +461,9 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
             split.append(unit)
             continue
         first = unit[0]
-        h, w = sizes.get((first.dataset, first.image), (0, 0))
-        if first.crop:
-            h, w = min(h, first.crop), min(w, first.crop)
-        size = auto_batch(device, h, w, first) if batch == "auto" else int(batch)
+        size = (
+            auto_batch(device, *_cell_size(first, sizes), first) if batch == "auto" else int(batch)
+        )
         split += [unit[i : i + size] for i in range(0, len(unit), max(1, size))]
     return split
 
@@ -720,24 +738,15 @@ def estimate_seconds(suite: Suite, step_seconds: dict[str, float]) -> float:
     ``step_seconds`` holds the measured seconds of one step of DIP's default network and of
     the Deep Decoder (k=128) on a 128x128 RGB image; classical cells count 2 s each.
     """
-    from benchmark.methods.priors import default_preset, get_preset
-
-    sizes = {}
-    for entry in images.load_registry():
-        sizes[(entry.set, entry.name)] = (entry.height, entry.width)
+    sizes = _registry_sizes()
     total = 0.0
     for cell in suite.cells():
         if cell.method not in ("dip", "dd"):
             total += 2.0
             continue
-        h, w = sizes.get((cell.dataset, cell.image), (32, 32))
-        if cell.crop:
-            h, w = min(h, cell.crop), min(w, cell.crop)
-        options = cell.method_options
-        factor = int(cell.level) if cell.task == "super_resolution" else None
-        preset = options.get("preset") or default_preset(cell.method, cell.task, factor)
-        fit = {**get_preset(cell.method, preset).fit, **options.get("fit_options", {})}
-        total += fit["iterations"] * step_seconds[cell.method] * (h * w) / (128 * 128)
+        h, w = _cell_size(cell, sizes)
+        iterations = _setting(cell)[2].iterations
+        total += iterations * step_seconds[cell.method] * (h * w) / (128 * 128)
     return total
 
 

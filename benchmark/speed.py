@@ -40,7 +40,7 @@ from benchmark.methods.fit import (
     step_gflop,
 )
 from benchmark.methods.networks import padded_size
-from benchmark.methods.priors import build_network, default_preset, get_preset
+from benchmark.methods.priors import build_network, resolve_setting
 from benchmark.metrics import psnr
 
 
@@ -92,12 +92,15 @@ def setup_for(
             raise KeyError(f"suite {suite!r} has no {method} entry")
         options = specs[0].options_for(loaded.degradations[0]["kind"])
         label = f"{suite} ({profile}) "
-    name = preset or options.get("preset") or default_preset(method, "denoising")
-    chosen = get_preset(method, name)
-    network = {**chosen.network, **options.get("network", {})}
-    fit = FitConfig.from_mapping({**chosen.fit, **options.get("fit_options", {})})
+    chosen, network, fit = resolve_setting(
+        method,
+        "denoising",
+        preset=preset or options.get("preset"),
+        network=options.get("network"),
+        fit_options=options.get("fit_options"),
+    )
     shown = ", ".join(f"{k}={v}" for k, v in network.items() if k != "kind")
-    return Setup(method, f"{label}{method} preset {name!r}: {shown}", network, fit)
+    return Setup(method, f"{label}{method} preset {chosen.name!r}: {shown}", network, fit)
 
 
 def _cells(count: int, size: int, seed: int = 0) -> tuple[list[Observation], list[np.ndarray]]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmark.degradations import Observation
-from benchmark.methods.fit import FitConfig, FitError, fit, fit_many
+from benchmark.methods.fit import FitConfig, FitError, fit_many
 from benchmark.methods.networks import (
     DecoderConfig,
     DeepDecoder,
@@ -100,42 +100,49 @@ def build_network(
     return net
 
 
+def resolve_setting(
+    method: str,
+    task: str,
+    factor: int | None = None,
+    *,
+    preset: str | None = None,
+    network: Mapping[str, Any] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+) -> tuple[Preset, dict[str, Any], FitConfig]:
+    """The preset a call uses (named, or the task's default), its network table and its
+    fit settings, with the call's overrides applied."""
+    chosen = get_preset(method, preset or default_preset(method, task, factor))
+    net_options = {**chosen.network, **(network or {})}
+    return chosen, net_options, FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
+
+
 def run_prior(
     method: str,
     observation: Observation,
     *,
     seed: int = 0,
-    preset: str | None = None,
-    network: Mapping[str, Any] | None = None,
-    fit_options: Mapping[str, Any] | None = None,
-    output: str | None = None,
-    device: str | torch.device = "auto",
     monitor_reference: np.ndarray | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
 ) -> Restoration:
     """Fit DIP or DD to an observation under a preset, with any field overridden.
 
     The network's weights come from ``seed`` alone (fresh for every call), the input ``z``
     and its per-step perturbation from ``seed`` too. ``monitor_reference`` (the clean image)
-    only feeds the PSNR curves and the ``oracle`` output.
+    only feeds the PSNR curves and the ``oracle`` output. ``options`` are those of
+    :func:`run_prior_many`: ``preset``, ``network``, ``fit_options``, ``output``,
+    ``device``, ``progress``.
+
+    Raises
+    ------
+    FitError
+        If the loss stays NaN/Inf (see :func:`~benchmark.methods.fit.fit`).
     """
-    chosen = get_preset(
-        method, preset or default_preset(method, observation.task, observation.factor)
-    )
-    net_options = {**chosen.network, **(network or {})}
-    cfg = FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
-    net = build_network(net_options, observation.y.shape[2], torch.Generator().manual_seed(seed))
-    result = fit(
-        net,
-        observation,
-        cfg,
-        seed=seed,
-        device=device,
-        monitor_reference=monitor_reference,
-        progress=progress,
-    )
-    result.default = output or chosen.output
-    result.info["preset"] = chosen.name
+    references = None if monitor_reference is None else [monitor_reference]
+    result = run_prior_many(
+        method, [observation], seeds=[seed], monitor_references=references, **options
+    )[0]
+    if isinstance(result, FitError):
+        raise result
     return result
 
 
@@ -155,9 +162,9 @@ def run_prior_many(
     """:func:`run_prior` for several observations of one task and shape, fitted together
     (see :func:`~benchmark.methods.fit.fit_many`); each cell's network comes from its seed."""
     first = observations[0]
-    chosen = get_preset(method, preset or default_preset(method, first.task, first.factor))
-    net_options = {**chosen.network, **(network or {})}
-    cfg = FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
+    chosen, net_options, cfg = resolve_setting(
+        method, first.task, first.factor, preset=preset, network=network, fit_options=fit_options
+    )
     channels = first.y.shape[2]
     nets = [build_network(net_options, channels, torch.Generator().manual_seed(s)) for s in seeds]
     results = fit_many(
@@ -173,7 +180,6 @@ def run_prior_many(
         if isinstance(result, Restoration):
             result.default = output or chosen.output
             result.info["preset"] = chosen.name
-            result.outputs = {k: np.clip(v, 0, 1) for k, v in result.outputs.items()}
     return results
 
 
