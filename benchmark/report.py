@@ -9,6 +9,7 @@ strip and an animated GIF.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmark.runner import cells_dir, read_record, record_rows  # noqa: E402
+from benchmark.runner import atomic_write, cells_dir, read_record, record_rows  # noqa: E402
 from benchmark.suites import Cell  # noqa: E402
 
 PAPER_NUMBERS = Path(__file__).with_name("data") / "paper_numbers.csv"
@@ -267,11 +268,11 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
                     dataset="+".join(sorted(set(group.dataset))),
                 )
             )
-    (out / "table.md").write_text("\n".join(md))
+    atomic_write(out / "table.md", lambda p: p.write_text("\n".join(md)))
     csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     front = ["degradation", "level", "dataset", "metric", "method", "source"]
     csv = csv[front + [c for c in csv.columns if c not in front]] if len(csv) else csv
-    csv.to_csv(out / "table.csv", index=False)
+    atomic_write(out / "table.csv", lambda p: csv.to_csv(p, index=False))
     return [out / "table.md", out / "table.csv"]
 
 
@@ -302,7 +303,7 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
     ]
     if paper.empty or not compare:
         lines.append("No published numbers to compare with for this suite.")
-        (out / "paper_comparison.md").write_text("\n".join(lines) + "\n")
+        _write_lines(out / "paper_comparison.md", lines)
         return out / "paper_comparison.md"
     ok = results[results.status == "ok"] if len(results) else results
     rows = []
@@ -370,8 +371,8 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
                 "A mean over fewer images than the paper's is marked incomplete "
                 "in table.csv (`complete = False`).",
             ]
-    (out / "paper_comparison.md").write_text("\n".join(lines) + "\n")
-    table.to_csv(out / "paper_comparison.csv", index=False)
+    _write_lines(out / "paper_comparison.md", lines)
+    atomic_write(out / "paper_comparison.csv", lambda p: table.to_csv(p, index=False))
     return out / "paper_comparison.md"
 
 
@@ -430,8 +431,7 @@ def figure_curves(
         fig.suptitle(f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}", fontsize=10)
         fig.tight_layout()
         path = out / f"curves_{degradation}_{level:g}.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
+        _save_figure(fig, path)
         written.append(path)
     return written
 
@@ -445,13 +445,35 @@ def _middle_levels(by_level: dict[tuple, list]) -> dict[tuple, list]:
     return {key: recs for key, recs in by_level.items() if key in chosen}
 
 
+def _write_lines(path: Path, lines: list[str]) -> None:
+    atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """Save and close a figure as PNG. Every report file is written atomically: two runs
+    sharing a folder rewrite its report, and neither may read the other's half-written file."""
+    atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
+    plt.close(fig)
+
+
 def _save_small(fig: Any, path: Path) -> None:
     """Save a figure as a palette PNG: photographs in a grid compress poorly in RGB."""
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80, format="png")
     plt.close(fig)
-    with Image.open(path) as im:
+    with Image.open(buffer) as im:
         small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
+    atomic_write(path, lambda p: small.save(p, format="PNG", optimize=True))
+
+
+def _save_gif(frames: list[Image.Image], path: Path) -> None:
+    """An animation of ``frames``, 0.4 s each, looping."""
+    atomic_write(
+        path,
+        lambda p: frames[0].save(
+            p, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0
+        ),
+    )
 
 
 def _cell(record: dict[str, Any]) -> Cell:
@@ -548,7 +570,7 @@ def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, An
         _save_small(fig, strip)
         frames = [Image.fromarray(p[..., 0] if p.shape[2] == 1 else p) for _, p in snaps]
         gif = out / "snapshots.gif"
-        frames[0].save(gif, save_all=True, append_images=frames[1:], duration=400, loop=0)
+        _save_gif(frames, gif)
         return [strip, gif]
     return []
 
@@ -625,5 +647,5 @@ def write_index(root: Path) -> Path:
             f"- {links}",
             "",
         ]
-    (root / "README.md").write_text("\n".join(lines))
+    atomic_write(root / "README.md", lambda p: p.write_text("\n".join(lines)))
     return root / "README.md"

@@ -80,7 +80,7 @@ def cells_dir(out: Path) -> Path:
     return Path(out) / "cells"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see a
     half-written file, and a killed writer leaves only a temporary file behind."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -93,7 +93,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(path: Path, content: Any) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(content, indent=1, default=_jsonable)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(content, indent=1, default=_jsonable)))
 
 
 def _jsonable(value: Any) -> Any:
@@ -332,11 +332,11 @@ def _score(cell: Cell, result: Restoration, target: np.ndarray) -> dict[str, Any
 def _save_outputs(stem: Path, result: Restoration) -> None:
     default = to_uint8(result.outputs[result.default])
     pixels = default[..., 0] if default.shape[2] == 1 else default
-    _atomic_write(stem.with_suffix(".png"), lambda p: Image.fromarray(pixels).save(p, format="PNG"))
+    atomic_write(stem.with_suffix(".png"), lambda p: Image.fromarray(pixels).save(p, format="PNG"))
     if result.curves or result.snapshots:
         arrays = {f"curve_{k}": v for k, v in result.curves.items()}
         arrays.update({f"snapshot_{k}": to_uint8(v) for k, v in result.snapshots.items()})
-        _atomic_write(stem.with_suffix(".npz"), lambda p: _savez(p, arrays))
+        atomic_write(stem.with_suffix(".npz"), lambda p: _savez(p, arrays))
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -485,7 +485,7 @@ def default_jobs(device: str) -> int:
 def _exit_with_parent(parent: int) -> None:
     """A worker whose run was killed (even by SIGKILL) must not keep computing: poll the
     parent and leave at once when it is gone. Nothing half-written survives: see
-    :func:`_atomic_write`."""
+    :func:`atomic_write`."""
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:
@@ -563,7 +563,8 @@ def execute(
     """
     folder = cells_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(folder)
+    for written_by_a_run in (folder, Path(out)):  # records, and the report's files
+        remove_stale_temporaries(written_by_a_run)
     todo = pending(cells, out, device, threads)
     if not todo:
         return []
@@ -832,7 +833,7 @@ def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_results(table: pd.DataFrame, out: Path) -> Path:
     path = Path(out) / "results.csv"
-    _atomic_write(path, lambda p: table.to_csv(p, index=False))
+    atomic_write(path, lambda p: table.to_csv(p, index=False))
     return path
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
-from benchmark import images
+from benchmark import images, report
 from benchmark.cli import main
 from benchmark.report import PAPER_NUMBERS
 
@@ -96,6 +97,28 @@ def test_figures_open_as_images(table1_run: Path) -> None:
     for picture in pictures:
         with Image.open(picture) as im:
             assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_a_report_writer_that_dies_midway_leaves_the_previous_files_whole(
+    table1_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two runs sharing a folder both rewrite its report; a reader must never meet a
+    # half-written file (CI once read a truncated grid.png written in place).
+    main(["report", str(table1_run)])
+    names = ("table.md", "table.csv", "paper_comparison.md", "grid.png")
+    before = {name: (table1_run / name).read_bytes() for name in names}
+
+    def die_halfway(self: Figure, target: object, **_: object) -> None:
+        if isinstance(target, (str, Path)):
+            Path(target).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", die_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_report(table1_run)
+    for name in names:
+        assert (table1_run / name).read_bytes() == before[name]
+    assert not list(table1_run.glob(".*.tmp"))
 
 
 def _official_format_archive(path: Path, count: int) -> np.ndarray:
