@@ -59,7 +59,8 @@ def _batch(value: str) -> int | str:
 BATCH_HELP = (
     "network cells fitted together on one device: auto (CPU: 16 when a step is at most "
     "0.5 GFLOP, else 1; CUDA: about a million pixels per batch) or a number; 1 fits each "
-    "cell alone (default: auto). Results equal lone fits up to float rounding"
+    "cell alone (default: auto). Batched cells equal lone fits: bit for bit on the CPU, up "
+    "to float rounding on CUDA"
 )
 
 

@@ -558,8 +558,8 @@ def execute(
         ``slurm`` submits one job array through submitit (``slurm`` holds its options).
     batch : int or "auto"
         Network cells fitted together (see :func:`batches` and :func:`auto_batch`); 1 fits
-        every cell alone. Batched cells equal lone cells up to float rounding (bit for bit
-        with native CPU convolutions); their records say ``info.batch``.
+        every cell alone. Batched cells equal lone cells (bit for bit on the CPU, up to float
+        rounding on CUDA); their records say ``info.batch``.
     """
     folder = cells_dir(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -49,9 +49,10 @@ def _nets(make, count: int) -> list[torch.nn.Module]:
         (lambda: DeepDecoder(DecoderConfig(channels=6, layers=3)), (1, 6, 3, 5)),
     ],
 )
-def test_a_stacked_network_is_the_networks_side_by_side(make, shape) -> None:
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_stacked_network_is_the_networks_side_by_side(make, shape, exact: bool) -> None:
     nets = _nets(make, 3)
-    stacked = stack_networks(nets)
+    stacked = stack_networks(nets, exact=exact)
     inputs = [torch.rand(shape, generator=torch.Generator().manual_seed(9 + i)) for i in range(3)]
     with torch.no_grad():
         together = stacked(torch.cat(inputs, dim=1))
@@ -60,6 +61,86 @@ def test_a_stacked_network_is_the_networks_side_by_side(make, shape) -> None:
     assert sum(p.numel() for p in stacked.parameters()) == 3 * sum(
         p.numel() for p in nets[0].parameters()
     )
+
+
+def _layer_pair(kind: str, channels: int, networks: int) -> tuple[list, torch.nn.Module]:
+    """``networks`` lone layers and the same layers stacked (``exact``)."""
+    make = {
+        "conv1x1": lambda: torch.nn.Conv2d(channels, channels + 1, 1),
+        "conv3x3": lambda: torch.nn.Conv2d(channels, channels, 3),
+        "batchnorm": lambda: torch.nn.BatchNorm2d(channels),
+        "upsample": lambda: torch.nn.Upsample(scale_factor=2, mode="bilinear"),
+    }[kind]
+    lone = _nets(lambda: torch.nn.Sequential(make()), networks)
+    for i, layer in enumerate(lone):
+        layer.input_channels = channels  # what stack_networks reads of a network
+        # BatchNorm starts at weight 1, bias 0: vary them.
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(torch.rand(p.shape, generator=torch.Generator().manual_seed(i)))
+    return lone, stack_networks(lone)
+
+
+@pytest.mark.parametrize(
+    ("kind", "channels", "size"),
+    [
+        ("conv1x1", 33, 17),
+        ("conv3x3", 20, 7),
+        ("conv3x3", 16, 21),
+        ("batchnorm", 20, 9),
+        ("upsample", 20, 5),
+    ],
+)
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("onednn", [True, False])
+def test_stacked_layers_compute_each_networks_numbers_bit_for_bit(
+    kind: str, channels: int, size: int, layout: str, onednn: bool, monkeypatch
+) -> None:
+    # oneDNN's 1x1 and small-image kernels, and vectorised BatchNorm over a channel count
+    # that is not a multiple of the vector width, round differently in one grouped call;
+    # the stacked layers notice it and call each network's part in turn where they must.
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    networks = 5
+    lone, stacked = _layer_pair(kind, channels, networks)
+    generator = torch.Generator().manual_seed(3)
+    xs = [torch.randn(1, channels, size, size + 2, generator=generator) for _ in range(networks)]
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
+    stacked = stacked.to(memory_format=fmt)
+    joined = torch.cat(xs, 1).contiguous(memory_format=fmt).requires_grad_()
+    out = stacked(joined)
+    grad_out = torch.randn(out.shape, generator=generator).contiguous(memory_format=fmt)
+    out.backward(grad_out)
+    parts = grad_out.chunk(networks, dim=1)
+    for g, (layer, x) in enumerate(zip(lone, xs, strict=True)):
+        layer = layer.to(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt).requires_grad_()
+        y = layer(x)
+        y.backward(parts[g].contiguous(memory_format=fmt))
+        assert torch.equal(out.chunk(networks, dim=1)[g], y)
+        assert torch.equal(joined.grad.chunk(networks, dim=1)[g], x.grad)
+        for mine, theirs in zip(stacked.parameters(), layer.parameters(), strict=True):
+            assert torch.equal(mine.grad.chunk(networks)[g], theirs.grad)
+        for mine, theirs in zip(stacked.buffers(), layer.buffers(), strict=True):
+            if mine.dim():  # running statistics
+                assert torch.equal(mine.chunk(networks)[g], theirs)
+
+
+def test_cells_on_onednn_kernels_fitted_together_equal_one_at_a_time() -> None:
+    """The full profile's cifar10-noise network runs on oneDNN: a smaller network of the
+    same kind (3 scales, 1x1 convolutions, a 24-channel join) on oneDNN, 4 cells."""
+    net = {"kind": "skip", "scales": 3, "channels_down": 20, "channels_up": 20}
+    cfg = FitConfig(
+        iterations=40, lr=0.01, reg_noise_std=1 / 30, cpu_convolutions="onednn", check_every=10
+    )
+    observations, cleans = _cells(4, 24)
+    from benchmark.methods.priors import build_network
+
+    nets = _nets(lambda: build_network(net, 3, torch.Generator()), 4)
+    together = fit_many(nets, observations, cfg, seeds=[5, 6, 7, 8], device="cpu")
+    for b in (0, 3):
+        alone = fit(copy.deepcopy(nets[b]), observations[b], cfg, seed=5 + b, device="cpu")
+        for name in ("last", "ema"):
+            np.testing.assert_array_equal(together[b].outputs[name], alone.outputs[name])
 
 
 def test_sixteen_cifar_size_cells_fitted_together_equal_one_at_a_time() -> None:

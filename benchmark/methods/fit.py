@@ -23,7 +23,8 @@ device tensors updated in place, and the host reads them every ``check_every`` s
 (backtracking and NaN checks) and at the end. :func:`fit_many` trains several cells of the
 same network and image size in one pass (see :func:`~benchmark.methods.networks.stack_networks`):
 each cell keeps its own weights, Adam state, BatchNorm statistics, input, noise stream and
-outputs, so its result equals the one-at-a-time result up to float rounding.
+outputs, so its result equals the one-at-a-time result: bit for bit on the CPU, up to float
+rounding on CUDA.
 """
 
 from __future__ import annotations
@@ -50,9 +51,8 @@ from benchmark.operators import LanczosDownsampler
 # Up to this many GFLOP per step (forward and backward), CPU fits use PyTorch's native
 # convolutions: faster than oneDNN for such small networks (measured: 6.6 vs 7.9 ms for DIP
 # with 32 channels at 32x32, 0.13 GFLOP; 22 vs 17 ms with 128 channels, 1.8 GFLOP), and a
-# grouped native convolution computes each group exactly as a lone one, so batched cells
-# equal one-at-a-time cells bit for bit. (DIP's training amplifies any rounding difference:
-# 1e-7 becomes tenths of a dB within 30 steps.)
+# grouped native convolution computes each group as a lone one does, so a batch of such
+# cells needs no per-network calls to stay exact (see stack_networks).
 NATIVE_CONV_GFLOP = 0.5
 CURVE_COLUMNS = ("iteration", "loss", "psnr_obs", "psnr_last", "psnr_ema", "es_variance")
 MEMORY_FORMATS = {
@@ -464,7 +464,12 @@ class _Loop:
             for s in seeds
         ]
         self.z = torch.cat(zs, dim=1).to(dev).contiguous(memory_format=fmt)
-        self.net = stack_networks(nets).to(dev).to(memory_format=fmt).train()
+        # Exact stacking on the CPU, where a lone cell's numbers are reproducible bit for
+        # bit; cuDNN's autotuned kernels make a lone cell's own runs differ in the last bits,
+        # and torch.compile fuses differently for other sizes.
+        exact = dev.type == "cpu" and not cfg.compile
+        self.net = stack_networks(nets, exact=exact)
+        self.net = self.net.to(dev).to(memory_format=fmt).train()
         self.forward = torch.compile(self.net) if cfg.compile else self.net
         # Fused Adam on the CPU rounds its vectorised tail differently from the body, so a
         # batch's stacked parameters would no longer update exactly as a lone cell's.
@@ -582,7 +587,9 @@ def fit_many(
 
     The networks must share one architecture and the observations one task and shape. Each
     cell keeps its own weights, Adam state, BatchNorm statistics, input ``z``, noise stream
-    and outputs; its result equals :func:`fit` of that cell alone up to float rounding. A
+    and outputs; its result equals :func:`fit` of that cell alone, bit for bit on the CPU
+    (see :func:`~benchmark.methods.networks.stack_networks`) and up to float rounding on
+    CUDA or with ``compile``. A
     cell that needs backtracking (a PSNR drop or a NaN) is re-fitted alone afterwards, as
     restoring one cell's weights inside a batch would shift its Adam step count. ``nets``
     are left untouched when there are several (one alone is trained in place, as by

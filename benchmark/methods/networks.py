@@ -11,6 +11,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -217,11 +218,16 @@ def cat_channels(tensors: Sequence[torch.Tensor], groups: int = 1) -> torch.Tens
     """
     if groups == 1:
         return torch.cat(list(tensors), dim=1)
+    if tensors[0].is_contiguous(memory_format=torch.channels_last):
+        # Concatenate in NHWC so the result stays channels_last: a plainly contiguous result
+        # would make the next layers convert it (and take other kernel paths).
+        nhwc = [t.permute(0, 2, 3, 1).unflatten(3, (groups, -1)) for t in tensors]
+        return torch.cat(nhwc, dim=4).flatten(3).permute(0, 3, 1, 2)
     n, _, h, w = tensors[0].shape
     return torch.cat([t.unflatten(1, (groups, -1)) for t in tensors], dim=2).view(n, -1, h, w)
 
 
-def stack_networks(nets: Sequence[nn.Module]) -> nn.Module:
+def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Module:
     """One network that computes ``len(nets)`` networks of the same architecture at once.
 
     Network ``g`` owns channels ``[g * C, (g + 1) * C)`` of every feature map: convolutions
@@ -229,8 +235,13 @@ def stack_networks(nets: Sequence[nn.Module]) -> nn.Module:
     layers hold every network's channels. With a batch of one image per network, BatchNorm's
     per-channel statistics are each network's own statistics, so the stacked network is the
     networks side by side, not a mixture: its output channels ``[g * C_out, (g + 1) * C_out)``
-    equal ``nets[g]``'s output up to float rounding. The input is the networks' inputs
-    concatenated along the channels. ``nets`` are left untouched.
+    are ``nets[g]``'s output. The input is the networks' inputs concatenated along the
+    channels. ``nets`` are left untouched.
+
+    With ``exact`` (the default), each layer computes the networks' parts in one call only
+    where that call gives each network's own numbers bit for bit (checked per input shape;
+    see :class:`_SideBySide`), so outputs and gradients equal the networks' own exactly;
+    without it they equal them up to float rounding.
     """
     groups = len(nets)
     if groups == 1:
@@ -240,9 +251,11 @@ def stack_networks(nets: Sequence[nn.Module]) -> nn.Module:
     for name, module in list(stacked.named_modules()):
         parts = [m[name] for m in members]
         if isinstance(module, nn.Conv2d):
-            stacked.set_submodule(name, _stacked_conv(module, parts))
+            stacked.set_submodule(name, _stacked_conv(module, parts, exact))
         elif isinstance(module, nn.BatchNorm2d):
-            stacked.set_submodule(name, _stacked_batch_norm(module, parts))
+            stacked.set_submodule(name, _stacked_batch_norm(module, parts, exact))
+        elif isinstance(module, nn.Upsample):
+            stacked.set_submodule(name, StackedUpsample(module, groups, exact=exact))
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm3d, nn.Linear, nn.GroupNorm)):
             raise TypeError(f"stack_networks cannot stack {type(module).__name__} ({name})")
         elif hasattr(module, "groups"):
@@ -252,9 +265,216 @@ def stack_networks(nets: Sequence[nn.Module]) -> nn.Module:
     return stacked
 
 
-def _stacked_conv(like: nn.Conv2d, parts: Sequence[nn.Conv2d]) -> nn.Conv2d:
+Maybe = torch.Tensor | None
+
+
+class _SideBySide:
+    """A layer of ``networks`` networks side by side in the channels (see stack_networks).
+
+    One call of the layer's kernel computes every network's part. Unless the kernel computes
+    each part bit for bit as that network's own layer would, DIP's training grows the
+    rounding difference into tenths of a dB and a batched cell no longer equals the same
+    cell fitted alone. So with ``exact`` a layer checks once per input shape (a forward and
+    backward pass both ways on random data) and, where one call differs (oneDNN's 1x1 and
+    small-image convolutions reduce in another order; vectorised kernels treat a remainder
+    of channels apart), calls each network's part in turn.
+    """
+
+    networks: int
+    exact: bool
+    _one_call_is_exact: dict[tuple, bool]
+    _probing: bool
+
+    def _setup(self, networks: int, exact: bool) -> None:
+        self.networks, self.exact = networks, exact
+        self._one_call_is_exact, self._probing = {}, False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.exact or self._exact_for(x):
+            return self._together(x, self._params(), self._state())
+        return self._one_by_one(x, self._params(), self._state())
+
+    def _params(self) -> list[Maybe]:
+        """The differentiable parameters, network g's being part g of each."""
+        raise NotImplementedError
+
+    def _state(self) -> list[Maybe]:
+        """Buffers the layer updates (split like the parameters); none while probing."""
+        return []
+
+    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        """One network's layer: ``_together`` of a single network."""
+        raise NotImplementedError
+
+    def _one_by_one(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        n = self.networks
+
+        def parts(tensors: list[Maybe]) -> list[list[Maybe]]:
+            chunks = [[None] * n if t is None else t.chunk(n) for t in tensors]
+            return [[c[g] for c in chunks] for g in range(n)]
+
+        xs = [_whole(part) for part in x.chunk(n, dim=1)]
+        outs = [
+            self._part(xg, pg, sg)
+            for xg, pg, sg in zip(xs, parts(params), parts(state), strict=True)
+        ]
+        if torch.is_grad_enabled():
+            for out in outs:
+                if out.requires_grad:
+                    # A lone network's layer would get its gradient whole, laid out as the
+                    # layers after it made it; a strided slice takes other kernel paths.
+                    out.register_hook(_whole)
+        return torch.cat(outs, dim=1)
+
+    def _exact_for(self, x: torch.Tensor) -> bool:
+        key = (
+            tuple(x.shape),
+            x.dtype,
+            x.device,
+            _format_of(x),
+            torch.get_num_threads(),
+            torch.backends.mkldnn.enabled,
+        )
+        if key not in self._one_call_is_exact:
+            self._one_call_is_exact[key] = self._probe(x)
+        return self._one_call_is_exact[key]
+
+    @torch.enable_grad()
+    def _probe(self, x: torch.Tensor) -> bool:
+        generator = torch.Generator(x.device).manual_seed(0)
+
+        def random(like: torch.Tensor) -> torch.Tensor:
+            values = torch.randn(like.shape, generator=generator, device=like.device)
+            return values.to(like.dtype).contiguous(memory_format=_format_of(like))
+
+        values = [random(x), *(None if p is None else random(p) for p in self._params())]
+        grad_out: Maybe = None
+        results = []
+        self._probing = True
+        try:
+            for compute in (self._together, self._one_by_one):
+                leaves = [None if v is None else v.clone().requires_grad_() for v in values]
+                out = compute(leaves[0], leaves[1:], self._state())
+                grad_out = random(out) if grad_out is None else grad_out
+                out.backward(grad_out)
+                results.append([out.detach(), *(None if v is None else v.grad for v in leaves)])
+        finally:
+            self._probing = False
+        return all(a is None or torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+def _whole(part: torch.Tensor) -> torch.Tensor:
+    """A channel slice of a joined 4-D tensor as a tensor of its own, in the joined layout."""
+    channels_innermost = part.dim() == 4 and part.stride(1) == 1 and part.shape[1] > 1
+    return part.contiguous(
+        memory_format=torch.channels_last if channels_innermost else torch.contiguous_format
+    )
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a 4-D tensor laid out so (and not also plainly contiguous)."""
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class StackedConv2d(_SideBySide, nn.Conv2d):
+    """``networks`` convolutions of one shape as one grouped convolution (see _SideBySide)."""
+
+    def __init__(self, *args: Any, networks: int, exact: bool = True, **kwargs: Any) -> None:
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._setup(networks, exact)
+
+    def _params(self) -> list[Maybe]:
+        return [self.weight, self.bias]
+
+    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        return self._convolve(x, params, self.groups)
+
+    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        return self._convolve(x, params, self.groups // self.networks)
+
+    def _convolve(self, x: torch.Tensor, params: list[Maybe], groups: int) -> torch.Tensor:
+        padding: Any = self.padding
+        if self.padding_mode != "zeros":
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        weight, bias = params
+        return nn.functional.conv2d(x, weight, bias, self.stride, padding, self.dilation, groups)
+
+
+class StackedBatchNorm2d(_SideBySide, nn.BatchNorm2d):
+    """``networks`` BatchNorm layers as one over all their channels (see _SideBySide).
+
+    With one image per network, the per-channel statistics are each network's own.
+    """
+
+    def __init__(self, *args: Any, networks: int, exact: bool = True, **kwargs: Any) -> None:
+        nn.BatchNorm2d.__init__(self, *args, **kwargs)
+        self._setup(networks, exact)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        return _SideBySide.forward(self, x)
+
+    def _params(self) -> list[Maybe]:
+        return [self.weight, self.bias]
+
+    def _state(self) -> list[Maybe]:
+        if self._probing or not self.track_running_stats:
+            return [None, None]
+        return [self.running_mean, self.running_var]
+
+    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        # As nn.BatchNorm2d: batch statistics when training (updating the running ones).
+        momentum = self.momentum
+        if momentum is None:  # cumulative average
+            momentum = 1.0 / float(self.num_batches_tracked) if self.num_batches_tracked else 0.0
+        use_batch = self.training or state[0] is None
+        return nn.functional.batch_norm(
+            x, state[0], state[1], params[0], params[1], use_batch, momentum, self.eps
+        )
+
+    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        return self._together(x, params, state)
+
+
+class StackedUpsample(_SideBySide, nn.Upsample):
+    """``networks`` upsampling layers as one (see _SideBySide): interpolation vectorised over
+    channels treats a remainder of channels apart, so it can round differently too."""
+
+    def __init__(self, like: nn.Upsample, networks: int, *, exact: bool = True) -> None:
+        nn.Upsample.__init__(
+            self,
+            size=like.size,
+            scale_factor=like.scale_factor,
+            mode=like.mode,
+            align_corners=like.align_corners,
+            recompute_scale_factor=like.recompute_scale_factor,
+        )
+        self._setup(networks, exact)
+
+    def _params(self) -> list[Maybe]:
+        return []
+
+    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        return nn.Upsample.forward(self, x)
+
+    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+        return nn.Upsample.forward(self, x)
+
+
+def _stacked_conv(like: nn.Conv2d, parts: Sequence[nn.Conv2d], exact: bool) -> nn.Conv2d:
     g = len(parts)
-    conv = nn.Conv2d(
+    conv = StackedConv2d(
         like.in_channels * g,
         like.out_channels * g,
         like.kernel_size,
@@ -266,6 +486,8 @@ def _stacked_conv(like: nn.Conv2d, parts: Sequence[nn.Conv2d]) -> nn.Conv2d:
         padding_mode=like.padding_mode,
         device=like.weight.device,
         dtype=like.weight.dtype,
+        networks=g,
+        exact=exact,
     )
     with torch.no_grad():
         conv.weight.copy_(torch.cat([p.weight for p in parts]))
@@ -274,8 +496,10 @@ def _stacked_conv(like: nn.Conv2d, parts: Sequence[nn.Conv2d]) -> nn.Conv2d:
     return conv
 
 
-def _stacked_batch_norm(like: nn.BatchNorm2d, parts: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
-    norm = nn.BatchNorm2d(
+def _stacked_batch_norm(
+    like: nn.BatchNorm2d, parts: Sequence[nn.BatchNorm2d], exact: bool
+) -> nn.BatchNorm2d:
+    norm = StackedBatchNorm2d(
         like.num_features * len(parts),
         eps=like.eps,
         momentum=like.momentum,
@@ -283,6 +507,8 @@ def _stacked_batch_norm(like: nn.BatchNorm2d, parts: Sequence[nn.BatchNorm2d]) -
         track_running_stats=like.track_running_stats,
         device=like.weight.device if like.affine else None,
         dtype=like.weight.dtype if like.affine else None,
+        networks=len(parts),
+        exact=exact,
     )
     with torch.no_grad():
         for name in ("weight", "bias", "running_mean", "running_var"):
