@@ -16,7 +16,7 @@ from test_priors import _Sabotaged, _seeded
 from benchmark import degradations as deg
 from benchmark import runner
 from benchmark.cli import main
-from benchmark.methods.fit import FitConfig, fit, fit_many
+from benchmark.methods.fit import FitConfig, fit, fit_many, step_gflop_at
 from benchmark.methods.networks import (
     DecoderConfig,
     DeepDecoder,
@@ -61,6 +61,24 @@ def test_a_stacked_network_is_the_networks_side_by_side(make, shape, exact: bool
     assert sum(p.numel() for p in stacked.parameters()) == 3 * sum(
         p.numel() for p in nets[0].parameters()
     )
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        {"kind": "skip", "scales": 3, "channels_down": 20, "channels_up": 12},
+        {"kind": "decoder", "channels": 16, "layers": 3},
+    ],
+)
+def test_step_gflop_is_counted_once_per_architecture_and_size(network: dict) -> None:
+    from benchmark.methods.priors import build_network
+
+    nets = _nets(lambda: build_network(network, 3, torch.Generator()), 3)
+    first = step_gflop_at(nets[0], 40, 24)
+    assert first > 0 and step_gflop_at(nets[1], 40, 24) == first
+    assert step_gflop_at(nets[0], 80, 48) == pytest.approx(4 * first, rel=0.05)
+    # A stacked network (not what its config describes) is counted, not looked up.
+    assert step_gflop_at(stack_networks(nets), 40, 24) == pytest.approx(3 * first, rel=0.01)
 
 
 def _layer_pair(kind: str, channels: int, networks: int) -> tuple[list, torch.nn.Module]:
