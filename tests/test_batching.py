@@ -25,6 +25,7 @@ from benchmark.methods.networks import (
     reset_parameters,
     stack_networks,
 )
+from benchmark.methods.priors import build_network
 from benchmark.metrics import psnr
 from benchmark.speed import _cells, setup_for
 from benchmark.suites import load_suite
@@ -71,8 +72,6 @@ def test_a_stacked_network_is_the_networks_side_by_side(make, shape, exact: bool
     ],
 )
 def test_step_gflop_is_counted_once_per_architecture_and_size(network: dict) -> None:
-    from benchmark.methods.priors import build_network
-
     nets = _nets(lambda: build_network(network, 3, torch.Generator()), 3)
     first = step_gflop_at(nets[0], 40, 24)
     assert first > 0 and step_gflop_at(nets[1], 40, 24) == first
@@ -150,9 +149,7 @@ def test_cells_on_onednn_kernels_fitted_together_equal_one_at_a_time() -> None:
     cfg = FitConfig(
         iterations=40, lr=0.01, reg_noise_std=1 / 30, cpu_convolutions="onednn", check_every=10
     )
-    observations, cleans = _cells(4, 24)
-    from benchmark.methods.priors import build_network
-
+    observations, _ = _cells(4, 24)
     nets = _nets(lambda: build_network(net, 3, torch.Generator()), 4)
     together = fit_many(nets, observations, cfg, seeds=[5, 6, 7, 8], device="cpu")
     for b in (0, 3):
@@ -199,8 +196,6 @@ def test_sixteen_cifar_size_cells_fitted_together_equal_one_at_a_time() -> None:
 
 
 def _build(setup):
-    from benchmark.methods.priors import build_network
-
     return build_network(setup.network, 3, torch.Generator())
 
 
