@@ -265,7 +265,7 @@ def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Modul
     return stacked
 
 
-Maybe = torch.Tensor | None
+_OptionalTensor = torch.Tensor | None
 
 
 class _SideBySide:
@@ -295,25 +295,31 @@ class _SideBySide:
             return self._together(x, self._params(), self._state())
         return self._one_by_one(x, self._params(), self._state())
 
-    def _params(self) -> list[Maybe]:
+    def _params(self) -> list[_OptionalTensor]:
         """The differentiable parameters, network g's being part g of each."""
         raise NotImplementedError
 
-    def _state(self) -> list[Maybe]:
+    def _state(self) -> list[_OptionalTensor]:
         """Buffers the layer updates (split like the parameters); none while probing."""
         return []
 
-    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _together(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _part(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         """One network's layer: ``_together`` of a single network."""
         raise NotImplementedError
 
-    def _one_by_one(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _one_by_one(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         n = self.networks
 
-        def parts(tensors: list[Maybe]) -> list[list[Maybe]]:
+        def parts(tensors: list[_OptionalTensor]) -> list[list[_OptionalTensor]]:
             chunks = [[None] * n if t is None else t.chunk(n) for t in tensors]
             return [[c[g] for c in chunks] for g in range(n)]
 
@@ -352,7 +358,7 @@ class _SideBySide:
             return values.to(like.dtype).contiguous(memory_format=_format_of(like))
 
         values = [random(x), *(None if p is None else random(p) for p in self._params())]
-        grad_out: Maybe = None
+        grad_out: _OptionalTensor = None
         results = []
         self._probing = True
         try:
@@ -393,16 +399,22 @@ class StackedConv2d(_SideBySide, nn.Conv2d):
         nn.Conv2d.__init__(self, *args, **kwargs)
         self._setup(networks, exact)
 
-    def _params(self) -> list[Maybe]:
+    def _params(self) -> list[_OptionalTensor]:
         return [self.weight, self.bias]
 
-    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _together(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         return self._convolve(x, params, self.groups)
 
-    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _part(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         return self._convolve(x, params, self.groups // self.networks)
 
-    def _convolve(self, x: torch.Tensor, params: list[Maybe], groups: int) -> torch.Tensor:
+    def _convolve(
+        self, x: torch.Tensor, params: list[_OptionalTensor], groups: int
+    ) -> torch.Tensor:
         padding: Any = self.padding
         if self.padding_mode != "zeros":
             x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
@@ -426,15 +438,17 @@ class StackedBatchNorm2d(_SideBySide, nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         return _SideBySide.forward(self, x)
 
-    def _params(self) -> list[Maybe]:
+    def _params(self) -> list[_OptionalTensor]:
         return [self.weight, self.bias]
 
-    def _state(self) -> list[Maybe]:
+    def _state(self) -> list[_OptionalTensor]:
         if self._probing or not self.track_running_stats:
             return [None, None]
         return [self.running_mean, self.running_var]
 
-    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _together(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         # As nn.BatchNorm2d: batch statistics when training (updating the running ones).
         momentum = self.momentum
         if momentum is None:  # cumulative average
@@ -444,7 +458,9 @@ class StackedBatchNorm2d(_SideBySide, nn.BatchNorm2d):
             x, state[0], state[1], params[0], params[1], use_batch, momentum, self.eps
         )
 
-    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _part(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         return self._together(x, params, state)
 
 
@@ -463,13 +479,17 @@ class StackedUpsample(_SideBySide, nn.Upsample):
         )
         self._setup(networks, exact)
 
-    def _params(self) -> list[Maybe]:
+    def _params(self) -> list[_OptionalTensor]:
         return []
 
-    def _together(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _together(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         return nn.Upsample.forward(self, x)
 
-    def _part(self, x: torch.Tensor, params: list[Maybe], state: list[Maybe]) -> torch.Tensor:
+    def _part(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
         return nn.Upsample.forward(self, x)
 
 
