@@ -311,8 +311,8 @@ class _SideBySide:
     def _part(
         self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
     ) -> torch.Tensor:
-        """One network's layer: ``_together`` of a single network."""
-        raise NotImplementedError
+        """One network's layer: by default ``_together`` of a single network's part."""
+        return self._together(x, params, state)
 
     def _one_by_one(
         self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
@@ -375,19 +375,14 @@ class _SideBySide:
 
 def _whole(part: torch.Tensor) -> torch.Tensor:
     """A channel slice of a joined 4-D tensor as a tensor of its own, in the joined layout."""
-    channels_innermost = part.dim() == 4 and part.stride(1) == 1 and part.shape[1] > 1
-    return part.contiguous(
-        memory_format=torch.channels_last if channels_innermost else torch.contiguous_format
-    )
+    return part.contiguous(memory_format=_format_of(part))
 
 
 def _format_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-D tensor laid out so (and not also plainly contiguous)."""
-    if (
-        x.dim() == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    ):
+    """channels_last for a 4-D tensor (or a channel slice of one) whose channels are
+    innermost and that is not also plainly contiguous; else the plain layout."""
+    channels_innermost = x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1
+    if channels_innermost and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
 
@@ -458,11 +453,6 @@ class StackedBatchNorm2d(_SideBySide, nn.BatchNorm2d):
             x, state[0], state[1], params[0], params[1], use_batch, momentum, self.eps
         )
 
-    def _part(
-        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
-    ) -> torch.Tensor:
-        return self._together(x, params, state)
-
 
 class StackedUpsample(_SideBySide, nn.Upsample):
     """``networks`` upsampling layers as one (see _SideBySide): interpolation vectorised over
@@ -483,11 +473,6 @@ class StackedUpsample(_SideBySide, nn.Upsample):
         return []
 
     def _together(
-        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
-    ) -> torch.Tensor:
-        return nn.Upsample.forward(self, x)
-
-    def _part(
         self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
     ) -> torch.Tensor:
         return nn.Upsample.forward(self, x)
