@@ -248,6 +248,29 @@ def test_sigkill_halfway_then_resume_recomputes_nothing(user_path: Path, mirror:
     assert (pd.read_csv(out / "results.csv").status == "ok").all()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="zombies are told apart by /proc")
+def test_temporaries_of_killed_workers_not_yet_reaped_are_swept(tmp_path: Path) -> None:
+    # A killed worker is a zombie until reaped, and kill(pid, 0) still succeeds on it: its
+    # temporary files must go all the same, or a run resumed at once keeps them for good.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while not Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        assert time.monotonic() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    try:
+        dead = tmp_path / f".a.json.{child.pid}.tmp"
+        alive = tmp_path / f".b.json.{os.getpid()}.tmp"
+        unnamed = tmp_path / ".c.json.tmp"
+        for path in (dead, alive, unnamed):
+            path.write_text("{")
+        assert not runner.process_is_running(child.pid)
+        assert runner.process_is_running(os.getpid())
+        runner.remove_stale_temporaries(tmp_path)
+        assert sorted(tmp_path.iterdir()) == [alive]
+    finally:
+        child.wait()
+
+
 def _psnrs(out: Path) -> pd.Series:
     table = pd.read_csv(out / "results.csv")
     return table.set_index(["image", "method", "output"]).psnr.sort_index()
