@@ -156,8 +156,11 @@ def make_input(
 class _Problem:
     """The data terms of B cells of one task and shape: what each output is compared with."""
 
-    def __init__(self, observations: Sequence[Observation], device: torch.device) -> None:
+    def __init__(
+        self, observations: Sequence[Observation], device: torch.device, *, exact: bool = True
+    ) -> None:
         first = observations[0]
+        self.exact = exact
         kinds = {(o.task, o.y.shape, o.factor) for o in observations}
         if len(kinds) > 1:
             raise ValueError(
@@ -194,7 +197,14 @@ class _Problem:
             error = F.mse_loss(low, self.y, reduction="none")
         else:
             error = F.mse_loss(out, self.y, reduction="none")
-        return error.mean(dim=(1, 2, 3))
+        if len(error) == 1 or not self.exact:
+            return error.mean(dim=(1, 2, 3))
+        # A batch interleaves its cells in memory, and a mean over such a strided view sums in
+        # another order than over a lone cell's dense error: the loss would differ in the last
+        # bits, enough to change which step has the best loss. With ``exact`` each cell is
+        # laid out and reduced as a lone cell is.
+        dense = [cell.clone(memory_format=torch.preserve_format) for cell in error.split(1)]
+        return torch.cat([cell.mean(dim=(1, 2, 3)) for cell in dense])
 
 
 def _psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
@@ -463,7 +473,11 @@ class _Loop:
             native = dev.type == "cpu" and not torch.backends.mkldnn.enabled
             fmt = torch.contiguous_format if native else torch.channels_last
         self.cfg, self.cells = cfg, len(nets)
-        self.problem = _Problem(observations, dev)
+        # Exact stacking on the CPU, where a lone cell's numbers are reproducible bit for
+        # bit; cuDNN's autotuned kernels make a lone cell's own runs differ in the last bits,
+        # and torch.compile fuses differently for other sizes.
+        exact = dev.type == "cpu" and not cfg.compile
+        self.problem = _Problem(observations, dev, exact=exact)
         h, w = self.problem.size
         net0 = nets[0]
         ph = padded_size(h, net0.multiple, net0.minimum)
@@ -484,10 +498,6 @@ class _Loop:
             for s in seeds
         ]
         self.z = torch.cat(zs, dim=1).to(dev).contiguous(memory_format=fmt)
-        # Exact stacking on the CPU, where a lone cell's numbers are reproducible bit for
-        # bit; cuDNN's autotuned kernels make a lone cell's own runs differ in the last bits,
-        # and torch.compile fuses differently for other sizes.
-        exact = dev.type == "cpu" and not cfg.compile
         self.net = stack_networks(nets, exact=exact)
         self.net = self.net.to(dev).to(memory_format=fmt).train()
         self.forward = torch.compile(self.net) if cfg.compile else self.net

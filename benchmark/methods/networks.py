@@ -239,9 +239,10 @@ def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Modul
     channels. ``nets`` are left untouched.
 
     With ``exact`` (the default), each layer computes the networks' parts in one call only
-    where that call gives each network's own numbers bit for bit (checked per input shape;
-    see :class:`_SideBySide`), so outputs and gradients equal the networks' own exactly;
-    without it they equal them up to float rounding.
+    where that call gives each network's own numbers bit for bit (checked per input shape,
+    see :class:`_SideBySide`; activations built on ``exp`` always run network by network,
+    see :class:`StackedActivation`), so outputs and gradients equal the networks' own
+    exactly; without it they equal them up to float rounding.
     """
     groups = len(nets)
     if groups == 1:
@@ -256,6 +257,8 @@ def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Modul
             stacked.set_submodule(name, _stacked_batch_norm(module, parts, exact))
         elif isinstance(module, nn.Upsample):
             stacked.set_submodule(name, StackedUpsample(module, groups, exact=exact))
+        elif isinstance(module, TRANSCENDENTAL_ACTIVATIONS):
+            stacked.set_submodule(name, StackedActivation(module, groups, exact=exact))
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm3d, nn.Linear, nn.GroupNorm)):
             raise TypeError(f"stack_networks cannot stack {type(module).__name__} ({name})")
         elif hasattr(module, "groups"):
@@ -476,6 +479,38 @@ class StackedUpsample(_SideBySide, nn.Upsample):
         self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
     ) -> torch.Tensor:
         return nn.Upsample.forward(self, x)
+
+
+# Activations computed with exp or log: see StackedActivation. (ReLU and LeakyReLU compare
+# and multiply, which every code path rounds alike.)
+TRANSCENDENTAL_ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus, nn.Mish)
+
+
+class StackedActivation(_SideBySide, nn.Module):
+    """``networks`` copies of an elementwise activation built on ``exp`` (see _SideBySide).
+
+    PyTorch's CPU kernels compute ``exp`` with vector instructions, except for the last
+    elements of a thread's share, whose scalar ``exp`` can differ in the last bit. A joined
+    tensor puts other elements there (a longer tensor, split between threads elsewhere), and
+    a random probe rarely meets the values that differ, so with ``exact`` each network's
+    part is always computed on its own.
+    """
+
+    def __init__(self, like: nn.Module, networks: int, *, exact: bool = True) -> None:
+        nn.Module.__init__(self)
+        self.activation = copy.deepcopy(like)
+        self._setup(networks, exact)
+
+    def _params(self) -> list[_OptionalTensor]:
+        return []
+
+    def _together(
+        self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
+    ) -> torch.Tensor:
+        return self.activation(x)
+
+    def _exact_for(self, x: torch.Tensor) -> bool:
+        return False
 
 
 def _stacked_conv(like: nn.Conv2d, parts: Sequence[nn.Conv2d], exact: bool) -> nn.Conv2d:
