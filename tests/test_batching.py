@@ -219,10 +219,10 @@ def _build(setup):
 
 
 @pytest.mark.parametrize("task", ["denoising", "inpainting", "super_resolution"])
-def test_batched_cells_of_every_task_equal_one_at_a_time_with_their_losses(task: str) -> None:
+def test_batched_cells_of_every_task_equal_one_at_a_time_in_every_number(task: str) -> None:
     # Odd sizes, large enough that a mean over a batch's interleaved memory (channels_last,
-    # as oneDNN runs) sums in another order than over a lone cell's: the losses, and so the
-    # best-loss step, must still agree.
+    # as oneDNN runs) sums in another order than over a lone cell's, and that vector loops
+    # meet other elements: the losses, ES-WMV's variances and every output must still agree.
     rng = np.random.default_rng(0)
     cleans = [rng.random((97, 83, 3)).astype(np.float32) for _ in range(2)]
     degrade = {
@@ -230,15 +230,34 @@ def test_batched_cells_of_every_task_equal_one_at_a_time_with_their_losses(task:
         "inpainting": lambda c, r: deg.bernoulli(c, 0.5, r),
         "super_resolution": lambda c, r: deg.downsample(c, 4, r),
     }[task]
-    observations = [degrade(c, np.random.default_rng(i)).observation for i, c in enumerate(cleans)]
+    degraded = [degrade(c, np.random.default_rng(i)) for i, c in enumerate(cleans)]
+    observations = [d.observation for d in degraded]
+    targets = [d.target for d in degraded]
     make = lambda: SkipNet(SkipConfig(scales=2, channels_down=8, channels_up=8))  # noqa: E731
     nets = _nets(make, 2)
-    cfg = FitConfig(iterations=30, reg_noise_std=0.03, record_every=1, cpu_convolutions="onednn")
-    together = fit_many(nets, observations, cfg, seeds=[3, 4], device="cpu")
+    cfg = FitConfig(
+        iterations=40,
+        reg_noise_std=0.03,
+        record_every=1,
+        es_window=10,
+        cpu_convolutions="onednn",
+    )
+    together = fit_many(
+        nets, observations, cfg, seeds=[3, 4], device="cpu", monitor_references=targets
+    )
     for b in range(2):
-        alone = fit(copy.deepcopy(nets[b]), observations[b], cfg, seed=3 + b, device="cpu")
-        np.testing.assert_array_equal(together[b].curves["loss"], alone.curves["loss"])
-        for name in ("last", "best_loss"):
+        alone = fit(
+            copy.deepcopy(nets[b]),
+            observations[b],
+            cfg,
+            seed=3 + b,
+            device="cpu",
+            monitor_reference=targets[b],
+        )
+        for column in alone.curves:
+            np.testing.assert_array_equal(together[b].curves[column], alone.curves[column])
+        assert together[b].outputs.keys() == alone.outputs.keys()
+        for name in alone.outputs:
             np.testing.assert_array_equal(together[b].outputs[name], alone.outputs[name])
 
 

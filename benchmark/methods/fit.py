@@ -232,9 +232,12 @@ class _Trackers:
         like: torch.Tensor,
         reference: torch.Tensor | None,
         data_fraction: torch.Tensor | None = None,
+        *,
+        exact: bool = True,
     ) -> None:
         dev, cells = like.device, like.shape[0]
         self.cfg = cfg
+        self.exact = exact
         self.reference = reference
         self.data_fraction = (
             torch.ones(cells, device=dev) if data_fraction is None else data_fraction
@@ -282,7 +285,12 @@ class _Trackers:
         cfg, w = self.cfg, self.cfg.es_window
         slot = (it - 1) % w
         if it > w and slot == 0:  # re-centre on the window's mean: keeps the sums small
-            torch.mean(self.window, dim=0, out=self.centre)
+            if self.exact:  # cell by cell: the mean's vector loop would meet other elements
+                for cell in range(len(self.centre)):
+                    part = slice(cell, cell + 1)
+                    torch.mean(self.window[:, part], dim=0, out=self.centre[part])
+            else:
+                torch.mean(self.window, dim=0, out=self.centre)
             self.sum.zero_()  # the differences from their own mean sum to zero
             self.sumsq = _squared_norms((self.window - self.centre).transpose(0, 1))
         torch.sub(out, self.centre, out=self._new)
@@ -515,7 +523,7 @@ class _Loop:
             None if references is None else torch.cat([to_tensor(r, dev) for r in references])
         )
         like = torch.zeros(self.cells, self.problem.channels, h, w, device=dev)
-        self.trackers = _Trackers(cfg, like, reference, self.problem.data_fraction)
+        self.trackers = _Trackers(cfg, like, reference, self.problem.data_fraction, exact=exact)
         self.bf16 = cfg.bf16
         self.device_type = dev.type
         self.track = True  # False: a bare step, for measuring the bookkeeping's cost
