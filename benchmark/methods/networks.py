@@ -299,8 +299,8 @@ class _SideBySide:
         return self._one_by_one(x, self._params(), self._state())
 
     def _params(self) -> list[_OptionalTensor]:
-        """The differentiable parameters, network g's being part g of each."""
-        raise NotImplementedError
+        """The differentiable parameters, network g's being part g of each (none by default)."""
+        return []
 
     def _state(self) -> list[_OptionalTensor]:
         """Buffers the layer updates (split like the parameters); none while probing."""
@@ -472,9 +472,6 @@ class StackedUpsample(_SideBySide, nn.Upsample):
         )
         self._setup(networks, exact)
 
-    def _params(self) -> list[_OptionalTensor]:
-        return []
-
     def _together(
         self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
     ) -> torch.Tensor:
@@ -500,9 +497,6 @@ class StackedActivation(_SideBySide, nn.Module):
         nn.Module.__init__(self)
         self.activation = copy.deepcopy(like)
         self._setup(networks, exact)
-
-    def _params(self) -> list[_OptionalTensor]:
-        return []
 
     def _together(
         self, x: torch.Tensor, params: list[_OptionalTensor], state: list[_OptionalTensor]
