@@ -240,7 +240,7 @@ def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Modul
 
     With ``exact`` (the default), each layer computes the networks' parts in one call only
     where that call gives each network's own numbers bit for bit (checked per input shape,
-    see :class:`_SideBySide`; activations built on ``exp`` always run network by network,
+    see :class:`_SideBySide`; activations such as the sigmoid always run network by network,
     see :class:`StackedActivation`), so outputs and gradients equal the networks' own
     exactly; without it they equal them up to float rounding.
     """
@@ -478,16 +478,17 @@ class StackedUpsample(_SideBySide, nn.Upsample):
         return nn.Upsample.forward(self, x)
 
 
-# Activations computed with exp or log: see StackedActivation. (ReLU and LeakyReLU compare
-# and multiply, which every code path rounds alike.)
+# Activations built on exp, erf or tanh, whose vector and scalar CPU kernels can round
+# differently (all but Tanh do on this machine's AVX-512); see StackedActivation. ReLU and
+# LeakyReLU compare and multiply, which every code path rounds alike.
 TRANSCENDENTAL_ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus, nn.Mish)
 
 
 class StackedActivation(_SideBySide, nn.Module):
-    """``networks`` copies of an elementwise activation built on ``exp`` (see _SideBySide).
+    """``networks`` copies of an elementwise activation such as the sigmoid (see _SideBySide).
 
-    PyTorch's CPU kernels compute ``exp`` with vector instructions, except for the last
-    elements of a thread's share, whose scalar ``exp`` can differ in the last bit. A joined
+    PyTorch's CPU kernels compute such functions with vector instructions, except for the
+    last elements of a thread's share, whose scalar code can differ in the last bit. A joined
     tensor puts other elements there (a longer tensor, split between threads elsewhere), and
     a random probe rarely meets the values that differ, so with ``exact`` each network's
     part is always computed on its own.
