@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.degradations import Observation
-from benchmark.methods.networks import padded_size, stack_networks
+from benchmark.methods.networks import own_tensor, padded_size, stack_networks
 from benchmark.methods.registry import Restoration
 from benchmark.operators import LanczosDownsampler
 
@@ -203,8 +203,7 @@ class _Problem:
         # another order than over a lone cell's dense error: the loss would differ in the last
         # bits, enough to change which step has the best loss. With ``exact`` each cell is
         # laid out and reduced as a lone cell is.
-        dense = [cell.clone(memory_format=torch.preserve_format) for cell in error.split(1)]
-        return torch.cat([cell.mean(dim=(1, 2, 3)) for cell in dense])
+        return torch.cat([own_tensor(cell).mean(dim=(1, 2, 3)) for cell in error.split(1)])
 
 
 def _psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:

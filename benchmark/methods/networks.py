@@ -326,7 +326,7 @@ class _SideBySide:
             chunks = [[None] * n if t is None else t.chunk(n) for t in tensors]
             return [[c[g] for c in chunks] for g in range(n)]
 
-        xs = [_whole(part) for part in x.chunk(n, dim=1)]
+        xs = [own_tensor(part) for part in x.chunk(n, dim=1)]
         outs = [
             self._part(xg, pg, sg)
             for xg, pg, sg in zip(xs, parts(params), parts(state), strict=True)
@@ -336,7 +336,7 @@ class _SideBySide:
                 if out.requires_grad:
                     # A lone network's layer would get its gradient whole, laid out as the
                     # layers after it made it; a strided slice takes other kernel paths.
-                    out.register_hook(_whole)
+                    out.register_hook(own_tensor)
         return torch.cat(outs, dim=1)
 
     def _exact_for(self, x: torch.Tensor) -> bool:
@@ -376,8 +376,10 @@ class _SideBySide:
         return all(a is None or torch.equal(a, b) for a, b in zip(*results, strict=True))
 
 
-def _whole(part: torch.Tensor) -> torch.Tensor:
-    """A channel slice of a joined 4-D tensor as a tensor of its own, in the joined layout."""
+def own_tensor(part: torch.Tensor) -> torch.Tensor:
+    """A slice of a joined 4-D tensor (one network's channels, or one cell of a batch) as a
+    tensor of its own, dense in the joined layout: what a lone network computes on. A slice
+    that is already dense is returned as it is."""
     return part.contiguous(memory_format=_format_of(part))
 
 
@@ -496,7 +498,7 @@ class StackedActivation(_SideBySide, nn.Module):
 
     def __init__(self, like: nn.Module, networks: int, *, exact: bool = True) -> None:
         nn.Module.__init__(self)
-        self.activation = copy.deepcopy(like)
+        self.activation = like  # stack_networks's own copy
         self._setup(networks, exact)
 
     def _together(
