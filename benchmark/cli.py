@@ -196,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         report.write_report(out)
         print(f"wrote {out / 'table.md'} and figures")
+    suspect = _report_suspects(table, suite.name)
     if len(failed):
         print(f"{len(failed)} failed cell(s):", file=sys.stderr)
         for row in failed.itertuples():
@@ -205,7 +206,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILED
+    if suspect and suite.profile == "full" and not args.allow_suspect:
+        print(
+            "the full profile produced suspect cells (above): exit 1; --allow-suspect accepts them",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _report_suspects(table: Any, suite: str) -> list[str]:
+    """Print the suspect cells of a run (numbers that look impossible) and return them."""
+    if "suspect" not in table:
+        return []
+    rows = table[table.suspect.fillna("").astype(str) != ""].drop_duplicates("key")
+    lines = [
+        f"{suite}: {r.dataset}/{r.image} {r.degradation}={r.level:g} {r.method}: {r.suspect}"
+        for r in rows.itertuples()
+    ]
+    if lines:
+        print(f"{len(lines)} suspect cell(s) (marked ‡ in the tables):", file=sys.stderr)
+        for line in lines:
+            print(f"  suspect: {line}", file=sys.stderr)
+    return lines
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -231,7 +254,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         )
     root = args.out or runner.default_out(profile, "x").parent.parent
     jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
-    failed, skipped = [], []
+    failed, skipped, suspects = [], [], []
     for suite in suites:
         reason = runner.unavailable_reason(suite)
         if reason:
@@ -254,12 +277,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"{suite.name}: {r.image} {r.method}: {r.error}"
             for r in table[table.status != "ok"].itertuples()
         ]
+        suspects += _report_suspects(table, suite.name)
     index = report.write_index(root)
     for line in failed:
         print(f"failed cell: {line}", file=sys.stderr)
     if skipped:
         print(f"skipped suite(s): {', '.join(skipped)} (see above)")
     print(f"index of the reports: {index}")
+    if suspects and profile == "full" and not args.allow_suspect:
+        print(
+            f"{len(suspects)} suspect cell(s) in the full profile: exit 1 "
+            "(--allow-suspect accepts them)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -455,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="local processes, or one Slurm job array through submitit",
     )
     p.add_argument("--out", type=Path, help="run folder (default: reports/<profile>/<suite>/)")
+    p.add_argument(
+        "--allow-suspect",
+        action="store_true",
+        help="exit 0 even when the full profile flags suspect cells (a network output more than "
+        "1 dB under its task's trivial baseline, or last 10 dB under its oracle)",
+    )
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="only these images")
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
     p.add_argument("--slurm-partition", help="Slurm partition")
@@ -509,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per cell")
     p.add_argument("--batch", type=_batch, default="auto", help=BATCH_HELP)
     p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
+    p.add_argument(
+        "--allow-suspect",
+        action="store_true",
+        help="exit 0 even when the full profile flags suspect cells (a network output more than "
+        "1 dB under its task's trivial baseline, or last 10 dB under its oracle)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

@@ -24,6 +24,9 @@ regions
 downsample
     the integer factor; the target is the ground truth cropped to a multiple of it (or of
     ``multiple``), the observation Pillow's Lanczos resize of that target.
+
+Each task's observation is made by its forward model (:mod:`benchmark.forward`), the same
+object that methods take as their operator: ``Observation.physics``.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 from skimage.util import random_noise
 
-from benchmark.arrays import check_image, crop_to_multiple, to_uint8
+from benchmark.arrays import check_image, crop_to_multiple
+from benchmark.forward import ForwardModel, LanczosDownsampling, Masking, forward_model
 
 # ImageNet-C severities 1..5 (Hendrycks & Dietterich, 2019).
 IMAGENET_C: dict[str, tuple[float, ...]] = {
@@ -75,11 +78,15 @@ class Observation:
     factor: int | None = None
 
     @property
+    def physics(self) -> ForwardModel:
+        """The task's forward model: the operator a method's output passes through to be
+        compared with ``y`` (the one that made ``y``, see :mod:`benchmark.forward`)."""
+        return forward_model(self.task, mask=self.mask, factor=self.factor)
+
+    @property
     def output_shape(self) -> tuple[int, int, int]:
         """Shape of the restored image."""
-        h, w, c = self.y.shape
-        f = self.factor or 1
-        return h * f, w * f, c
+        return self.physics.output_shape(self.y.shape)
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,7 @@ def regions_mask(
 
 
 def _masked(image: np.ndarray, mask: np.ndarray, params: dict[str, Any]) -> Degraded:
-    y = (image * mask).astype(np.float32)
+    y = Masking(mask).observe(image)
     params = {**params, "missing_fraction": float(1 - mask.mean())}
     return Degraded(Observation(y, "inpainting", params, mask=mask), image)
 
@@ -234,18 +241,6 @@ def regions(image: np.ndarray, fraction: float, rng: np.random.Generator) -> Deg
 # --- super-resolution -----------------------------------------------------------------------
 
 
-def lanczos_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize with Pillow's Lanczos filter on 8-bit data, as DIP's data loader does.
-
-    ``size`` is ``(height, width)``.
-    """
-    pixels = to_uint8(image)
-    mode = "L" if pixels.shape[2] == 1 else "RGB"
-    pil = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
-    out = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.LANCZOS), np.float32) / 255
-    return out[..., None] if out.ndim == 2 else out
-
-
 def downsample(
     image: np.ndarray,
     factor: int,
@@ -266,8 +261,7 @@ def downsample(
     if (multiple or factor) % factor:
         raise ValueError(f"multiple {multiple} must be divisible by the factor {factor}")
     target = crop_to_multiple(image, multiple or factor)
-    h, w = target.shape[:2]
-    y = lanczos_resize(target, (h // factor, w // factor))
+    y = LanczosDownsampling(factor).observe(target)
     params = {
         "kind": "downsample",
         "level": factor,

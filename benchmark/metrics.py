@@ -6,7 +6,9 @@ SSIM is scikit-image's ``structural_similarity`` with the Gaussian window of Wan
 
 Protocols (``PROTOCOLS``): ``gray`` and ``rgb`` score the whole image (and check its channel
 count); ``sr-y`` is DIP's super-resolution evaluation: both images cropped (centered) to a
-multiple of 32, the luma Y of ITU-R BT.601 (range [16, 235] of 255), a 4-pixel border removed.
+multiple of 32, the luma Y of ITU-R BT.601 (range [16, 235] of 255), 4 pixels removed at the
+top and left and 5 at the bottom and right (DIP's evaluation script: ``shave + 1 : end - shave``
+in 1-based inclusive indices).
 """
 
 from __future__ import annotations
@@ -104,13 +106,14 @@ def _channels(expected: int) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndar
 
 
 SR_CROP_MULTIPLE = 32
-SR_BORDER = 4
+SR_BORDER = (4, 5)  # pixels removed (top/left, bottom/right), as DIP's evaluation script does
 
 
 def _sr_y(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    b = SR_BORDER
+    lead, trail = SR_BORDER
     out, ref = (crop_to_multiple(a, SR_CROP_MULTIPLE) for a in (out, ref))
-    return luma_bt601(out)[b:-b, b:-b], luma_bt601(ref)[b:-b, b:-b]
+    scored = (slice(lead, -trail), slice(lead, -trail))
+    return luma_bt601(out)[scored], luma_bt601(ref)[scored]
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -121,7 +124,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol(
             "sr-y",
             "centered crop to a multiple of 32, BT.601 Y channel in [16, 235], "
-            "4-pixel border removed (DIP's super-resolution evaluation)",
+            "4 pixels removed top/left and 5 bottom/right (DIP's super-resolution evaluation)",
             _sr_y,
         ),
     )

@@ -54,10 +54,24 @@ PAPER_LABELS = {
     "noisy": "Noisy input",
 }
 ORACLE_NOTE = (
-    "† oracle: the iteration with the best PSNR against the ground truth; it uses "
-    "the clean image and is not a method's result."
+    "† oracle: the best PSNR against the ground truth over every output the fit tracks (each "
+    "step's output, the EMA at each step and the final weights' output; chosen by whole-image "
+    "RGB/gray MSE, so under `sr-y` it can sit a hair under another output); it uses the clean "
+    "image and is not a method's result."
+)
+SUSPECT_MARK = "‡"
+SUSPECT_NOTE = (
+    f"{SUSPECT_MARK} suspect: a network output more than 1 dB under its task's trivial baseline "
+    "(full profile), or `last` more than 10 dB under the same fit's oracle; the reasons are "
+    "listed under the table. Such a number is a bug until explained."
+)
+NOT_DETECTED_MARK = "§"
+NOT_DETECTED_NOTE = (
+    f"{NOT_DETECTED_MARK} ES-WMV did not detect a stop (its patience never ran out): the value "
+    "is the minimum-variance output so far, not a detection; see `es_wmv.md`."
 )
 WITHIN_DB = 0.5
+WINDOW_NOTE = "W = 100 outputs, patience P = 1000 iterations unless the suite sets others"
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -94,7 +108,17 @@ def published(meta: dict[str, Any]) -> pd.DataFrame:
     paper = meta.get("paper") or {}
     if not paper.get("source"):
         return pd.DataFrame(
-            columns=["dataset", "image", "degradation", "level", "method", "psnr", "kind", "table"]
+            columns=[
+                "dataset",
+                "image",
+                "degradation",
+                "level",
+                "method",
+                "psnr",
+                "kind",
+                "table",
+                "paper_dataset",
+            ]
         )
     numbers = pd.read_csv(PAPER_NUMBERS)
     numbers = numbers[
@@ -106,6 +130,7 @@ def published(meta: dict[str, Any]) -> pd.DataFrame:
         theirs = rename.get(ours, ours)
         part = numbers[numbers.dataset == theirs].copy()
         part["dataset"] = ours
+        part["paper_dataset"] = theirs
         rows.append(part)
     return pd.concat(rows, ignore_index=True) if rows else numbers.iloc[:0]
 
@@ -190,7 +215,32 @@ def wide_table(
     return pd.concat([theirs, ours])
 
 
-def _markdown(table: pd.DataFrame, digits: int) -> str:
+def _marks(meta: dict[str, Any], group: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """``{(row label, column): mark}``: suspect cells, and ES-WMV values that detected nothing."""
+    group = group.assign(column=_column_names(group))
+    marks: dict[tuple[str, str], str] = {}
+    for r in group[group.status == "ok"].itertuples():
+        mark = ""
+        if isinstance(r.suspect, str) and r.suspect:
+            mark += SUSPECT_MARK
+        if r.output == "es" and pd.notna(r.es_detected) and not bool(r.es_detected):
+            mark += NOT_DETECTED_MARK
+        if mark:
+            marks[(_label(meta, r.method, r.output), r.column)] = mark
+    return marks
+
+
+def _suspect_lines(group: pd.DataFrame) -> list[str]:
+    rows = group[group.suspect.fillna("").astype(str) != ""].drop_duplicates("key")
+    return [
+        f"- {SUSPECT_MARK} {r.dataset}/{r.image} {r.method}: {r.suspect}" for r in rows.itertuples()
+    ]
+
+
+def _markdown(
+    table: pd.DataFrame, digits: int, marks: dict[tuple[str, str], str] | None = None
+) -> str:
+    marks = marks or {}
     columns = [c for c in table.columns if c not in ("source", "n")]
     header = "| method | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
@@ -201,7 +251,7 @@ def _markdown(table: pd.DataFrame, digits: int) -> str:
             if pd.isna(value):
                 cells.append("failed" if row["source"].startswith("ours") and c != "mean" else "")
             else:
-                text = f"{value:.{digits}f}"
+                text = f"{value:.{digits}f}" + marks.get((label, c), "")
                 if c == "mean" and row["source"].startswith("ours") and row["n"] < len(columns) - 1:
                     text += f" (n={int(row['n'])})"
                 cells.append(text)
@@ -240,7 +290,13 @@ def _header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
             "cell(s) not run; their entries read `failed` or are empty, and a mean over "
             "fewer images says `(n=...)`"
         )
-    lines += ["", "Rows in *italics* are published numbers. " + ORACLE_NOTE, ""]
+    lines += [
+        "",
+        "Rows in *italics* are published numbers. " + ORACLE_NOTE,
+        "",
+        SUSPECT_NOTE + " " + NOT_DETECTED_NOTE,
+        "",
+    ]
     return lines
 
 
@@ -252,14 +308,18 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
     frames = []
     for key, group in _groups(meta, results):
         title = _group_title(key, group)
+        marks = _marks(meta, group)
         for metric, digits in (("psnr", 2), ("ssim", 4)):
             table = wide_table(meta, group, paper, metric)
             md += [
                 f"## {title}: {metric.upper()}" + (" (dB)" if metric == "psnr" else ""),
                 "",
-                _markdown(table, digits),
+                _markdown(table, digits, marks),
                 "",
             ]
+            if metric == "psnr":
+                suspects = _suspect_lines(group)
+                md += suspects + ([""] if suspects else [])
             frames.append(
                 table.reset_index(names="method").assign(
                     metric=metric,
@@ -306,6 +366,7 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
         _write_lines(out / "paper_comparison.md", lines)
         return out / "paper_comparison.md"
     ok = results[results.status == "ok"] if len(results) else results
+    paper, not_run = _pair_with_grid(paper, results)
     rows = []
     ours_images = set(meta["images"])
     for theirs in paper.itertuples():
@@ -371,9 +432,133 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
                 "A mean over fewer images than the paper's is marked incomplete "
                 "in table.csv (`complete = False`).",
             ]
+    if len(not_run):
+        lines += [
+            "",
+            "Published rows of this suite's tables that no cell of this run can be paired with "
+            "(another dataset, degradation or level): not run here.",
+            "",
+            "| dataset | image | degradation | level | published | their psnr |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r.paper_dataset} | {r.image} | {r.degradation} | {r.level:g} | "
+            f"{PAPER_LABELS.get(r.method, r.method)} ({r.kind}) | {r.psnr:.2f} |"
+            for r in not_run.itertuples()
+        ]
     _write_lines(out / "paper_comparison.md", lines)
     atomic_write(out / "paper_comparison.csv", lambda p: table.to_csv(p, index=False))
     return out / "paper_comparison.md"
+
+
+def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path | None:
+    """``es_wmv.md`` and ``.csv``: per network cell with an ES-WMV output, the detected
+    iteration (or "not detected"), the PSNR-peak iteration of the per-step output and the gap,
+    so a reader sees when early stopping helps and when it cannot."""
+    rows = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        scores = {row["output"]: row["psnr"] for row in r.get("rows", [])}
+        info = r.get("info", {})
+        if "es" not in scores or "es_detected" not in info:
+            continue
+        curves = _curves(out, r["key"])
+        peak_it = peak_psnr = es_curve_psnr = np.nan
+        if "curve_psnr_last" in curves and np.isfinite(curves["curve_psnr_last"]).any():
+            its, values = curves["curve_iteration"], curves["curve_psnr_last"]
+            i = int(np.nanargmax(values))
+            peak_it, peak_psnr = int(its[i]), float(values[i])
+            if info.get("es_iteration"):  # the curve's value nearest to ES-WMV's pick
+                es_curve_psnr = float(values[int(np.abs(its - info["es_iteration"]).argmin())])
+        detected = bool(info["es_detected"])
+        cell = r["cell"]
+        rows.append(
+            {
+                "dataset": cell["dataset"],
+                "image": cell["image"],
+                "degradation": cell["degradation"],
+                "level": cell["level"],
+                "method": cell["method_key"],
+                "iterations": info.get("iterations"),
+                "detected_iteration": info.get("es_iteration") if detected else None,
+                "es_psnr": scores["es"],
+                "last_psnr": scores.get("last", np.nan),
+                "es_iteration": info.get("es_iteration"),
+                "peak_iteration": peak_it,
+                "peak_curve_psnr": peak_psnr,
+                "gap_db": es_curve_psnr - peak_psnr,
+            }
+        )
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    n_detected = int(table.detected_iteration.notna().sum())
+    lines = [
+        f"# {meta['title']}: ES-WMV, detected against peak",
+        "",
+        f"Profile `{meta['profile']}`. ES-WMV (window {WINDOW_NOTE}) reports the output at the "
+        "minimum-variance iteration once the variance has not improved for its patience; "
+        '"not detected" means the patience never ran out before the last iteration, so the '
+        '`es` value is only the minimum so far ("pick at" gives its iteration). Peak: the '
+        "best PSNR of the per-step output on the fit's curve (recorded every few steps, whole "
+        "image, against the ground truth: an oracle). Gap: the curve's PSNR at ES-WMV's pick "
+        "minus the peak, same metric. ES-WMV and last: the table's scores (the suite's protocol).",
+        "",
+        f"Detected in {n_detected} of {len(table)} cells; mean gap "
+        f"{table.gap_db.mean():+.2f} dB; ES-WMV above `last` (table scores) in "
+        f"{int((table.es_psnr > table.last_psnr).sum())} of {len(table)}.",
+        "",
+        "| image | degradation | level | method | detected at | pick at | peak at | gap (dB) "
+        "| ES-WMV | last |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def number(value: Any, pattern: str) -> str:
+        return "" if pd.isna(value) else pattern.format(value)
+
+    for r in table.itertuples():
+        detected = (
+            "not detected" if pd.isna(r.detected_iteration) else f"{int(r.detected_iteration)}"
+        )
+        lines.append(
+            f"| {r.dataset}/{r.image} | {r.degradation} | {r.level:g} | {r.method} | {detected} "
+            f"| {number(r.es_iteration, '{:.0f}')} | {number(r.peak_iteration, '{:.0f}')} "
+            f"| {number(r.gap_db, '{:+.2f}')} | {r.es_psnr:.2f} | {r.last_psnr:.2f} |"
+        )
+    _write_lines(out / "es_wmv.md", lines)
+    atomic_write(out / "es_wmv.csv", lambda p: table.to_csv(p, index=False))
+    return out / "es_wmv.md"
+
+
+def _pair_with_grid(
+    paper: pd.DataFrame, results: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split published rows into those whose (dataset, degradation, level) this run's grid has
+    and, once each, those it has under no dataset name: a published x4 number is never
+    paired with an x8 cell."""
+    if paper.empty:
+        return paper, paper
+    grid = (
+        {
+            (d, g, float(v))
+            for d, g, v in zip(results.dataset, results.degradation, results.level, strict=True)
+        }
+        if len(results)
+        else set()
+    )
+    in_grid = np.array(
+        [
+            (d, g, float(v)) in grid
+            for d, g, v in zip(paper.dataset, paper.degradation, paper.level, strict=True)
+        ],
+        dtype=bool,
+    )
+    identity = ["paper_dataset", "image", "degradation", "level", "method", "kind"]
+    paired_ids = set(map(tuple, paper.loc[in_grid, identity].itertuples(index=False)))
+    rest = paper.loc[~in_grid].drop_duplicates(identity)
+    unpaired = [tuple(r) not in paired_ids for r in rest[identity].itertuples(index=False)]
+    return paper.loc[in_grid], rest.loc[np.array(unpaired, dtype=bool)]
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -584,6 +769,8 @@ def write_report(out: Path, *, figures: bool = True) -> list[Path]:
     meta, records = load_run(out)
     written = write_tables(out, meta, records)
     written.append(write_comparison(out, meta, records))
+    es_table = write_es_table(out, meta, records)
+    written += [es_table] if es_table else []
     if figures and records:
         written += figure_curves(out, meta, records)
         grid = figure_grid(out, meta, records)

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from benchmark import __version__, images
 from benchmark.arrays import crop_to_size, to_uint8
-from benchmark.degradations import degrade
-from benchmark.methods import Restoration, run
+from benchmark.degradations import Observation, degrade
+from benchmark.methods import Restoration, restore, run
 from benchmark.metrics import get_protocol
 from benchmark.suites import Cell, Suite
 
@@ -60,6 +60,9 @@ RESULT_COLUMNS = [
     "preset",
     "status",
     "error",
+    "trivial_psnr",
+    "suspect",
+    "es_detected",
     "key",
     "version",
     "git_revision",
@@ -229,7 +232,7 @@ def run_cell(
         if dev is not None:
             options.update(device=dev, monitor_reference=target, progress=progress)
         result = run(cell.method, observation, seed=cell.method_seed, **options)
-        _succeeded(record, cell, result, target, out)
+        _succeeded(record, cell, result, target, out, observation)
     except Exception as err:  # noqa: BLE001  a failed cell must not sink the run
         _failed(record, err)
     return _finish(record, out, time.perf_counter() - started)
@@ -250,11 +253,70 @@ def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) ->
 
 
 def _succeeded(
-    record: dict[str, Any], cell: Cell, result: Restoration, target: np.ndarray, out: Path
+    record: dict[str, Any],
+    cell: Cell,
+    result: Restoration,
+    target: np.ndarray,
+    out: Path,
+    observation: Observation,
 ) -> None:
     record.update(_score(cell, result, target))
+    if result.curves:  # a fitted network: hold it against its task's trivial baseline
+        record["trivial"] = trivial_baseline(cell, observation, target)
+        record["suspect"] = suspect_reasons(cell, record)
     record["status"] = "ok"
     _save_outputs(cells_dir(out) / record["key"], result)
+
+
+# The trivial baseline of each task: a network method far under it is a bug until explained.
+TRIVIAL_BASELINES = {
+    "denoising": "observation",
+    "super_resolution": "bicubic",
+    "inpainting": "telea",
+}
+SUSPECT_UNDER_TRIVIAL_DB = 1.0  # the reported output under the trivial baseline (full profile)
+SUSPECT_UNDER_ORACLE_DB = 10.0  # `last` under the same fit's oracle (any profile)
+
+
+def trivial_baseline(cell: Cell, observation: Observation, target: np.ndarray) -> dict[str, Any]:
+    """PSNR of the task's trivial answer: the noisy input itself (denoising), bicubic
+    upsampling of the low-resolution input (super-resolution), OpenCV Telea (inpainting)."""
+    name = TRIVIAL_BASELINES[cell.task]
+    image = observation.y if name == "observation" else restore(name, observation)
+    score = get_protocol(cell.protocol).score(image, target)
+    return {"method": name, "psnr": score["psnr"]}
+
+
+def suspect_reasons(cell: Cell, record: dict[str, Any]) -> list[str]:
+    """Why a network cell's numbers look impossible (empty: nothing suspect).
+
+    The reported output more than 1 dB under the task's trivial baseline at the full profile
+    (quick and ci use tiny networks and budgets), or ``last`` more than 10 dB under the same
+    fit's oracle.
+    """
+    psnr = {row["output"]: row["psnr"] for row in record["rows"]}
+    reasons = []
+    trivial = record["trivial"]
+    reported = record.get("default_output")
+    if (
+        cell.profile == "full"
+        and reported in psnr
+        and psnr[reported] < trivial["psnr"] - SUSPECT_UNDER_TRIVIAL_DB
+    ):
+        reasons.append(
+            f"{reported} {psnr[reported]:.2f} dB is more than {SUSPECT_UNDER_TRIVIAL_DB:g} dB "
+            f"under the trivial baseline ({trivial['method']} {trivial['psnr']:.2f} dB)"
+        )
+    if (
+        "last" in psnr
+        and "oracle" in psnr
+        and psnr["last"] < psnr["oracle"] - SUSPECT_UNDER_ORACLE_DB
+    ):
+        reasons.append(
+            f"last {psnr['last']:.2f} dB is more than {SUSPECT_UNDER_ORACLE_DB:g} dB under the "
+            f"fit's oracle ({psnr['oracle']:.2f} dB)"
+        )
+    return reasons
 
 
 def _failed(record: dict[str, Any], err: BaseException) -> None:
@@ -325,11 +387,11 @@ def run_cells(
         except Exception as err:  # noqa: BLE001  e.g. out of memory: every cell fails alike
             results = [err] * len(group)
         seconds = (time.perf_counter() - started) / len(group)
-        for (cell, record, _, target), result in zip(group, results, strict=True):
+        for (cell, record, observation, target), result in zip(group, results, strict=True):
             try:
                 if isinstance(result, BaseException):
                     raise result
-                _succeeded(record, cell, result, target, out)
+                _succeeded(record, cell, result, target, out, observation)
             except Exception as err:  # noqa: BLE001
                 _failed(record, err)
             records.append(_finish(record, out, seconds))
@@ -836,6 +898,9 @@ def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "preset": info.get("preset"),
         "status": record.get("status"),
         "error": record.get("error", ""),
+        "trivial_psnr": (record.get("trivial") or {}).get("psnr", np.nan),
+        "suspect": "; ".join(record.get("suspect", [])),
+        "es_detected": info.get("es_detected"),
         "key": record["key"],
         "version": record.get("version"),
         "git_revision": record.get("git_revision"),

@@ -1,13 +1,11 @@
-"""Degradation statistics, determinism and the super-resolution operators."""
+"""Degradation statistics and determinism (the forward models: tests/test_forward.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from benchmark import degradations as deg
-from benchmark.operators import LanczosDownsampler, lanczos2_taps
 
 # Flat mid-gray, odd size: clipping is negligible so the noise statistics are exact.
 FLAT = np.full((61, 47, 3), 0.5, np.float32)
@@ -162,35 +160,3 @@ def test_unknown_degradation_lists_the_known_ones() -> None:
 def test_bad_input_is_a_clear_error(bad: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         deg.gaussian(bad, 25, _rng())
-
-
-# --- DIP's forward operator -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("factor", [2, 4, 8])
-def test_lanczos2_taps(factor: int) -> None:
-    taps = lanczos2_taps(factor)
-    assert taps.shape == (4 * factor - 1,)
-    assert taps.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(taps, taps[::-1])  # symmetric about the centre tap
-    assert taps.argmax() == 2 * factor - 1
-
-
-@pytest.mark.parametrize("factor", [2, 4])
-def test_lanczos_downsampler_keeps_constants_and_shapes(factor: int) -> None:
-    op = LanczosDownsampler(factor, channels=3)
-    x = torch.full((1, 3, 32, 24), 0.37)
-    y = op(x)
-    assert y.shape == (1, 3, 32 // factor, 24 // factor)
-    torch.testing.assert_close(y, torch.full_like(y, 0.37))
-
-
-@pytest.mark.parametrize(("factor", "channels"), [(2, 1), (4, 3)])
-def test_lanczos_downsampler_adjoint(factor: int, channels: int) -> None:
-    gen = torch.Generator().manual_seed(0)
-    op = LanczosDownsampler(factor, channels).double()
-    x = torch.randn(2, channels, 8 * factor, 5 * factor, generator=gen, dtype=torch.float64)
-    y = torch.randn(2, channels, 8, 5, generator=gen, dtype=torch.float64)
-    lhs = (op(x) * y).sum()
-    rhs = (x * op.adjoint(y, x.shape[-2:])).sum()
-    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)

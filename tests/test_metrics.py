@@ -53,16 +53,18 @@ def test_luma_bt601_range() -> None:
     assert luma_bt601(gray)[0, 0, 0] * 255 == pytest.approx(16 + 219 * 0.5)
 
 
-def test_sr_y_crops_centered_to_32_and_drops_a_4_pixel_border() -> None:
+def test_sr_y_crops_centered_to_32_and_drops_the_eval_scripts_border() -> None:
     ref = np.full((70, 70, 3), 0.5, np.float32)
     out = ref.copy()
-    # 70 -> 64 keeps rows/cols 3..66; the border drops 4 more: rows 7..62 are scored.
+    # 70 -> 64 keeps rows/cols 3..66; the border drops 4 at the top/left and 5 at the
+    # bottom/right (DIP's script, 1-based `shave+1 : end-shave`): rows 7..61 are scored.
     out[:7] = 0.0
-    out[63:] = 1.0
+    out[62:] = 1.0
     out[:, :7] = 0.0
+    out[:, 62:] = 1.0
     assert get_protocol("sr-y").score(out, ref)["psnr"] == float("inf")
-    out[7, 7] = 0.6  # one scored pixel off by 0.1 in gray: 0.1 * 219/255 in Y
-    mse = (0.1 * 219 / 255) ** 2 / 56**2
+    out[61, 61] = 0.6  # one scored pixel off by 0.1 in gray: 0.1 * 219/255 in Y
+    mse = (0.1 * 219 / 255) ** 2 / 55**2
     assert get_protocol("sr-y").score(out, ref)["psnr"] == pytest.approx(-10 * np.log10(mse))
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from benchmark import degradations as deg
 from benchmark.cli import main
 from benchmark.methods import run
-from benchmark.methods.fit import FitConfig, FitError, _Trackers, fit
+from benchmark.methods.fit import FitConfig, FitError, _Trackers, fit, make_input, to_numpy
 from benchmark.methods.networks import (
     DecoderConfig,
     DeepDecoder,
@@ -238,6 +238,53 @@ def test_backtracking_restores_the_last_good_weights() -> None:
     assert guarded_psnr > psnr(unguarded.outputs["last"], obs.y) + 3
 
 
+def test_last_is_the_final_weights_output_even_when_the_last_steps_diverge() -> None:
+    """Weights wrecked 3 steps before the end: the final check restores those of step 75, and
+    `last` is the restored network's output, not the diverged iterate of step 100."""
+    clean = _image(24, 20, 3)
+    obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
+    net = _seeded(_Sabotaged(corrupt_at=97))
+    states: dict[int, list[torch.Tensor]] = {}
+
+    def remember(done: int, total: int) -> None:
+        states[done] = [p.detach().clone() for p in net.parameters()]
+
+    cfg = FitConfig(iterations=100, lr=0.01, check_every=25, snapshots=(96, 100))
+    result = fit(net, obs, cfg, seed=0, device="cpu", monitor_reference=clean, progress=remember)
+    assert result.info["restores"] == 1
+    for final, good in zip(net.parameters(), states[75], strict=True):
+        assert torch.equal(final, good)
+    z = make_input("noise", 4, (24, 20), cfg.input_scale, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = to_numpy(torch.sigmoid(net.body(z)))
+    np.testing.assert_allclose(result.outputs["last"], expected, atol=1e-6)
+    diverged = psnr(result.snapshots[100], clean)
+    assert psnr(result.outputs["last"], clean) > diverged + 5
+    assert psnr(result.outputs["last"], clean) > psnr(result.snapshots[96], clean) - 1
+    # The oracle covers every tracked output, the final one included.
+    for name in ("last", "ema", "es", "best_loss"):
+        assert psnr(result.outputs["oracle"], clean) >= psnr(result.outputs[name], clean) - 1e-6
+
+
+def test_best_loss_keeps_the_output_of_the_weights_after_the_best_step() -> None:
+    """The Deep Decoder's rule: a new best only below 1/1.005 of the best so far, and the
+    network kept is the one after that step, whose output is the next step's."""
+    cfg = FitConfig(iterations=5, es_window=2)
+    base = torch.zeros(1, 1, 3, 3)
+    trackers = _Trackers(cfg, base, None)
+    losses = [1.0, 0.999, 0.5, 0.6, 0.4999]  # 0.999 and 0.4999 are not 0.5% better
+    for it, loss in enumerate(losses, start=1):
+        trackers.update(it, base + it, torch.tensor([loss]))
+    trackers.finish(5, base + 100)
+    assert int(trackers.best_loss_it) == 3 and float(trackers.best_loss) == 0.5
+    torch.testing.assert_close(trackers.best_loss_out, base + 4)  # the output after step 3
+    trackers = _Trackers(cfg, base, None)
+    for it, loss in enumerate([1.0, 0.9], start=1):
+        trackers.update(it, base + it, torch.tensor([loss]))
+    trackers.finish(2, base + 100)
+    torch.testing.assert_close(trackers.best_loss_out, base + 100)  # the final weights'
+
+
 def test_a_transient_nan_is_survived_and_a_persistent_one_fails() -> None:
     obs = deg.gaussian(_image(24, 20, 3), 10, np.random.default_rng(0)).observation
     cfg = FitConfig(iterations=60, check_every=10)
@@ -267,6 +314,7 @@ def test_curves_and_snapshots_are_recorded() -> None:
     assert list(result.curves["iteration"]) == [5, 10, 15, 20, 25, 30]
     assert np.isfinite(result.curves["psnr_last"]).all()
     assert sorted(result.snapshots) == [10, 30]
-    np.testing.assert_array_equal(result.snapshots[30], result.outputs["last"])
+    # The snapshot is iterate 30; `last` comes from the weights after step 30 (one Adam step on).
+    assert result.snapshots[30].shape == result.outputs["last"].shape
     assert "oracle" in result.outputs and result.info["oracle_iteration"] >= 1
     assert result.default == "best_loss"

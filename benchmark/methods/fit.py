@@ -5,18 +5,28 @@ image, passed through the task's forward operator, matches the observation:
 
 - denoising: ``||f(z) - y||^2``
 - inpainting: ``||m * f(z) - m * y||^2`` (known pixels only)
-- super-resolution: ``||D f(z) - y||^2`` with D the Lanczos-2 downsampler.
+- super-resolution: ``||D f(z) - y||^2`` with D DIP's Lanczos-2 downsampler.
+
+The operator comes from each observation's forward model (``Observation.physics``, see
+:mod:`benchmark.forward`): the object that made the observation is the one in the loss.
 
 From a single run it returns several outputs:
 
-``last``       the output after the final step;
+``last``       the output of the final weights: one forward pass of the un-perturbed input
+               after the last step (and after a restore of the last good weights, if the
+               final check made one), never a diverged or rejected iterate;
 ``ema``        the exponential moving average ``avg = d * avg + (1 - d) * out`` (d = 0.99);
 ``es``         ES-WMV (no ground truth): the output at the iteration whose window of the last
-               W outputs has the smallest variance, detected online and frozen once the
-               variance has not improved for P iterations;
-``best_loss``  the output with the smallest training loss (the Deep Decoder's rule);
-``oracle``     the output with the best PSNR against the clean image, only when a monitoring
-               reference is given. It uses the ground truth and is labelled as an oracle.
+               W outputs has the smallest variance, frozen once the variance has not improved
+               for P iterations. ``info["es_detected"]`` says whether patience ran out; if it
+               never did, ES-WMV has detected nothing and ``es`` is only the minimum so far;
+``best_loss``  the Deep Decoder's rule: a step is a new best when its loss is below
+               1/1.005 of the best so far, and the output kept is that of the weights after
+               that step (the next step's output, or the final weights' output);
+``oracle``     the best PSNR against the clean image over every output the fit tracks (each
+               step's output, the EMA at each step, and the final weights' output), only when
+               a monitoring reference is given; ``info["oracle_output"]`` says which. It uses
+               the ground truth and is labelled as an oracle.
 
 Speed. The hot loop never waits for the device: trackers, curves and snapshots live in
 device tensors updated in place, and the host reads them every ``check_every`` steps
@@ -45,9 +55,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.degradations import Observation
+from benchmark.forward import ForwardModel
 from benchmark.methods.networks import own_tensor, padded_size, stack_networks
 from benchmark.methods.registry import Restoration
-from benchmark.operators import LanczosDownsampler
 
 # Up to this many GFLOP per step (forward and backward), CPU fits use PyTorch's native
 # convolutions: faster than oneDNN for such small networks (measured: 6.6 vs 7.9 ms for DIP
@@ -55,6 +65,8 @@ from benchmark.operators import LanczosDownsampler
 # grouped native convolution computes each group as a lone one does, so a batch of such
 # cells needs no per-network calls to stay exact (see stack_networks).
 NATIVE_CONV_GFLOP = 0.5
+# Deep Decoder's best-loss rule: a new best needs the loss below 1/1.005 of the best so far.
+BEST_LOSS_MARGIN = 1.005
 CURVE_COLUMNS = ("iteration", "loss", "psnr_obs", "psnr_last", "psnr_ema", "es_variance")
 MEMORY_FORMATS = {
     "auto": None,
@@ -85,6 +97,8 @@ class FitConfig:
     iterations: int = 3000
     lr: float = 0.01
     reg_noise_std: float = 0.0
+    reg_noise_decay: float = 1.0  # the input noise's std is multiplied by this ...
+    reg_noise_decay_every: int = 0  # ... every this many steps (0: never; DD's inpainting)
     input: str = "noise"  # "noise": U(0, 1) * input_scale; "meshgrid": 2 coordinate channels
     input_scale: float = 0.1
     ema_decay: float = 0.99
@@ -172,17 +186,16 @@ class _Problem:
         self.size = first.output_shape[:2]
         fractions = [1.0] * len(observations)
         self.mask: torch.Tensor | None = None
-        self.operator: nn.Module | None = None
+        # Each cell's forward model: the object that made its observation.
+        self.models = [o.physics for o in observations]
+        self.operator: ForwardModel | None = None
         if first.task == "inpainting":
-            masks = [o.mask for o in observations if o.mask is not None]
-            if len(masks) != len(observations):
-                raise ValueError("an inpainting observation needs a mask (1 = known pixel)")
+            masks = [model.mask for model in self.models]  # type: ignore[attr-defined]
             self.mask = torch.cat([to_tensor(m, device) for m in masks])
             self.masked_y = self.y * self.mask
             fractions = [float(m.mean()) or 1.0 for m in masks]
         elif first.task == "super_resolution":
-            assert first.factor is not None
-            self.operator = LanczosDownsampler(first.factor, self.channels).to(device)
+            self.operator = self.models[0]
         # The loss is a mean over all pixels; PSNR against the observation uses known ones.
         self.data_fraction = torch.tensor(fractions, device=device)
 
@@ -250,6 +263,7 @@ class _Trackers:
         self.best_loss = scalars(math.inf)
         self.best_loss_out = torch.zeros_like(like)
         self.best_loss_it = scalars(0, torch.long)
+        self.best_pending = scalars(False, torch.bool)  # a best step awaiting its weights' output
         self.window = torch.zeros((cfg.es_window, *like.shape), device=dev)
         self.centre = torch.zeros_like(like)
         self.sum = torch.zeros_like(like)
@@ -263,6 +277,7 @@ class _Trackers:
         self.oracle_mse = scalars(math.inf)
         self.oracle_out = torch.zeros_like(like)
         self.oracle_it = scalars(0, torch.long)
+        self.oracle_from_ema = scalars(False, torch.bool)
         rows = cfg.iterations // cfg.record_every
         self.curves = torch.full((rows, cells, len(CURVE_COLUMNS)), math.nan, device=dev)
         self.snapshots: dict[int, torch.Tensor] = {}
@@ -324,22 +339,38 @@ class _Trackers:
             self.ema.copy_(out)
         else:
             self.ema.lerp_(out, 1 - self.cfg.ema_decay)
-        better = losses < self.best_loss
+        # This step's output comes from the weights the previous best step left.
+        self._keep_if(self.best_pending, out, self.best_loss_out)
+        better = losses * BEST_LOSS_MARGIN < self.best_loss
         self._keep_if(better, losses, self.best_loss)
-        self._keep_if(better, out, self.best_loss_out)
         self.best_loss_it.masked_fill_(better, it)
+        self.best_pending = better
         self._es_update(it, out)
         if self.reference is not None:
-            torch.sub(out, self.reference, out=self._new)
-            mse = _squared_norms(self._new) / self.pixels
-            better = mse < self.oracle_mse
-            self._keep_if(better, mse, self.oracle_mse)
-            self._keep_if(better, out, self.oracle_out)
-            self.oracle_it.masked_fill_(better, it)
+            self._oracle_update(it, out, from_ema=False)
+            self._oracle_update(it, self.ema, from_ema=True)
         if it in self.cfg.snapshots:
             self.snapshots[it] = out.clone()
         if it % self.cfg.record_every == 0:
             self._record(it, out, losses)
+
+    def _oracle_update(self, it: int, image: torch.Tensor, *, from_ema: bool) -> None:
+        torch.sub(image, self.reference, out=self._new)
+        mse = _squared_norms(self._new) / self.pixels
+        better = mse < self.oracle_mse
+        self._keep_if(better, mse, self.oracle_mse)
+        self._keep_if(better, image, self.oracle_out)
+        self.oracle_it.masked_fill_(better, it)
+        self.oracle_from_ema.masked_fill_(better, from_ema)
+
+    @torch.no_grad()
+    def finish(self, it: int, final: torch.Tensor) -> None:
+        """Take the final weights' output: it settles a pending best-loss step and is a
+        candidate of the oracle."""
+        self._keep_if(self.best_pending, final, self.best_loss_out)
+        self.best_pending.zero_()
+        if self.reference is not None:
+            self._oracle_update(it, final, from_ema=False)
 
     def _record(self, it: int, out: torch.Tensor, losses: torch.Tensor) -> None:
         row = self.curves[it // self.cfg.record_every - 1]
@@ -534,8 +565,11 @@ class _Loop:
         cfg = self.cfg
         net_input = self.z
         if cfg.reg_noise_std > 0:
+            std = cfg.reg_noise_std
+            if cfg.reg_noise_decay_every:
+                std *= cfg.reg_noise_decay ** ((it - 1) // cfg.reg_noise_decay_every)
             for generator, part in zip(self.noise_gens, self.noise_parts, strict=True):
-                part.normal_(0.0, cfg.reg_noise_std, generator=generator)
+                part.normal_(0.0, std, generator=generator)
             torch.add(self.z, self.perturbation, out=self.z_in)
             net_input = self.z_in
         if self.bf16:
@@ -551,6 +585,17 @@ class _Loop:
         if self.track:
             self.trackers.update(it, out.detach(), losses.detach())
         return losses
+
+    @torch.no_grad()
+    def final_output(self) -> torch.Tensor:
+        """Every cell's output from its final weights: the un-perturbed input ``z``, one
+        forward pass (BatchNorm in training mode, as in every step and in DIP's code)."""
+        if self.bf16:
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+                out = self.forward(self.z)
+        else:
+            out = self.forward(self.z)
+        return out[:, :, self.crop[0], self.crop[1]].unflatten(1, (self.cells, -1))[0].float()
 
     def psnr_obs(self, losses: torch.Tensor) -> np.ndarray:
         """The host's copy of each cell's PSNR against the observation (one device sync)."""
@@ -653,6 +698,8 @@ def fit_many(
             iterations, restores, refit = _train(loop, progress)
         except FitError as err:
             return [err]
+        final = loop.final_output()
+        loop.trackers.finish(iterations, final)
     seconds = (time.perf_counter() - started) / cells
     results: list[Restoration | FitError] = []
     for b in range(cells):
@@ -667,7 +714,7 @@ def fit_many(
                 monitor_references=references,
             )
             continue
-        result = _result(loop.trackers, b, iterations, restores, cfg, seconds, dev)
+        result = _result(loop.trackers, final, b, iterations, restores, cfg, seconds, dev)
         result.info["batch"] = cells  # cells fitted together (1: alone)
         results.append(result)
     return results
@@ -724,6 +771,7 @@ def _train(
 
 def _result(
     t: _Trackers,
+    final: torch.Tensor,
     b: int,
     iterations: int,
     restores: int,
@@ -734,10 +782,11 @@ def _result(
     """Cell ``b``'s outputs, curves and facts."""
     cell = slice(b, b + 1)
     es_found = bool(torch.isfinite(t.es_var[b]))
-    last = to_numpy(t.window[(iterations - 1) % cfg.es_window][cell])
+    last = to_numpy(final[cell])
     outputs = {
         "last": last,
         "ema": to_numpy(t.ema[cell]),
+        # Fewer iterations than the window: no variance at all, so the final weights' output.
         "es": to_numpy(t.es_out[cell]) if es_found else last,
         "best_loss": to_numpy(t.best_loss_out[cell]),
     }
@@ -750,9 +799,13 @@ def _result(
         "iterations": iterations,
         "es_iteration": int(t.es_it[b]) if es_found else None,
         "es_stop_iteration": int(t.es_stop_it[b]) if bool(t.es_stopped[b]) else None,
+        "es_detected": bool(t.es_stopped[b]),
         "best_loss_iteration": int(t.best_loss_it[b]),
         "best_loss": float(t.best_loss[b]),
         "oracle_iteration": int(t.oracle_it[b]) if has_reference else None,
+        "oracle_output": (
+            ("ema" if bool(t.oracle_from_ema[b]) else "iterate") if has_reference else None
+        ),
         "restores": restores,
         "seconds": seconds,
         "device": str(dev),
