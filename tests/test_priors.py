@@ -83,6 +83,26 @@ def test_every_preset_builds_and_names_valid_fit_options() -> None:
         FitConfig.from_mapping({"iteration": 10})
 
 
+@pytest.mark.parametrize("kind", ["skip", "decoder"])
+def test_batchnorm_scale_can_start_as_on_old_pytorch(kind: str) -> None:
+    """PyTorch <= 1.1 (the DIP and DD codes' era) drew BatchNorm's scale from U(0, 1)."""
+    network = {"kind": kind, **({"scales": 2} if kind == "skip" else {"channels": 8})}
+
+    def scales(init: str) -> torch.Tensor:
+        net = build_network(
+            {**network, "batchnorm_init": init}, 3, torch.Generator().manual_seed(0)
+        )
+        return torch.cat(
+            [m.weight.detach() for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        )
+
+    assert torch.equal(scales("ones"), torch.ones_like(scales("ones")))
+    old = scales("uniform")
+    assert 0 <= float(old.min()) and float(old.max()) <= 1 and float(old.std()) > 0.2
+    with pytest.raises(KeyError, match="unknown batchnorm_init 'zeros'; known: ones, uniform"):
+        scales("zeros")
+
+
 def test_same_seed_same_weights_other_seed_other_weights() -> None:
     preset = get_preset("dip", "denoising")
     a, b, c = (

@@ -187,3 +187,93 @@ def test_reproduce_skips_a_suite_whose_images_are_unavailable(
     out = capsys.readouterr().out
     assert "skipped cifar10-noise: its images cannot be had here" in out
     assert (tmp_path / "README.md").is_file()
+
+
+def _synthetic_run(suite_name: str) -> tuple[dict, list[dict]]:
+    """A packaged suite's full grid as records that all scored 30 dB (nothing is computed)."""
+    from dataclasses import asdict
+
+    from benchmark.suites import load_suite
+
+    suite = load_suite(suite_name, "full")
+    cells = suite.cells()
+    meta = {
+        "suite": suite.name,
+        "profile": suite.profile,
+        "title": suite.title,
+        "datasets": list(suite.datasets),
+        "images": [f"{d}/{i}" for d, i in suite.images],
+        "paper": suite.paper,
+        "methods": [asdict(m) for m in suite.methods],
+    }
+    records = [
+        {
+            "key": f"k{i}",
+            "cell": asdict(cell),
+            "status": "ok",
+            "rows": [
+                {"output": o, "oracle": o == "oracle", "psnr": 30.0, "ssim": 0.9}
+                for o in (cell.outputs or ("out",))
+            ],
+        }
+        for i, cell in enumerate(cells)
+    ]
+    return meta, records
+
+
+@pytest.mark.parametrize(
+    "suite_name",
+    [
+        "inpainting-table1",
+        "denoising-color",
+        "noise-types",
+        "super-resolution",
+        "deep-decoder",
+        "inpainting-kinds",
+        "cifar10-noise",
+    ],
+)
+def test_published_rows_pair_only_with_cells_of_their_own_level(
+    suite_name: str, tmp_path: Path
+) -> None:
+    meta, records = _synthetic_run(suite_name)
+    report.write_comparison(tmp_path, meta, records)
+    grid = {
+        (r["cell"]["dataset"], r["cell"]["degradation"], float(r["cell"]["level"])) for r in records
+    }
+    compare = (meta["paper"] or {}).get("compare", {})
+    paper = report.published(meta)
+    wanted = paper[paper.method.isin(list(compare))]
+    table_path = tmp_path / "paper_comparison.csv"
+    md = (tmp_path / "paper_comparison.md").read_text()
+    if wanted.empty:
+        assert not table_path.exists() or pd.read_csv(table_path).empty
+        return
+    table = pd.read_csv(table_path)
+    # No published row is paired with a cell of another dataset or level.
+    for r in table.itertuples():
+        assert any(d == r.dataset and float(lv) == float(r.level) for d, _, lv in grid), r
+    assert table["our psnr"].notna().all()  # every pairing found our number
+    # Every published row of a compared method is paired, or listed once as not run here.
+    paired = {
+        (d, i, float(lv)) for d, i, lv in zip(table.dataset, table.image, table.level, strict=True)
+    }
+    in_grid = [(r.dataset, r.degradation, float(r.level)) in grid for r in wanted.itertuples()]
+    runs = {
+        (r.paper_dataset, r.image, float(r.level))
+        for r, g in zip(wanted.itertuples(), in_grid, strict=True)
+        if g
+    }
+    for r, here in zip(wanted.itertuples(), in_grid, strict=True):
+        if here:
+            assert (r.dataset, r.image, float(r.level)) in paired, r
+        elif (r.paper_dataset, r.image, float(r.level)) not in runs:
+            assert f"| {r.paper_dataset} | {r.image} | {r.degradation} | {r.level:g} |" in md
+
+
+def test_super_resolution_x8_cells_never_meet_x4_numbers(tmp_path: Path) -> None:
+    meta, records = _synthetic_run("super-resolution")
+    report.write_comparison(tmp_path, meta, records)
+    table = pd.read_csv(tmp_path / "paper_comparison.csv")
+    assert set(table[table.dataset.str.endswith("_x8_gt")].level) <= {8.0}
+    assert set(table[table.dataset.str.endswith("_x4_gt")].level) == {4.0}

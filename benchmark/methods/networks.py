@@ -562,12 +562,23 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
+BATCHNORM_INITS = ("ones", "uniform")
+
+
+def reset_parameters(
+    module: nn.Module, generator: torch.Generator, *, batchnorm_init: str = "ones"
+) -> None:
     """PyTorch's default initialisation, drawn from ``generator`` instead of the global RNG.
 
     Convolutions: Kaiming-uniform weights (a = sqrt(5)) and uniform biases in
-    ``+-1/sqrt(fan_in)``; BatchNorm: weight 1, bias 0, fresh running statistics.
+    ``+-1/sqrt(fan_in)``; BatchNorm: bias 0, fresh running statistics and weight 1
+    (``batchnorm_init = "ones"``, PyTorch >= 1.2) or U(0, 1) (``"uniform"``: PyTorch <= 1.1,
+    on which the DIP and DD codes ran).
     """
+    if batchnorm_init not in BATCHNORM_INITS:
+        raise KeyError(
+            f"unknown batchnorm_init {batchnorm_init!r}; known: {', '.join(BATCHNORM_INITS)}"
+        )
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
@@ -576,6 +587,8 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
         elif isinstance(m, nn.BatchNorm2d):
             m.reset_parameters()
+            if batchnorm_init == "uniform":
+                nn.init.uniform_(m.weight, 0.0, 1.0, generator=generator)
 
 
 def padded_size(size: int, multiple: int, minimum: int) -> int:

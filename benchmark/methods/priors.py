@@ -89,6 +89,8 @@ def build_network(
     """A freshly initialised network from a preset's ``network`` table."""
     options = dict(network)
     kind = options.pop("kind")
+    # How BatchNorm's scale starts: "ones" (today's PyTorch) or "uniform" (PyTorch <= 1.1).
+    batchnorm_init = options.pop("batchnorm_init", "ones")
     options["output_channels"] = output_channels
     if kind == "skip":
         net: nn.Module = SkipNet(_typed(SkipConfig, options, "skip network"))
@@ -96,7 +98,7 @@ def build_network(
         net = DeepDecoder(_typed(DecoderConfig, options, "decoder network"))
     else:
         raise KeyError(f"unknown network kind {kind!r}; known: skip, decoder")
-    reset_parameters(net, generator)
+    reset_parameters(net, generator, batchnorm_init=batchnorm_init)
     return net
 
 
