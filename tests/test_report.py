@@ -17,6 +17,7 @@ from PIL import Image
 from benchmark import images, report
 from benchmark.cli import main
 from benchmark.report import PAPER_NUMBERS
+from benchmark.suites import packaged_suites
 
 BROKEN = """
 def broken(observation, *, seed=0, **options):
@@ -221,18 +222,7 @@ def _synthetic_run(suite_name: str) -> tuple[dict, list[dict]]:
     return meta, records
 
 
-@pytest.mark.parametrize(
-    "suite_name",
-    [
-        "inpainting-table1",
-        "denoising-color",
-        "noise-types",
-        "super-resolution",
-        "deep-decoder",
-        "inpainting-kinds",
-        "cifar10-noise",
-    ],
-)
+@pytest.mark.parametrize("suite_name", packaged_suites())
 def test_published_rows_pair_only_with_cells_of_their_own_level(
     suite_name: str, tmp_path: Path
 ) -> None:
