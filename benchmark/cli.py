@@ -206,13 +206,30 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILED
-    if suspect and suite.profile == "full" and not args.allow_suspect:
-        print(
-            "the full profile produced suspect cells (above): exit 1; --allow-suspect accepts them",
-            file=sys.stderr,
-        )
+    if _refuse_suspects(suspect, suite.profile, args.allow_suspect):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _add_allow_suspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-suspect",
+        action="store_true",
+        help="exit 0 even when the full profile flags suspect cells (a network output more than "
+        "1 dB under its task's trivial baseline, or last 10 dB under its oracle)",
+    )
+
+
+def _refuse_suspects(suspects: list[str], profile: str, allowed: bool) -> bool:
+    """Whether suspect cells fail the command: at the full profile, unless allowed."""
+    if not suspects or profile != "full" or allowed:
+        return False
+    print(
+        f"{len(suspects)} suspect cell(s) in the full profile (above): exit 1; "
+        "--allow-suspect accepts them",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _report_suspects(table: Any, suite: str) -> list[str]:
@@ -284,12 +301,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped suite(s): {', '.join(skipped)} (see above)")
     print(f"index of the reports: {index}")
-    if suspects and profile == "full" and not args.allow_suspect:
-        print(
-            f"{len(suspects)} suspect cell(s) in the full profile: exit 1 "
-            "(--allow-suspect accepts them)",
-            file=sys.stderr,
-        )
+    if _refuse_suspects(suspects, profile, args.allow_suspect):
         return EXIT_FAILED
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -486,12 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="local processes, or one Slurm job array through submitit",
     )
     p.add_argument("--out", type=Path, help="run folder (default: reports/<profile>/<suite>/)")
-    p.add_argument(
-        "--allow-suspect",
-        action="store_true",
-        help="exit 0 even when the full profile flags suspect cells (a network output more than "
-        "1 dB under its task's trivial baseline, or last 10 dB under its oracle)",
-    )
+    _add_allow_suspect(p)
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="only these images")
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
     p.add_argument("--slurm-partition", help="Slurm partition")
@@ -546,12 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per cell")
     p.add_argument("--batch", type=_batch, default="auto", help=BATCH_HELP)
     p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
-    p.add_argument(
-        "--allow-suspect",
-        action="store_true",
-        help="exit 0 even when the full profile flags suspect cells (a network output more than "
-        "1 dB under its task's trivial baseline, or last 10 dB under its oracle)",
-    )
+    _add_allow_suspect(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

@@ -461,7 +461,7 @@ def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]
             continue
         scores = {row["output"]: row["psnr"] for row in r.get("rows", [])}
         info = r.get("info", {})
-        if "es" not in scores or "es_detected" not in info:
+        if "es" not in scores or "es_stop_iteration" not in info:
             continue
         curves = _curves(out, r["key"])
         peak_it = peak_psnr = es_curve_psnr = np.nan
@@ -471,7 +471,7 @@ def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]
             peak_it, peak_psnr = int(its[i]), float(values[i])
             if info.get("es_iteration"):  # the curve's value nearest to ES-WMV's pick
                 es_curve_psnr = float(values[int(np.abs(its - info["es_iteration"]).argmin())])
-        detected = bool(info["es_detected"])
+        detected = info["es_stop_iteration"] is not None
         cell = r["cell"]
         rows.append(
             {

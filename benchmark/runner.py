@@ -900,7 +900,10 @@ def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "error": record.get("error", ""),
         "trivial_psnr": (record.get("trivial") or {}).get("psnr", np.nan),
         "suspect": "; ".join(record.get("suspect", [])),
-        "es_detected": info.get("es_detected"),
+        # ES-WMV detected a stop when its patience ran out (networks with an `es` output).
+        "es_detected": (
+            info["es_stop_iteration"] is not None if "es_stop_iteration" in info else None
+        ),
         "key": record["key"],
         "version": record.get("version"),
         "git_revision": record.get("git_revision"),

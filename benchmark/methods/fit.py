@@ -18,8 +18,8 @@ From a single run it returns several outputs:
 ``ema``        the exponential moving average ``avg = d * avg + (1 - d) * out`` (d = 0.99);
 ``es``         ES-WMV (no ground truth): the output at the iteration whose window of the last
                W outputs has the smallest variance, frozen once the variance has not improved
-               for P iterations. ``info["es_detected"]`` says whether patience ran out; if it
-               never did, ES-WMV has detected nothing and ``es`` is only the minimum so far;
+               for P iterations. ``info["es_stop_iteration"]`` is None if patience never ran
+               out: ES-WMV has then detected nothing and ``es`` is only the minimum so far;
 ``best_loss``  the Deep Decoder's rule: a step is a new best when its loss is below
                1/1.005 of the best so far, and the output kept is that of the weights after
                that step (the next step's output, or the final weights' output);
@@ -187,15 +187,15 @@ class _Problem:
         fractions = [1.0] * len(observations)
         self.mask: torch.Tensor | None = None
         # Each cell's forward model: the object that made its observation.
-        self.models = [o.physics for o in observations]
+        models = [o.physics for o in observations]
         self.operator: ForwardModel | None = None
         if first.task == "inpainting":
-            masks = [model.mask for model in self.models]  # type: ignore[attr-defined]
+            masks = [model.mask for model in models]  # type: ignore[attr-defined]
             self.mask = torch.cat([to_tensor(m, device) for m in masks])
             self.masked_y = self.y * self.mask
             fractions = [float(m.mean()) or 1.0 for m in masks]
         elif first.task == "super_resolution":
-            self.operator = self.models[0]
+            self.operator = models[0]
         # The loss is a mean over all pixels; PSNR against the observation uses known ones.
         self.data_fraction = torch.tensor(fractions, device=device)
 
@@ -572,12 +572,7 @@ class _Loop:
                 part.normal_(0.0, std, generator=generator)
             torch.add(self.z, self.perturbation, out=self.z_in)
             net_input = self.z_in
-        if self.bf16:
-            with torch.autocast(self.device_type, dtype=torch.bfloat16):
-                out = self.forward(net_input)
-        else:
-            out = self.forward(net_input)
-        out = out[:, :, self.crop[0], self.crop[1]].unflatten(1, (self.cells, -1))[0].float()
+        out = self._outputs(net_input)
         losses = self.problem.losses(out)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # cell b's weights only see cell b's loss
@@ -586,16 +581,20 @@ class _Loop:
             self.trackers.update(it, out.detach(), losses.detach())
         return losses
 
+    def _outputs(self, net_input: torch.Tensor) -> torch.Tensor:
+        """The network's output for ``net_input``, cropped to the image, ``(B, C, H, W)``."""
+        if self.bf16:
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+                out = self.forward(net_input)
+        else:
+            out = self.forward(net_input)
+        return out[:, :, self.crop[0], self.crop[1]].unflatten(1, (self.cells, -1))[0].float()
+
     @torch.no_grad()
     def final_output(self) -> torch.Tensor:
         """Every cell's output from its final weights: the un-perturbed input ``z``, one
         forward pass (BatchNorm in training mode, as in every step and in DIP's code)."""
-        if self.bf16:
-            with torch.autocast(self.device_type, dtype=torch.bfloat16):
-                out = self.forward(self.z)
-        else:
-            out = self.forward(self.z)
-        return out[:, :, self.crop[0], self.crop[1]].unflatten(1, (self.cells, -1))[0].float()
+        return self._outputs(self.z)
 
     def psnr_obs(self, losses: torch.Tensor) -> np.ndarray:
         """The host's copy of each cell's PSNR against the observation (one device sync)."""
@@ -799,7 +798,6 @@ def _result(
         "iterations": iterations,
         "es_iteration": int(t.es_it[b]) if es_found else None,
         "es_stop_iteration": int(t.es_stop_it[b]) if bool(t.es_stopped[b]) else None,
-        "es_detected": bool(t.es_stopped[b]),
         "best_loss_iteration": int(t.best_loss_it[b]),
         "best_loss": float(t.best_loss[b]),
         "oracle_iteration": int(t.oracle_it[b]) if has_reference else None,
