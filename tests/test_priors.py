@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -235,15 +236,23 @@ def _seeded(net: nn.Module) -> nn.Module:
     return net
 
 
-def test_backtracking_restores_the_last_good_weights() -> None:
-    clean = _image(24, 20, 3)
-    obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
-    net = _seeded(_Sabotaged(corrupt_at=40))
+def _weights_at_check_points(
+    net: nn.Module,
+) -> tuple[dict[int, list[torch.Tensor]], Callable[[int, int], None]]:
+    """A progress callback that keeps a copy of ``net``'s weights at every check point."""
     states: dict[int, list[torch.Tensor]] = {}
 
     def remember(done: int, total: int) -> None:
         states[done] = [p.detach().clone() for p in net.parameters()]
 
+    return states, remember
+
+
+def test_backtracking_restores_the_last_good_weights() -> None:
+    clean = _image(24, 20, 3)
+    obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
+    net = _seeded(_Sabotaged(corrupt_at=40))
+    states, remember = _weights_at_check_points(net)
     cfg = FitConfig(iterations=100, lr=0.01, check_every=25, backtrack_db=5.0)
     result = fit(net, obs, cfg, device="cpu", progress=remember)
     assert result.info["restores"] == 1
@@ -264,11 +273,7 @@ def test_last_is_the_final_weights_output_even_when_the_last_steps_diverge() -> 
     clean = _image(24, 20, 3)
     obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
     net = _seeded(_Sabotaged(corrupt_at=97))
-    states: dict[int, list[torch.Tensor]] = {}
-
-    def remember(done: int, total: int) -> None:
-        states[done] = [p.detach().clone() for p in net.parameters()]
-
+    states, remember = _weights_at_check_points(net)
     cfg = FitConfig(iterations=100, lr=0.01, check_every=25, snapshots=(96, 100))
     result = fit(net, obs, cfg, seed=0, device="cpu", monitor_reference=clean, progress=remember)
     assert result.info["restores"] == 1
