@@ -23,7 +23,10 @@ regions
     fraction of the image covered by missing square blocks.
 downsample
     the integer factor; the target is the ground truth cropped to a multiple of it (or of
-    ``multiple``), the observation Pillow's Lanczos resize of that target.
+    ``multiple``), the observation Pillow's Lanczos resize of that target (DIP's input).
+downsample_bicubic
+    the integer factor; the observation is MATLAB's antialiased bicubic ``imresize`` of the
+    target, in 8 bits: the super-resolution benchmarks' input (LapSRN's, the paper's bicubic).
 
 Each task's observation is made by its forward model (:mod:`benchmark.forward`), the same
 object that methods take as their operator: ``Observation.physics``.
@@ -40,7 +43,13 @@ import numpy as np
 from skimage.util import random_noise
 
 from benchmark.arrays import check_image, crop_to_multiple
-from benchmark.forward import ForwardModel, LanczosDownsampling, Masking, forward_model
+from benchmark.forward import (
+    BicubicDownsampling,
+    ForwardModel,
+    LanczosDownsampling,
+    Masking,
+    forward_model,
+)
 
 # ImageNet-C severities 1..5 (Hendrycks & Dietterich, 2019).
 IMAGENET_C: dict[str, tuple[float, ...]] = {
@@ -64,7 +73,8 @@ class Observation:
     task : {"denoising", "inpainting", "super_resolution"}
     params : dict
         The degradation's declared parameters (``kind``, ``level`` and e.g. ``sigma`` on
-        [0, 1], ``c``, ``amount``, ``factor``).
+        [0, 1], ``c``, ``amount``, ``factor``; ``kernel`` names a super-resolution
+        observation's downsampler, Lanczos when absent).
     mask : ndarray or None
         Inpainting: float32 ``(h, w, 1)``, 1 where the pixel is known.
     factor : int or None
@@ -81,7 +91,8 @@ class Observation:
     def physics(self) -> ForwardModel:
         """The task's forward model: the operator a method's output passes through to be
         compared with ``y`` (the one that made ``y``, see :mod:`benchmark.forward`)."""
-        return forward_model(self.task, mask=self.mask, factor=self.factor)
+        kernel = str(self.params.get("kernel", "lanczos"))
+        return forward_model(self.task, mask=self.mask, factor=self.factor, kernel=kernel)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -241,6 +252,34 @@ def regions(image: np.ndarray, fraction: float, rng: np.random.Generator) -> Deg
 # --- super-resolution -----------------------------------------------------------------------
 
 
+def _sr_target(image: np.ndarray, factor: int, multiple: int | None) -> np.ndarray:
+    image = check_image(image)
+    if factor < 1:
+        raise ValueError(f"super-resolution factor must be a positive integer, got {factor}")
+    if (multiple or factor) % factor:
+        raise ValueError(f"multiple {multiple} must be divisible by the factor {factor}")
+    return crop_to_multiple(image, multiple or factor)
+
+
+def _downsampled(
+    target: np.ndarray,
+    model: LanczosDownsampling | BicubicDownsampling,
+    kind: str,
+    kernel: str,
+    multiple: int | None,
+) -> Degraded:
+    factor = model.factor
+    params = {
+        "kind": kind,
+        "level": factor,
+        "factor": factor,
+        "kernel": kernel,
+        "crop_multiple": multiple or factor,
+    }
+    y = model.observe(target)
+    return Degraded(Observation(y, "super_resolution", params, factor=factor), target)
+
+
 def downsample(
     image: np.ndarray,
     factor: int,
@@ -248,27 +287,36 @@ def downsample(
     *,
     multiple: int | None = None,
 ) -> Degraded:
-    """Low-resolution input for super-resolution.
+    """DIP's low-resolution input for super-resolution.
 
     The ground truth is cropped (centered) to a multiple of ``multiple`` (default: the factor;
     DIP's evaluation uses 32), then resized by ``1/factor`` with Pillow's Lanczos filter.
     ``rng`` is accepted for a uniform signature and unused: the operation is deterministic.
     """
-    image = check_image(image)
     factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"super-resolution factor must be a positive integer, got {factor}")
-    if (multiple or factor) % factor:
-        raise ValueError(f"multiple {multiple} must be divisible by the factor {factor}")
-    target = crop_to_multiple(image, multiple or factor)
-    y = LanczosDownsampling(factor).observe(target)
-    params = {
-        "kind": "downsample",
-        "level": factor,
-        "factor": factor,
-        "crop_multiple": multiple or factor,
-    }
-    return Degraded(Observation(y, "super_resolution", params, factor=factor), target)
+    target = _sr_target(image, factor, multiple)
+    return _downsampled(target, LanczosDownsampling(factor), "downsample", "lanczos", multiple)
+
+
+def downsample_bicubic(
+    image: np.ndarray,
+    factor: int,
+    rng: np.random.Generator | None = None,
+    *,
+    multiple: int | None = None,
+) -> Degraded:
+    """The super-resolution benchmarks' low-resolution input: MATLAB's antialiased bicubic
+    ``imresize(target, 1/factor)`` rounded to 8 bits (``BicubicDownsampling``).
+
+    The target is the ground truth cropped (centered) to a multiple of ``multiple`` (default:
+    the factor). This is the input of the bicubic row in DIP's super-resolution table (LapSRN's
+    bicubic images); it differs from DIP's own Lanczos input (:func:`downsample`).
+    """
+    factor = int(factor)
+    target = _sr_target(image, factor, multiple)
+    return _downsampled(
+        target, BicubicDownsampling(factor), "downsample_bicubic", "bicubic", multiple
+    )
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -282,6 +330,7 @@ DEGRADATIONS: dict[str, Callable[..., Degraded]] = {
     "text": text,
     "regions": regions,
     "downsample": downsample,
+    "downsample_bicubic": downsample_bicubic,
 }
 
 

@@ -104,7 +104,10 @@ def results_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def published(meta: dict[str, Any]) -> pd.DataFrame:
     """The published rows of ``paper_numbers.csv`` that belong to this suite, with our dataset
-    names (e.g. ``set5`` becomes ``set5_x4_gt``)."""
+    names (e.g. ``set5`` becomes ``set5_x4_gt``) and, where the suite's ``paper.degradations``
+    says a published method saw another input than the paper's degradation name suggests, our
+    name of that input (DIP's bicubic row was computed on ``downsample_bicubic``, not on DIP's
+    Lanczos ``downsample``)."""
     paper = meta.get("paper") or {}
     if not paper.get("source"):
         return pd.DataFrame(
@@ -125,12 +128,14 @@ def published(meta: dict[str, Any]) -> pd.DataFrame:
         (numbers.paper == paper["source"]) & numbers.table.isin(paper.get("tables", []))
     ]
     rename = paper.get("datasets", {})
+    inputs = paper.get("degradations", {})
     rows = []
     for ours in meta["datasets"]:
         theirs = rename.get(ours, ours)
         part = numbers[numbers.dataset == theirs].copy()
         part["dataset"] = ours
         part["paper_dataset"] = theirs
+        part["degradation"] = part.method.map(inputs).fillna(part.degradation)
         rows.append(part)
     return pd.concat(rows, ignore_index=True) if rows else numbers.iloc[:0]
 

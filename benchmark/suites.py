@@ -47,7 +47,17 @@ _SUITE_KEYS = {
     "notes",
     "report",
 }
-_METHOD_KEYS = {"method", "label", "preset", "network", "fit", "options", "outputs", "skip"}
+_METHOD_KEYS = {
+    "method",
+    "label",
+    "preset",
+    "network",
+    "fit",
+    "options",
+    "outputs",
+    "skip",
+    "degradations",
+}
 
 
 class SuiteError(ValueError):
@@ -64,6 +74,11 @@ class MethodSpec:
     options: dict[str, Any] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # () = every output the method produces
     presets: dict[str, str] = field(default_factory=dict)  # degradation kind -> preset
+    degradations: tuple[str, ...] = ()  # the kinds it runs on; () = every kind of the suite
+
+    def runs_on(self, degradation: str) -> bool:
+        """Whether this method has a cell for degradation kind ``degradation``."""
+        return not self.degradations or degradation in self.degradations
 
     def options_for(self, degradation: str) -> dict[str, Any]:
         """The call options for one degradation kind (a preset may depend on it)."""
@@ -151,6 +166,8 @@ class Suite:
                     for rep in range(self.repetitions):
                         d_seed = seed_of(self.seed, dataset, image, deg["kind"], level, rep)
                         for spec in self.methods:
+                            if not spec.runs_on(deg["kind"]):
+                                continue
                             cells.append(
                                 Cell(
                                     suite=self.name,
@@ -251,8 +268,9 @@ def load_suite(
         chosen = _choose_images(chosen, images_subset, path, what=f"suite {name!r} ({profile})")
 
     degradations = tuple(_check_degradation(d, path) for d in merged["degradations"])
+    kinds = {d["kind"] for d in degradations}
     methods = tuple(
-        _method_spec(key, entry or {}, path)
+        _method_spec(key, entry or {}, path, kinds)
         for key, entry in merged["methods"].items()
         if not (entry or {}).get("skip", False)
     )
@@ -331,12 +349,20 @@ def _check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
     return dict(entry)
 
 
-def _method_spec(key: str, entry: Mapping[str, Any], path: Path) -> MethodSpec:
+def _method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str]) -> MethodSpec:
     unknown = sorted(set(entry) - _METHOD_KEYS)
     if unknown:
         raise SuiteError(
             f"{path}: method {key!r}: unknown key(s) {unknown}; valid: "
             f"{', '.join(sorted(_METHOD_KEYS))}"
+        )
+    runs_on = entry.get("degradations", [])
+    runs_on = [runs_on] if isinstance(runs_on, str) else list(runs_on)
+    absent = sorted(set(runs_on) - kinds)
+    if absent:
+        raise SuiteError(
+            f"{path}: method {key!r}: degradations {absent} are not in the suite; "
+            f"its degradations: {', '.join(sorted(kinds))}"
         )
     method = entry.get("method", key)
     try:
@@ -360,4 +386,5 @@ def _method_spec(key: str, entry: Mapping[str, Any], path: Path) -> MethodSpec:
         options=options,
         outputs=tuple(entry.get("outputs", ())),
         presets=presets,
+        degradations=tuple(runs_on),
     )

@@ -30,6 +30,7 @@ def _gain(method: str, degraded: deg.Degraded) -> float:
 GAUSSIAN_FLOORS = {
     "bm3d": (5.0, 8.0),
     "nlm": (4.0, 6.0),
+    "nlm_blind": (4.0, 6.0),
     "tv": (3.5, 6.0),
     "wavelet": (3.0, 5.0),
     "median": (2.4, 3.8),
@@ -65,7 +66,7 @@ def test_inpainting_gain_floor(method: str, kind: str, level: float, crop: np.nd
     np.testing.assert_allclose(out[known], crop[known], atol=1 / 255 + 1e-6)
 
 
-@pytest.mark.parametrize("method", ["bicubic", "lanczos"])
+@pytest.mark.parametrize("method", ["bicubic", "bicubic_opencv", "lanczos"])
 @pytest.mark.parametrize("factor", [2, 4])
 def test_super_resolution_beats_pixel_replication(
     method: str, factor: int, crop: np.ndarray
@@ -101,9 +102,11 @@ def test_registry_names_and_errors() -> None:
         "telea",
         "navier_stokes",
         "bicubic",
+        "bicubic_opencv",
         "lanczos",
+        "nlm_blind",
     } <= set(METHODS)
-    with pytest.raises(KeyError, match="known: bicubic, biharmonic"):
+    with pytest.raises(KeyError, match="known: bicubic, bicubic_opencv, biharmonic"):
         get_method("bm4d")
     assert get_method("benchmark.methods.classical:median").function is METHODS["median"].function
     with pytest.raises(KeyError, match="cannot import"):

@@ -17,10 +17,12 @@ from benchmark import degradations as deg
 from benchmark import images
 from benchmark.arrays import crop_to_multiple
 from benchmark.forward import (
+    BicubicDownsampling,
     Identity,
     LanczosDownsampling,
     Masking,
     forward_model,
+    imresize,
     lanczos2_taps,
 )
 from benchmark.metrics import psnr
@@ -92,12 +94,17 @@ def test_lanczos2_taps_are_centred_where_pillow_centres_a_pixel(factor: int) -> 
     assert (len(taps) - 1) / 2 - lead == pytest.approx((factor - 1) / 2)
 
 
+@pytest.mark.parametrize("kernel", [LanczosDownsampling, BicubicDownsampling])
 @pytest.mark.parametrize("factor", [2, 3, 4, 8])
 @pytest.mark.parametrize(("h", "w", "channels"), [(8, 5, 1), (7, 11, 3)])
 def test_sr_operator_shapes_constants_and_adjoint(
-    factor: int, h: int, w: int, channels: int
+    kernel: type[LanczosDownsampling | BicubicDownsampling],
+    factor: int,
+    h: int,
+    w: int,
+    channels: int,
 ) -> None:
-    model = LanczosDownsampling(factor)
+    model = kernel(factor)
     gen = torch.Generator().manual_seed(factor)
     x = torch.randn(2, channels, h * factor, w * factor, generator=gen, dtype=torch.float64)
     y = torch.randn(2, channels, h, w, generator=gen, dtype=torch.float64)
@@ -109,9 +116,85 @@ def test_sr_operator_shapes_constants_and_adjoint(
     torch.testing.assert_close(lhs, rhs, rtol=1e-12, atol=1e-12)
 
 
-def test_sr_operator_refuses_sizes_that_are_not_multiples() -> None:
+@pytest.mark.parametrize("kernel", [LanczosDownsampling, BicubicDownsampling])
+def test_sr_operator_refuses_sizes_that_are_not_multiples(
+    kernel: type[LanczosDownsampling | BicubicDownsampling],
+) -> None:
     with pytest.raises(ValueError, match="not a multiple of the factor 4"):
-        LanczosDownsampling(4)(torch.zeros(1, 3, 30, 32))
+        kernel(4)(torch.zeros(1, 3, 30, 32))
+
+
+def _cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic with a = -0.5, MATLAB's ``cubic``."""
+    x = np.abs(x)
+    return np.where(
+        x <= 1,
+        1.5 * x**3 - 2.5 * x**2 + 1,
+        np.where(x <= 2, -0.5 * x**3 + 2.5 * x**2 - 4 * x + 2, 0.0),
+    )
+
+
+def _matlab_weights(n_in: int, scale: float) -> np.ndarray:
+    """MATLAB imresize's ``contributions`` as its documentation describes them, written out
+    independently: output pixel x (1-based) sits at input ``u = x / s + (1 - 1 / s) / 2``; when
+    shrinking the kernel is stretched to ``s * cubic(s * d)`` (antialiasing); weights are
+    normalised to sum 1. Out-of-range taps take the edge pixel."""
+    n_out = int(round(n_in * scale))
+    kernel_scale = min(scale, 1.0)
+    width = 4 / kernel_scale
+    u = np.arange(1, n_out + 1) / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    taps = left[:, None] + np.arange(int(np.ceil(width)) + 2)[None]
+    weights = kernel_scale * _cubic(kernel_scale * (u[:, None] - taps))
+    weights /= weights.sum(axis=1, keepdims=True)
+    matrix = np.zeros((n_out, n_in))
+    rows = np.repeat(np.arange(n_out)[:, None], taps.shape[1], axis=1)
+    np.add.at(matrix, (rows, np.clip(taps, 1, n_in).astype(int) - 1), weights)
+    return matrix
+
+
+def test_imresize_matches_octaves_published_bicubic_value() -> None:
+    # Octave/MATLAB: imresize(reshape(0:15, 4, 4)', 0.5, 'bicubic', 'Antialiasing', false)
+    # = [2.1875 4.3125; 10.6875 12.8125]. Checked by hand: taps (-1/16, 9/16, 9/16, -1/16).
+    from resize_right import interp_methods, resize
+
+    image = np.arange(16, dtype=np.float64).reshape(4, 4)
+    out = resize(
+        image,
+        scale_factors=[0.5, 0.5],
+        interp_method=interp_methods.cubic,
+        antialiasing=False,
+        pad_mode="edge",
+    )
+    np.testing.assert_allclose(out, [[2.1875, 4.3125], [10.6875, 12.8125]], atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1 / 2, 1 / 3, 1 / 4, 1 / 8, 2, 3, 4])
+def test_imresize_is_matlabs_bicubic_with_antialiasing(scale: float) -> None:
+    rng = np.random.default_rng(7)
+    side_h, side_w = (24 * 3, 16 * 3) if scale < 1 else (9, 7)
+    image = rng.random((side_h, side_w, 3))
+    ours = imresize(image, scale)
+    # resize-right places its grid in float32 eps: differences of ~1e-6; a wrong kernel, grid
+    # or antialiasing width is 1e-3 or more.
+    rows, cols = _matlab_weights(side_h, scale), _matlab_weights(side_w, scale)
+    reference = np.einsum("ij,jkc,lk->ilc", rows, image, cols)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    torch_ours = imresize(torch.from_numpy(image.transpose(2, 0, 1))[None], scale)
+    np.testing.assert_allclose(torch_ours[0].numpy().transpose(1, 2, 0), reference, atol=1e-5)
+
+
+def test_bicubic_degradation_observes_through_its_forward_model() -> None:
+    clean = np.random.default_rng(5).random((37, 30, 3)).astype(np.float32)
+    degraded = deg.downsample_bicubic(clean, 4)
+    physics = degraded.observation.physics
+    assert isinstance(physics, BicubicDownsampling) and physics.factor == 4
+    assert degraded.target.shape == (36, 28, 3)
+    assert degraded.observation.output_shape == degraded.target.shape
+    expected = np.round(physics.apply_numpy(degraded.target) * 255) / 255  # 8-bit, as LapSRN's
+    np.testing.assert_allclose(degraded.observation.y, np.clip(expected, 0, 1), atol=1e-6)
+    assert degraded.observation.params["kernel"] == "bicubic"
+    assert isinstance(deg.downsample(clean, 4).observation.physics, LanczosDownsampling)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -156,3 +239,5 @@ def test_unknown_task_or_missing_parts_are_clear_errors() -> None:
         forward_model("inpainting")
     with pytest.raises(ValueError, match="needs its integer factor"):
         forward_model("super_resolution")
+    with pytest.raises(KeyError, match="known: lanczos, bicubic"):
+        forward_model("super_resolution", factor=4, kernel="gaussian")

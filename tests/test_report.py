@@ -267,3 +267,21 @@ def test_super_resolution_x8_cells_never_meet_x4_numbers(tmp_path: Path) -> None
     table = pd.read_csv(tmp_path / "paper_comparison.csv")
     assert set(table[table.dataset.str.endswith("_x8_gt")].level) <= {8.0}
     assert set(table[table.dataset.str.endswith("_x4_gt")].level) == {4.0}
+
+
+def test_the_papers_bicubic_row_meets_the_bicubic_of_its_own_input(tmp_path: Path) -> None:
+    """DIP's bicubic numbers were computed on LapSRN's MATLAB-imresize input: they pair with our
+    ``bicubic`` on ``downsample_bicubic``, never with the bicubic of DIP's Lanczos input."""
+    meta, records = _synthetic_run("super-resolution")
+    for r in records:  # tell the two bicubic rows apart by their numbers
+        if r["cell"]["method_key"] == "bicubic_dip_lr":
+            r["rows"][0]["psnr"] = 99.0
+    paper = report.published(meta)
+    assert set(paper[paper.method == "bicubic"].degradation) == {"downsample_bicubic"}
+    assert set(paper[paper.method == "dip"].degradation) == {"downsample"}
+    report.write_comparison(tmp_path, meta, records)
+    table = pd.read_csv(tmp_path / "paper_comparison.csv")
+    bicubic = table[table.published.str.startswith("Bicubic")]
+    assert len(bicubic) == 2 + 5 + 14  # two means and every released image
+    assert (bicubic["our psnr"] == 30.0).all()
+    assert set(bicubic.ours) == {"Bicubic (MATLAB imresize, the benchmarks' LR)"}

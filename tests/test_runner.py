@@ -152,6 +152,26 @@ def test_bad_suite_file_is_a_clear_error(tmp_path: Path) -> None:
         load_suite(str(path))
 
 
+def test_a_method_runs_only_on_the_degradations_it_names(tmp_path: Path) -> None:
+    suite = load_suite("super-resolution", "full")
+    by_method: dict[str, set[str]] = {}
+    for cell in suite.cells():
+        by_method.setdefault(cell.method_key, set()).add(cell.degradation)
+    assert by_method["bicubic"] == {"downsample_bicubic"}  # the paper's row, LapSRN's input
+    for key in ("dip", "dd", "bicubic_dip_lr", "lanczos"):
+        assert by_method[key] == {"downsample"}, key
+    bicubic = [c for c in suite.cells() if c.method_key == "bicubic"]
+    assert {c.level for c in bicubic} == {4.0} and len(bicubic) == 5 + 14
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'task = "denoising"\nprotocol = "rgb"\ndatasets = "cbm3d_color9"\n'
+        'degradations = [{kind = "gaussian", levels = [25]}]\n'
+        'methods = {tv = {degradations = ["poisson"]}}\n'
+    )
+    with pytest.raises(SuiteError, match=r"method 'tv': degradations \['poisson'\] are not in"):
+        load_suite(str(path))
+
+
 # --- running --------------------------------------------------------------------------------
 
 
