@@ -1,33 +1,51 @@
-"""PSNR regression checks: measured results against expected values with tolerances.
+"""PSNR regression checks: measured results against expected values with measured tolerances.
 
-An expected file has one row per (cell, output): the identifying columns of ``results.csv``,
-``expected_psnr``, ``tolerance`` (dB) and the versions it was measured with. A measured PSNR
-below ``expected - tolerance`` is a regression, above ``expected + tolerance`` an
-improvement (reported, so the file gets updated on purpose, but not failed); an expected cell
-that is missing or failed in the results fails the check.
+An expected file has one row per checked value: the identifying columns of ``results.csv``
+(``KEY``), a ``statistic`` and the value's ``expected_psnr``, ``tolerance`` (dB) and ``gated``
+flag, with how the tolerance was derived. Two statistics:
+
+``cell``
+    one (cell, output) of the grid;
+``mean``
+    the mean over every cell of a suite for one method and output (``dataset``, ``image`` and
+    ``degradation`` read ``*``, ``level`` 0): what a networks' check relies on, because a mean
+    over images and levels moves far less than one chaotic fit.
+
+Tolerances come from measured spread, never from a guess (:func:`derive_expected`): the grid is
+run once as the reference and again under variants that change what another machine changes:
+the methods' seeds (``--method-seed``), oneDNN's and ATen's instruction sets
+(``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=default``) and the thread count. A value's
+spread is the root-mean-square deviation from the reference within the seed runs or within the
+kernel runs, whichever is larger (:func:`spread`); its tolerance is ``SPREAD_MULTIPLE`` times
+that, at least ``TOLERANCE_FLOOR``. The rms deviation of a draw from the reference estimates
+the spread of the difference a check sees (sqrt 2 sigma for a fit that decorrelates), so 4x is a
+4-sigma band. A value is gated when its tolerance is at most ``GATE_LIMIT`` (by statistic): a
+single chaotic output (the Deep Decoder's ``last`` rides Adam's loss spikes) whose spread is
+wide is reported, not gated.
+
+A gated value outside ``expected +- tolerance`` fails the check, in either direction (a value
+that jumps up is as much a changed method as one that drops: update the file on purpose); a
+gated value that is missing or failed fails it too. Values that are not gated are listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 KEY = ["suite", "dataset", "image", "degradation", "level", "method", "output"]
+ALL = "*"  # dataset, image and degradation of a suite mean
 
-# Tolerances in dB. Classical methods are deterministic; the networks' un-averaged outputs
-# move most when floating-point details change (another CPU's kernels), the averaged and
-# selected ones less.
-TOLERANCES = {
-    "classical": 0.05,
-    "last": 1.0,
-    "es": 1.0,
-    "ema": 0.5,
-    "best_loss": 0.75,
-    "oracle": 0.5,
-}
+SPREAD_MULTIPLE = 4.0  # tolerance = this x the measured rms deviation ...
+TOLERANCE_FLOOR = 0.05  # ... and at least this (dB): deterministic methods still round
+# The widest tolerance a value may have and still be gated, by statistic (dB). A cell wider
+# than 0.5 dB is better checked through its suite's mean; a mean wider than 2 dB would let
+# real regressions through (the three planted in tests/regression move DIP's suite means by
+# 1.3 to 4.9 dB).
+GATE_LIMIT = {"cell": 0.5, "mean": 2.0}
 
 
 def read_results(paths: Iterable[Path]) -> pd.DataFrame:
@@ -45,47 +63,154 @@ def read_results(paths: Iterable[Path]) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
-def tolerance_for(output: str) -> float:
-    """The default tolerance of an output: by kind for the networks, tight for the rest."""
-    return TOLERANCES.get(output, TOLERANCES["classical"])
-
-
-def make_expected(results: pd.DataFrame, versions: dict[str, str]) -> pd.DataFrame:
-    """An expected table from measured results (successful rows only)."""
+def statistics(results: pd.DataFrame) -> pd.DataFrame:
+    """The checked values of a run: every successful (cell, output), and each suite's mean per
+    method and output (with ``n_cells``, the number of cells averaged)."""
     ok = results[results.status == "ok"].copy()
-    table = ok[KEY].copy()
-    table["expected_psnr"] = ok.psnr.round(4)
-    table["tolerance"] = [tolerance_for(o) for o in ok.output]
+    ok["level"] = ok["level"].astype(float).round(6)
+    cells = ok[KEY + ["psnr"]].assign(statistic="cell", n_cells=1)
+    means = (
+        ok.groupby(["suite", "method", "output"], sort=True)
+        .psnr.agg(["mean", "size"])
+        .reset_index()
+        .rename(columns={"mean": "psnr", "size": "n_cells"})
+        .assign(dataset=ALL, image=ALL, degradation=ALL, level=0.0, statistic="mean")
+    )
+    return pd.concat([cells, means[cells.columns]], ignore_index=True)
+
+
+def variant_group(name: str) -> str:
+    """``seeds`` for a seed variant (a name starting with ``seed``), ``kernels`` otherwise."""
+    return "seeds" if name.startswith("seed") else "kernels"
+
+
+def spread(reference: pd.DataFrame, variants: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each reference value with its deviations under the variants.
+
+    Columns: one ``dev_<name>`` per variant (variant - reference, dB); ``rms_seeds`` and
+    ``rms_kernels``, the root-mean-square deviation within each group of variants
+    (:func:`variant_group`); ``spread``, the larger of the two; ``max_deviation``, the largest
+    absolute deviation; ``n_variants``, how many variants have the value.
+
+    The groups are kept apart because they answer different questions: a chaotic fit on
+    another machine decorrelates like a new seed, a stable one moves like a kernel change; and
+    a group of variants that does not move a value must not dilute the spread of one that does.
+    """
+    ref = statistics(reference)
+    index = ["statistic"] + KEY
+    table = ref.set_index(index)
+    groups: dict[str, list[pd.Series]] = {"seeds": [], "kernels": []}
+    for name, frame in variants.items():
+        measured = statistics(frame).set_index(index)
+        same_cells = measured.n_cells.reindex(table.index) == table.n_cells
+        dev = (measured.psnr.reindex(table.index) - table.psnr).where(same_cells)
+        table[f"dev_{name}"] = dev
+        groups[variant_group(name)].append(dev)
+    for group, deviations in groups.items():
+        devs = pd.concat(deviations, axis=1) if deviations else pd.DataFrame(index=table.index)
+        table[f"rms_{group}"] = np.sqrt((devs**2).mean(axis=1)) if deviations else np.nan
+    every = [c for c in table.columns if c.startswith("dev_")]
+    table["spread"] = table[["rms_seeds", "rms_kernels"]].max(axis=1)
+    table["max_deviation"] = table[every].abs().max(axis=1) if every else np.nan
+    table["n_variants"] = table[every].notna().sum(axis=1) if every else 0
+    return table.reset_index()
+
+
+def derive_expected(
+    reference: pd.DataFrame,
+    variants: Mapping[str, pd.DataFrame],
+    versions: Mapping[str, str],
+    *,
+    multiple: float = SPREAD_MULTIPLE,
+    floor: float = TOLERANCE_FLOOR,
+    gate_limit: Mapping[str, float] = GATE_LIMIT,
+) -> pd.DataFrame:
+    """An expected table: reference values, tolerances from the variants' spread.
+
+    A value with no variant measurement gets no tolerance and is not gated: a check needs a
+    measured spread.
+    """
+    table = spread(reference, variants)
+    tolerance = np.maximum(floor, multiple * table.spread)
+    table["tolerance"] = tolerance.where(table.n_variants > 0).round(3)
+    limit = table.statistic.map(gate_limit)
+    table["gated"] = table.tolerance.notna() & (table.tolerance <= limit)
+    table["expected_psnr"] = table.psnr.round(4)
+    for column in ("rms_seeds", "rms_kernels", "spread", "max_deviation"):
+        table[column] = table[column].round(4)
+    for column in [c for c in table.columns if c.startswith("dev_")]:
+        table[column] = table[column].round(4)
+    seeds = [n for n in variants if variant_group(n) == "seeds"]
+    kernels = [n for n in variants if variant_group(n) == "kernels"]
+    table["derivation"] = (
+        f"max({floor:g}, {multiple:g} x spread); spread = the larger rms deviation from the "
+        f"reference over {len(seeds)} seed run(s) ({', '.join(seeds) or 'none'}) or over "
+        f"{len(kernels)} kernel run(s) ({', '.join(kernels) or 'none'}); gated if the "
+        f"tolerance is <= {gate_limit['cell']:g} dB (cell) / {gate_limit['mean']:g} dB "
+        "(suite mean)"
+    )
     table["measured_with"] = "; ".join(f"{k} {v}" for k, v in versions.items())
-    return table.sort_values(KEY).reset_index(drop=True)
+    columns = (
+        ["statistic"]
+        + KEY
+        + [
+            "n_cells",
+            "expected_psnr",
+            "tolerance",
+            "gated",
+            "spread",
+            "rms_seeds",
+            "rms_kernels",
+            "max_deviation",
+            "n_variants",
+        ]
+    )
+    columns += [c for c in table.columns if c.startswith("dev_")]
+    columns += ["derivation", "measured_with"]
+    order = ["statistic", "suite", "method", "output", "dataset", "image", "degradation", "level"]
+    return table[columns].sort_values(order).reset_index(drop=True)
 
 
 def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Every expected cell with its measured PSNR, difference and verdict.
+    """Every expected value with its measured PSNR, difference and verdict.
 
-    Verdicts: ``ok``, ``regression``, ``improvement``, ``missing`` (absent or failed);
-    measured cells that the expected file does not list are ``new``.
+    Verdicts: ``missing`` (absent, failed, or a mean over fewer cells than expected: gated or
+    not), ``reported`` (a value that is not gated), and for gated values ``ok``,
+    ``regression`` (below ``expected - tolerance``) or ``improvement`` (above
+    ``expected + tolerance``); measured values the expected file does not list read ``new``.
     """
-    measured = results[results.status == "ok"][KEY + ["psnr"]].copy()
-    for frame in (measured, expected):
-        frame["level"] = frame["level"].astype(float).round(6)
-    merged = expected.merge(measured, on=KEY, how="outer", indicator=True)
+    expected = expected.copy()
+    if "statistic" not in expected:  # a file written before means and measured spread
+        expected["statistic"] = "cell"
+    if "gated" not in expected:
+        expected["gated"] = True
+    if "n_cells" not in expected:
+        expected["n_cells"] = 1
+    expected["level"] = expected["level"].astype(float).round(6)
+    measured = statistics(results).rename(columns={"n_cells": "measured_cells"})
+    index = ["statistic"] + KEY
+    merged = expected.merge(measured, on=index, how="outer", indicator=True)
     merged["difference"] = merged.psnr - merged.expected_psnr
+    absent = (merged._merge == "left_only") | (
+        (merged._merge == "both") & (merged.measured_cells != merged.n_cells)
+    )
+    gated = merged.gated.fillna(False).astype(bool)
     verdict = np.select(
         [
-            merged._merge == "left_only",
             merged._merge == "right_only",
+            absent,
+            ~gated,
             merged.difference < -merged.tolerance,
             merged.difference > merged.tolerance,
         ],
-        ["missing", "new", "regression", "improvement"],
+        ["new", "missing", "reported", "regression", "improvement"],
         default="ok",
     )
     merged["verdict"] = verdict
-    columns = KEY + ["expected_psnr", "psnr", "difference", "tolerance", "verdict"]
+    columns = index + ["expected_psnr", "psnr", "difference", "tolerance", "verdict"]
     return merged[columns].rename(columns={"psnr": "measured_psnr"})
 
 
 def failed(report: pd.DataFrame) -> pd.DataFrame:
-    """The rows that fail the check."""
-    return report[report.verdict.isin(["regression", "missing"])]
+    """The rows that fail the check: gated values that moved beyond tolerance or are missing."""
+    return report[report.verdict.isin(["regression", "improvement", "missing"])]

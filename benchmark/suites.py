@@ -154,6 +154,7 @@ class Suite:
     notes: str
     source: Path
     report: dict[str, Any] = field(default_factory=dict)
+    method_seed: int = 0  # 0: the suite's method seeds; K > 0: stream K (same degraded inputs)
 
     def cells(self) -> list[Cell]:
         """The grid, image-major (so a suite's first results cover whole images)."""
@@ -187,10 +188,16 @@ class Suite:
                                     method_options=spec.options_for(deg["kind"]),
                                     outputs=spec.outputs,
                                     degradation_seed=d_seed,
-                                    method_seed=seed_of(d_seed, spec.key),
+                                    method_seed=self._method_seed(d_seed, spec.key),
                                 )
                             )
         return cells
+
+    def _method_seed(self, degradation_seed: int, key: str) -> int:
+        """The seed of a method's own randomness (network initialisation, input noise)."""
+        if self.method_seed == 0:
+            return seed_of(degradation_seed, key)
+        return seed_of(degradation_seed, key, "stream", self.method_seed)
 
 
 def _levels(deg: Mapping[str, Any]) -> list[tuple[float, int | None]]:
@@ -239,8 +246,17 @@ def load_suite(
     *,
     images_subset: Sequence[str] | None = None,
     methods_subset: Sequence[str] | None = None,
+    method_seed: int = 0,
 ) -> Suite:
-    """Load a suite for one profile, optionally restricted to some images or methods."""
+    """Load a suite for one profile, optionally restricted to some images or methods.
+
+    ``method_seed`` K > 0 draws every method's own randomness from stream K while the degraded
+    inputs stay the same: repetitions of a method for measuring its spread over seeds.
+    """
+    if method_seed < 0:
+        raise SuiteError(
+            f"method seed must be 0 (the suite's) or a positive stream, got {method_seed}"
+        )
     raw, path = read_suite_file(name_or_path)
     unknown = sorted(set(raw) - _SUITE_KEYS)
     if unknown:
@@ -300,6 +316,7 @@ def load_suite(
         notes=merged.get("notes", ""),
         source=path,
         report=dict(merged.get("report", {})),
+        method_seed=int(method_seed),
     )
 
 
