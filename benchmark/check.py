@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-KEY = ["suite", "dataset", "image", "degradation", "level", "method", "output"]
+KEY = ["suite", "profile", "dataset", "image", "degradation", "level", "method", "output"]
+REQUIRED = ["statistic", *KEY, "n_cells", "expected_psnr", "tolerance", "gated"]
 ALL = "*"  # dataset, image and degradation of a suite mean
 
 SPREAD_MULTIPLE = 4.0  # tolerance = this x the measured rms deviation ...
@@ -63,6 +64,46 @@ def read_results(paths: Iterable[Path]) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
+class ExpectedFileError(ValueError):
+    """An expected file that cannot make a check that can fail; the message names the fix."""
+
+
+def read_expected(path: Path) -> pd.DataFrame:
+    """An expected file, refused when it cannot check anything.
+
+    Raises
+    ------
+    ExpectedFileError
+        Empty, without rows, without a required column, with a gated value that has no number
+        or no tolerance, or with nothing gated.
+    """
+    remake = "make it with dipbench expect (or make update-expected)"
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ExpectedFileError(f"no expected file {path}; {remake}") from None
+    except pd.errors.EmptyDataError:
+        raise ExpectedFileError(f"{path} is empty; {remake}") from None
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise ExpectedFileError(f"{path} has no column(s) {missing}; {remake}")
+    if table.empty:
+        raise ExpectedFileError(f"{path} has no rows: a check that cannot fail; {remake}")
+    table["gated"] = table.gated.astype(str).str.lower().isin(["true", "1"])
+    gated = table[table.gated]
+    holes = gated[gated.expected_psnr.isna() | gated.tolerance.isna() | (gated.tolerance < 0)]
+    if len(holes):
+        first = holes.iloc[0]
+        raise ExpectedFileError(
+            f"{path}: {len(holes)} gated value(s) without an expected PSNR or a tolerance "
+            f"(first: {first.suite} {first.dataset}/{first.image} {first.method}/{first.output}); "
+            + remake
+        )
+    if gated.empty:
+        raise ExpectedFileError(f"{path} gates no value: a check that cannot fail; {remake}")
+    return table
+
+
 def statistics(results: pd.DataFrame) -> pd.DataFrame:
     """The checked values of a run: every successful (cell, output), and each suite's mean per
     method and output (with ``n_cells``, the number of cells averaged)."""
@@ -70,7 +111,7 @@ def statistics(results: pd.DataFrame) -> pd.DataFrame:
     ok["level"] = ok["level"].astype(float).round(6)
     cells = ok[KEY + ["psnr"]].assign(statistic="cell", n_cells=1)
     means = (
-        ok.groupby(["suite", "method", "output"], sort=True)
+        ok.groupby(["suite", "profile", "method", "output"], sort=True)
         .psnr.agg(["mean", "size"])
         .reset_index()
         .rename(columns={"mean": "psnr", "size": "n_cells"})
@@ -130,6 +171,10 @@ def derive_expected(
     A value with no variant measurement gets no tolerance and is not gated: a check needs a
     measured spread.
     """
+    if not (reference.status == "ok").any():
+        raise ExpectedFileError(
+            "the reference run has no successful cell: nothing to expect (see its errors)"
+        )
     table = spread(reference, variants)
     tolerance = np.maximum(floor, multiple * table.spread)
     table["tolerance"] = tolerance.where(table.n_variants > 0).round(3)
@@ -167,7 +212,8 @@ def derive_expected(
     )
     columns += [c for c in table.columns if c.startswith("dev_")]
     columns += ["derivation", "measured_with"]
-    order = ["statistic", "suite", "method", "output", "dataset", "image", "degradation", "level"]
+    order = ["statistic", "suite", "profile", "method", "output", "dataset", "image"]
+    order += ["degradation", "level"]
     return table[columns].sort_values(order).reset_index(drop=True)
 
 
@@ -180,12 +226,6 @@ def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     ``expected + tolerance``); measured values the expected file does not list read ``new``.
     """
     expected = expected.copy()
-    if "statistic" not in expected:  # a file written before means and measured spread
-        expected["statistic"] = "cell"
-    if "gated" not in expected:
-        expected["gated"] = True
-    if "n_cells" not in expected:
-        expected["n_cells"] = 1
     expected["level"] = expected["level"].astype(float).round(6)
     measured = statistics(results).rename(columns={"n_cells": "measured_cells"})
     index = ["statistic"] + KEY

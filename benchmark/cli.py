@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a failed check or failed work, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections import Counter
@@ -42,6 +43,31 @@ def _selected(args: argparse.Namespace, registry: list[images.Entry]) -> list[im
         return images.select(registry, args.sets)
     except KeyError as err:
         raise UsageError(err.args[0]) from err
+
+
+def _positive_int(value: str) -> int:
+    """An argparse type: an integer of at least 1 (a count of threads, jobs, steps)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _device(value: str) -> str:
+    """An argparse type: a device that exists here, checked before any work starts."""
+    from benchmark.methods.fit import resolve_device
+
+    try:
+        resolve_device(value)
+    except (ValueError, RuntimeError) as err:
+        raise argparse.ArgumentTypeError(
+            f"{err}. Choose auto, cpu, cuda, cuda:N or mps; a CUDA GPU needs a CUDA build of "
+            "torch (README, section GPU)"
+        ) from None
+    return value
 
 
 def _batch(value: str) -> int | str:
@@ -120,6 +146,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     print(f"{len(entries)} file(s) in {root}: {summary}")
     if counts["failed"] or (counts["unavailable"] and not args.skip_unavailable):
         return EXIT_FAILED
+    if entries and counts["unavailable"] == len(entries):
+        print(
+            "nothing could be fetched: every file is unavailable from its source. "
+            + images.MIRROR_HINT,
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -169,6 +202,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = _load_suite(args)
     out = args.out or runner.default_out(suite.profile, suite.name)
     cells = suite.cells()
+    if not cells:
+        raise UsageError(
+            f"suite {suite.name!r} ({suite.profile}) has no cell: its methods run on none of its "
+            "degradations, or the selection removed them all"
+        )
     jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
     todo = runner.pending(cells, out, args.device, args.threads)
     print(
@@ -311,6 +349,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             for r in table[table.status != "ok"].itertuples()
         ]
         suspects += _report_suspects(table, suite.name)
+    if len(skipped) == len(suites):
+        print(
+            "no suite could run: the images of every suite are unavailable here. "
+            + images.MIRROR_HINT,
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     index = report.write_index(root)
     for line in failed:
         print(f"failed cell: {line}", file=sys.stderr)
@@ -340,12 +385,17 @@ def cmd_check(args: argparse.Namespace) -> int:
             variants = {Path(v).name: check.read_results([v]) for v in args.variants}
         except FileNotFoundError as err:
             raise UsageError(str(err)) from err
-        expected = check.derive_expected(results, variants, runner.versions())
+        try:
+            expected = check.derive_expected(results, variants, runner.versions())
+        except check.ExpectedFileError as err:
+            raise UsageError(str(err)) from err
         _write_expected(expected, args.expected)
         return EXIT_OK
-    if not args.expected.is_file():
-        raise UsageError(f"no expected file {args.expected}; create it with --update")
-    report = check.compare(results, pd.read_csv(args.expected))
+    try:
+        expected = check.read_expected(args.expected)
+    except check.ExpectedFileError as err:
+        raise UsageError(str(err)) from err
+    report = check.compare(results, expected)
     shown = report[~report.verdict.isin(["ok", "reported"])] if args.failures_only else report
     with pd.option_context("display.max_rows", None, "display.width", 200):
         if len(shown):
@@ -399,7 +449,7 @@ def _write_expected(expected: pd.DataFrame, path: Path) -> None:
 
 def cmd_expect(args: argparse.Namespace) -> int:
     """Measure a grid's spread over seeds and kernels and write its expected values."""
-    from benchmark import expect, runner
+    from benchmark import check, expect, runner
     from benchmark.suites import SuiteError, load_suite, packaged_suites
 
     names = args.suites or packaged_suites()
@@ -431,7 +481,7 @@ def cmd_expect(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             quiet=args.quiet,
         )
-    except RuntimeError as err:
+    except (RuntimeError, check.ExpectedFileError) as err:
         print(f"dipbench expect: {err}; {args.expected} was left as it was", file=sys.stderr)
         return EXIT_FAILED
     _write_expected(expected, args.expected)
@@ -447,6 +497,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         written = report.write_report(args.dir, figures=not args.no_figures)
+    except report.NoRecordsError as err:
+        print(f"dipbench report: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except FileNotFoundError as err:
         raise UsageError(str(err)) from err
     for path in written:
@@ -504,22 +557,43 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score restored images made elsewhere against ground truths, per image and on average."""
+    """Score restored images made elsewhere against ground truths, per image and on average.
+
+    Every pair that can be scored is; each file that cannot is named on its own line, and the
+    exit code is then 1.
+    """
+    from benchmark.runner import atomic_write
+
+    if args.out and not args.out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
     try:
-        table, unmatched = metrics.score_folders(args.gt, args.pred, args.protocol)
+        found = metrics.score_folders(args.gt, args.pred, args.protocol)
     except FileNotFoundError as err:
         raise UsageError(str(err)) from err
-    if unmatched:
-        print(f"not matched (in one folder only): {', '.join(unmatched)}", file=sys.stderr)
+    table = found.table
+    if found.unmatched:
+        print(f"not matched (in one folder only): {', '.join(found.unmatched)}", file=sys.stderr)
+    for problem in found.problems:
+        print(f"not scored: {problem}", file=sys.stderr)
     if table.empty:
-        print("no image names in common between --gt and --pred", file=sys.stderr)
+        print("nothing scored: no image name in common that could be read", file=sys.stderr)
         return EXIT_FAILED
-    shown = pd.concat([table, pd.DataFrame([{"image": "mean", **table[["psnr", "ssim"]].mean()}])])
+    mean = pd.DataFrame([{"image": "mean", **table[["psnr", "ssim"]].mean(), "notes": ""}])
+    shown = pd.concat([table, mean], ignore_index=True)
+    if not shown.notes.astype(bool).any():
+        shown = shown.drop(columns="notes")
     print(f"protocol {args.protocol}: {metrics.PROTOCOLS[args.protocol].description}")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
-        table.to_csv(args.out, index=False)
+        atomic_write(args.out, lambda p: table.to_csv(p, index=False))
         print(f"wrote {args.out}")
+    if found.problems:
+        print(
+            f"{len(found.problems)} file(s) not scored (above); the mean is over the "
+            f"{len(table)} scored",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -566,17 +640,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device",
         default="auto",
+        type=_device,
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: auto)",
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=_positive_int,
         default=None,
         help="local worker processes (default: one per CPU core on the CPU, one per GPU on CUDA)",
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=1,
         help="torch CPU threads per cell (default: 1). Part of a CPU cell's identity: "
         "the numbers do not depend on --jobs, but do change with --threads",
@@ -666,7 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(".ci-results"),
         help="folder for the runs (default: .ci-results)",
     )
-    p.add_argument("--jobs", type=int, default=None, help="local worker processes per run")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=None, help="local worker processes per run"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_expect)
 
@@ -677,9 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["full", "quick", "ci"],
         help="default: full on a CUDA GPU, else quick (with an estimate of full)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--jobs", type=int, default=None, help="local worker processes")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per cell")
+    p.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--jobs", type=_positive_int, default=None, help="local worker processes")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads per cell")
     p.add_argument("--batch", type=_batch, default="auto", help=BATCH_HELP)
     p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
     _add_allow_suspect(p)
@@ -710,18 +787,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--method", default="dip", choices=["dip", "dd"], help="default: dip")
     p.add_argument(
-        "--size", type=int, default=128, help="image side for the one-cell figures (default: 128)"
+        "--size",
+        type=_positive_int,
+        default=128,
+        help="image side for the one-cell figures (default: 128)",
     )
     p.add_argument(
-        "--batch", type=int, default=16, help="cells fitted together; 1 skips it (default: 16)"
+        "--batch",
+        type=_positive_int,
+        default=16,
+        help="cells fitted together; 1 skips it (default: 16)",
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=32,
         help="image side of the batched cells (default: 32, CIFAR-10's)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", type=_device, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--suite",
         help="take the network and optimisation from this suite's entry for --method "
@@ -730,13 +813,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile", default="full", choices=["full", "quick", "ci"], help="with --suite"
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--steps", type=int, default=10, help="steps per timed block (default: 10)")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
     p.add_argument(
-        "--repeats", type=int, default=5, help="timed blocks per variant; the median is shown"
+        "--steps", type=_positive_int, default=10, help="steps per timed block (default: 10)"
     )
     p.add_argument(
-        "--batch-steps", type=int, default=100, help="steps of each batched cell (default: 100)"
+        "--repeats",
+        type=_positive_int,
+        default=5,
+        help="timed blocks per variant; the median is shown",
+    )
+    p.add_argument(
+        "--batch-steps",
+        type=_positive_int,
+        default=100,
+        help="steps of each batched cell (default: 100)",
     )
     p.add_argument("--no-estimate", action="store_true", help="skip the suite estimates")
     p.set_defaults(func=cmd_speed)
@@ -775,6 +866,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:
+        # The reader went away (`dipbench list | head`): no traceback; later writes to the
+        # closed stdout (at exit) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     finally:
         signal.signal(signal.SIGTERM, previous)
 

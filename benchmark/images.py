@@ -178,7 +178,7 @@ class _RecordingDownloader:
         self.actual = file_hash(Path(output_file), self.entry)
 
 
-_MIRROR_HINT = (
+MIRROR_HINT = (
     "Set DIPBENCH_MIRROR to a folder or an http(s) base URL laid out as <set>/<file> "
     "(for example DIPBENCH_MIRROR=../shared/testimages) to fetch from a mirror instead."
 )
@@ -256,12 +256,20 @@ def fetch(entry: Entry, *, root: Path | None = None, mirror: str | None = None) 
             "nothing was kept. Run the download again."
         ) from err
     except requests.RequestException as err:  # no route, refused, DNS, time-out
-        hint = "" if (mirror or os.environ.get("DIPBENCH_MIRROR")) else f" {_MIRROR_HINT}"
+        hint = "" if (mirror or os.environ.get("DIPBENCH_MIRROR")) else f" {MIRROR_HINT}"
         raise DownloadError(
             f"{what}: {url} could not be reached ({err.__class__.__name__}).{hint}",
             unavailable=True,
         ) from err
+    path.chmod(0o666 & ~_umask())  # pooch's temporary file is 0600; a cache is shared
     return path, status
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def image_path(set_name: str, name: str, *, root: Path | None = None) -> Path:

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from benchmark.arrays import check_image, crop_to_multiple
-from benchmark.images import read_image
 
 SSIM_WINDOW = 11  # scikit-image's window for sigma 1.5 (truncated at 3.5 sigma)
 
@@ -140,33 +141,163 @@ def get_protocol(name: str) -> Protocol:
 
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm")
+_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
+class ImageFileError(ValueError):
+    """A file that cannot be scored as it is; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """An image read for scoring, and what was done to it on the way (said to the user)."""
+
+    pixels: np.ndarray  # float64 (H, W, C) in [0, 1], C = 1 or 3
+    notes: tuple[str, ...] = ()
+
+
+def read_for_scoring(path: Path) -> ScoredImage:
+    """Read an image file at its own bit depth: 8-bit / 255, 16-bit / 65535, float as it is.
+
+    Opaque RGBA drops its alpha (said in ``notes``); anything else that would need a guess is
+    refused: transparency, float values outside [0, 1], other sample types, files that do not
+    decode or are truncated.
+
+    Raises
+    ------
+    ImageFileError
+        Naming the file and the problem.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.verify()  # truncated or corrupt files fail here (PNG checks every chunk's CRC)
+    except Exception as err:  # noqa: BLE001  Pillow raises many kinds for bad files
+        raise ImageFileError(f"{path.name}: not a readable image ({err})") from None
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:  # a format Pillow knows and OpenCV does not: 8 bits only
+        with Image.open(path) as im:
+            data = np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
+    notes: list[str] = []
+    if data.ndim == 3 and data.shape[2] == 4:
+        alpha = data[..., 3]
+        opaque = np.iinfo(alpha.dtype).max if alpha.dtype.kind == "u" else 1.0
+        if alpha.min() < opaque:
+            raise ImageFileError(f"{path.name}: has transparency; save it without an alpha channel")
+        data = data[..., :3]
+        notes.append("opaque alpha channel dropped")
+    if data.ndim == 3 and data.shape[2] == 3:
+        data = data[..., ::-1]  # OpenCV's BGR
+    elif data.ndim == 3 and data.shape[2] == 1:
+        data = data[..., 0]
+    elif data.ndim != 2:
+        raise ImageFileError(f"{path.name}: {data.shape} is neither gray nor RGB(A)")
+    if data.dtype in _FULL_SCALE:
+        pixels = data.astype(np.float64) / _FULL_SCALE[data.dtype]
+        if data.dtype == np.uint16:
+            notes.append("16-bit, scaled by 1/65535")
+    elif data.dtype.kind == "f":
+        if not np.isfinite(data).all() or data.min() < 0 or data.max() > 1:
+            raise ImageFileError(
+                f"{path.name}: float image with values outside [0, 1] "
+                f"([{np.nanmin(data):.4g}, {np.nanmax(data):.4g}]); save it in [0, 1] or as "
+                "8/16-bit"
+            )
+        pixels = data.astype(np.float64)
+    else:
+        raise ImageFileError(f"{path.name}: {data.dtype} samples; save it as 8- or 16-bit")
+    pixels = pixels[..., None] if pixels.ndim == 2 else np.ascontiguousarray(pixels)
+    return ScoredImage(pixels, tuple(notes))
+
+
+def _as_gray_if_equal(image: ScoredImage) -> ScoredImage | None:
+    """An RGB file whose three channels are equal, as gray; None if they differ."""
+    rgb = image.pixels
+    if rgb.shape[2] == 3 and (rgb[..., :1] == rgb[..., 1:]).all():
+        return ScoredImage(rgb[..., :1], (*image.notes, "RGB with R = G = B, read as gray"))
+    return None
+
+
+def _match_channels(gt: ScoredImage, pred: ScoredImage, protocol: str) -> tuple[ScoredImage, ...]:
+    """Ground truth and prediction with the channels the protocol scores, converting only what
+    loses nothing (an RGB file with equal channels, for ``gray``)."""
+    if protocol == "sr-y":
+        if gt.pixels.shape[2] != pred.pixels.shape[2]:
+            kinds = {1: "gray", 3: "RGB"}
+            raise ImageFileError(
+                f"the prediction is {kinds[pred.pixels.shape[2]]}, the ground truth "
+                f"{kinds[gt.pixels.shape[2]]}: sr-y takes the luma of two images of one kind "
+                "(a gray prediction may be a luma already, or not); save it as the ground truth"
+            )
+        return gt, pred
+    wanted = 1 if protocol == "gray" else 3
+    fixed = []
+    for what, image in (("ground truth", gt), ("prediction", pred)):
+        channels = image.pixels.shape[2]
+        if channels == wanted:
+            fixed.append(image)
+            continue
+        gray = _as_gray_if_equal(image) if wanted == 1 else None
+        if gray is None:
+            name = {1: "gray", 3: "RGB"}[channels]
+            raise ImageFileError(
+                f"the {what} is {name}, the {protocol} protocol scores "
+                f"{'gray' if wanted == 1 else 'RGB'} images; use --protocol "
+                f"{'rgb' if channels == 3 else 'gray'} or sr-y, or save it as the protocol wants"
+            )
+        fixed.append(gray)
+    return tuple(fixed)
+
+
+def _by_stem(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Image files by name without extension, and the names that more than one file has."""
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    found: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(p.stem, []).append(p)
+    single = {k: v[0] for k, v in found.items() if len(v) == 1}
+    return single, {k: v for k, v in found.items() if len(v) > 1}
 
 
-def score_folders(gt_dir: Path, pred_dir: Path, protocol: str) -> tuple[pd.DataFrame, list[str]]:
+@dataclass
+class FolderScores:
+    """What :func:`score_folders` found: scores, and every file it could not score, by name."""
+
+    table: pd.DataFrame  # image, psnr, ssim, notes
+    unmatched: list[str]
+    problems: list[str]
+
+
+def score_folders(gt_dir: Path, pred_dir: Path, protocol: str) -> FolderScores:
     """Score restored images made elsewhere against their ground truths.
 
-    Files are matched by name without extension (``baby.png`` with ``baby.bmp``); each
-    prediction is read with its ground truth's channel count.
-
-    Returns
-    -------
-    table : DataFrame
-        One row per matched image: ``image, psnr, ssim``.
-    unmatched : list of str
-        Names found in only one of the folders.
+    Files are matched by name without extension (``baby.png`` with ``baby.bmp``). Every pair
+    that can be scored is; each one that cannot (a name two files share, a file that does not
+    decode, another size, channels the protocol does not score, an image too small for SSIM)
+    is listed in ``problems`` and left out.
     """
     chosen = get_protocol(protocol)
-    gts, preds = _by_stem(Path(gt_dir)), _by_stem(Path(pred_dir))
+    (gts, gt_twins), (preds, pred_twins) = _by_stem(Path(gt_dir)), _by_stem(Path(pred_dir))
+    problems = [
+        f"{name}: {len(paths)} files in {where} ({', '.join(p.name for p in paths)}); "
+        "keep one per name"
+        for where, twins in (("--gt", gt_twins), ("--pred", pred_twins))
+        for name, paths in sorted(twins.items())
+    ]
+    twins = gt_twins.keys() | pred_twins.keys()
     rows = []
-    for name in sorted(gts.keys() & preds.keys()):
-        gt = read_image(gts[name])
-        pred = read_image(preds[name], channels=gt.shape[2])
-        rows.append({"image": name, **chosen.score(pred, gt)})
-    unmatched = sorted(gts.keys() ^ preds.keys())
-    return pd.DataFrame(rows, columns=["image", "psnr", "ssim"]), unmatched
+    for name in sorted((gts.keys() & preds.keys()) - twins):
+        try:
+            gt, pred = read_for_scoring(gts[name]), read_for_scoring(preds[name])
+            gt, pred = _match_channels(gt, pred, protocol)
+            scores = chosen.score(pred.pixels, gt.pixels)
+        except ValueError as err:  # ImageFileError, or the protocol's size checks
+            problems.append(f"{name}: {err}")
+            continue
+        notes = [f"gt {n}" for n in gt.notes] + [f"pred {n}" for n in pred.notes]
+        rows.append({"image": name, **scores, "notes": "; ".join(notes)})
+    unmatched = sorted((gts.keys() | gt_twins.keys()) ^ (preds.keys() | pred_twins.keys()))
+    table = pd.DataFrame(rows, columns=["image", "psnr", "ssim", "notes"])
+    return FolderScores(table, unmatched, problems)

@@ -135,7 +135,9 @@ def published(meta: dict[str, Any]) -> pd.DataFrame:
         part = numbers[numbers.dataset == theirs].copy()
         part["dataset"] = ours
         part["paper_dataset"] = theirs
-        part["degradation"] = part.method.map(inputs).fillna(part.degradation)
+        part["degradation"] = [
+            inputs.get(m, d) for m, d in zip(part.method, part.degradation, strict=True)
+        ]
         rows.append(part)
     return pd.concat(rows, ignore_index=True) if rows else numbers.iloc[:0]
 
@@ -768,10 +770,27 @@ def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, An
 # --- a whole folder -------------------------------------------------------------------------
 
 
+class NoRecordsError(FileNotFoundError):
+    """A run folder whose tables exist but whose cell records do not (a committed report)."""
+
+
 def write_report(out: Path, *, figures: bool = True) -> list[Path]:
-    """(Re)write a run folder's tables, comparison and figures from its cell records."""
+    """(Re)write a run folder's tables, comparison and figures from its cell records.
+
+    Raises
+    ------
+    NoRecordsError
+        The folder has its tables but none of its cell records (``cells/`` is not kept in
+        git): rewriting would empty them, so nothing is written.
+    """
     out = Path(out)
     meta, records = load_run(out)
+    if not records and (out / "results.csv").is_file():
+        raise NoRecordsError(
+            f"{out} has no cell records ({cells_dir(out)} is missing or empty: a committed "
+            "report keeps only its tables). Its tables are left as they are; run the suite "
+            "into this folder to rebuild them."
+        )
     written = write_tables(out, meta, records)
     written.append(write_comparison(out, meta, records))
     es_table = write_es_table(out, meta, records)
@@ -789,6 +808,10 @@ def summary_line(out: Path) -> str:
     meta, records = load_run(out)
     comparison = out / "paper_comparison.csv"
     ok = sum(r.get("status") == "ok" for r in records)
+    if not records and (out / "results.csv").is_file():
+        # A committed report without its records: count from the table it was made with.
+        results = pd.read_csv(out / "results.csv")
+        ok = results[results.status == "ok"].key.nunique()
     line = f"{ok}/{len(meta.get('keys') or records)} cells"
     if comparison.is_file() and comparison.stat().st_size > 1:
         table = pd.read_csv(comparison)

@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import signal
 import subprocess
 import time
 import traceback
@@ -736,22 +737,60 @@ def _execute_pool(
     threads: int,
     show: bool,
 ) -> list[dict[str, Any]]:
+    """Run units in worker processes. A worker that dies (out of memory, killed, a crash in
+    native code) breaks the pool: the units it left unfinished run again one per fresh worker,
+    so the one that kills its worker is found and recorded as failed with the cause, and every
+    other cell still runs."""
+    records: list[dict[str, Any]] = []
+    with _bar(sum(len(u) for u in units), show) as bar:
+        left, _ = _run_pool(units, out, device, revision, jobs, threads, bar, records)
+        if left:
+            tqdm.write(
+                f"a worker process died; running the {sum(len(u) for u in left)} unfinished "
+                "cell(s) one worker each, to find the one that kills its worker"
+            )
+        for unit in left:
+            again, cause = _run_pool([unit], out, device, revision, 1, threads, bar, records)
+            if again:
+                _take(_died(unit, out, device, revision, threads, cause), records, bar)
+    return records
+
+
+def _run_pool(
+    units: Sequence[list[Cell]],
+    out: Path,
+    device: str,
+    revision: str,
+    jobs: int,
+    threads: int,
+    bar: tqdm,
+    records: list[dict[str, Any]],
+) -> tuple[list[list[Cell]], str]:
+    """Run units in one pool; return the units left unfinished when a worker died (and how it
+    died), or no units."""
     context = mp.get_context("spawn")  # torch and fork do not mix
     counter = context.Value("i", 0)
-    records = []
     pool = futures.ProcessPoolExecutor(
-        max_workers=jobs,
+        max_workers=min(jobs, len(units)),
         mp_context=context,
         initializer=_worker_init,
         initargs=(threads, _gpu_devices(device), counter),
     )
+    workers = {}
+    submitted = {}
+    unfinished: list[list[Cell]] = []
     try:
-        with _bar(sum(len(u) for u in units), show) as bar:
-            running = [
-                pool.submit(_worker_run, u, str(out), device, revision, threads) for u in units
-            ]
-            for done in futures.as_completed(running):
-                _take(done.result(), records, bar)
+        for unit in units:
+            submitted[pool.submit(_worker_run, unit, str(out), device, revision, threads)] = unit
+            workers.update(getattr(pool, "_processes", None) or {})
+        for done in futures.as_completed(submitted):
+            workers.update(getattr(pool, "_processes", None) or {})
+            try:
+                result = done.result()
+            except futures.process.BrokenProcessPool:
+                unfinished.append(submitted[done])
+                continue
+            _take(result, records, bar)
     except BaseException:
         # Ctrl-C or SIGTERM: stop the workers now; finished records are already on disk.
         for process in list(getattr(pool, "_processes", {}).values()):
@@ -759,6 +798,34 @@ def _execute_pool(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    codes = sorted({p.exitcode for p in workers.values() if p.exitcode not in (None, 0)})
+    return [u for u in units if u in unfinished], _death_cause(codes)
+
+
+def _death_cause(codes: Sequence[int]) -> str:
+    """How a worker died, from its exit code (a negative code is the signal that killed it)."""
+    if not codes:
+        return "its worker process died"
+    code = codes[0]
+    if code == -signal.SIGKILL:
+        return "its worker process was killed (SIGKILL: out of memory?)"
+    if code < 0:
+        return f"its worker process was killed by signal {signal.Signals(-code).name}"
+    return f"its worker process exited with code {code}"
+
+
+def _died(
+    unit: list[Cell], out: Path, device: str, revision: str, threads: int, cause: str
+) -> list[dict[str, Any]]:
+    """Failed records for the cells of a unit whose worker died."""
+    from benchmark.methods.fit import resolve_device
+
+    records = []
+    for cell in unit:
+        record = _new_record(cell, out, resolve_device(device), revision, threads)
+        _failed(record, RuntimeError(f"{cause} while computing this cell"))
+        record["traceback"] = ""
+        records.append(_finish(record, out, 0.0))
     return records
 
 
@@ -930,13 +997,28 @@ def write_results(table: pd.DataFrame, out: Path) -> Path:
 def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Run (or resume) a suite's grid and write ``results.csv``.
 
+    The run's manifest (``suite.json``) is written first and ``results.csv`` even when the run
+    is interrupted, so a partial run is still a run folder that ``report`` and ``check`` read
+    (they say how many cells are missing).
+
     Returns the collected table and the records computed by this call.
     """
     cells = suite.cells()
     device, threads = options.get("device", "auto"), options.get("threads", 1)
-    records = execute(cells, out, **options)
-    table = collect(cells, out, device, threads)
-    write_results(table, out)
+    write_manifest(suite, out, cells, device, threads)
+    try:
+        records = execute(cells, out, **options)
+    finally:
+        table = collect(cells, out, device, threads)
+        write_results(table, out)
+    return table, records
+
+
+def write_manifest(
+    suite: Suite, out: Path, cells: Sequence[Cell], device: str, threads: int
+) -> None:
+    """``suite.json``: what the run folder is a run of, and the keys of its grid."""
+    Path(out).mkdir(parents=True, exist_ok=True)
     write_json(
         Path(out) / "suite.json",
         {
@@ -958,4 +1040,3 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
             "keys": [record_path(c, out, device, threads).stem for c in cells],
         },
     )
-    return table, records

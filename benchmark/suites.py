@@ -14,16 +14,18 @@ and the method seed hashes the degradation seed with the method's name.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
+import inspect
 import json
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmark import __version__, images
-from benchmark.degradations import DEGRADATIONS, imagenet_c_level
+from benchmark.degradations import DEGRADATIONS, TASKS, imagenet_c_level
 from benchmark.methods import get_method
 from benchmark.metrics import PROTOCOLS
 
@@ -60,8 +62,89 @@ _METHOD_KEYS = {
 }
 
 
+_DEGRADATION_KEYS = {"kind", "levels", "imagenet_c", "datasets", "options"}
+
+
 class SuiteError(ValueError):
     """A suite file or a selection that does not make sense; the message lists valid names."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# What each key of a suite may hold: (test, how to say it).
+_TEXT = (lambda v: isinstance(v, str), "a string")
+_TABLE = (lambda v: isinstance(v, Mapping), "a table")
+_NAMES = (lambda v: isinstance(v, str) or _is_str_list(v), "a name or a list of names")
+_SUITE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": _TEXT,
+    "title": _TEXT,
+    "task": _TEXT,
+    "protocol": _TEXT,
+    "notes": _TEXT,
+    "paper": _TABLE,
+    "report": _TABLE,
+    "methods": _TABLE,
+    "profiles": _TABLE,
+    "datasets": _NAMES,
+    "images": (_is_str_list, "a list of image names"),
+    "count": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "crop": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0 (0: whole images)"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "repetitions": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "degradations": (
+        lambda v: isinstance(v, list) and all(isinstance(d, Mapping) for d in v),
+        "a list of [[degradations]] tables",
+    ),
+}
+_METHOD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "method": _TEXT,
+    "label": _TEXT,
+    "preset": (
+        lambda v: (
+            isinstance(v, str)
+            or (isinstance(v, Mapping) and all(isinstance(x, str) for x in v.values()))
+        ),
+        "a preset name, or a table of preset names by degradation kind",
+    ),
+    "network": _TABLE,
+    "fit": _TABLE,
+    "options": _TABLE,
+    "outputs": (_is_str_list, "a list of output names"),
+    "skip": (lambda v: isinstance(v, bool), "true or false"),
+    "degradations": _NAMES,
+}
+_DEGRADATION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "kind": _TEXT,
+    "datasets": (_is_str_list, "a list of dataset names"),
+    "options": _TABLE,
+}
+
+
+def _check_types(
+    table: Mapping[str, Any], types: Mapping[str, tuple[Callable[[Any], bool], str]], where: str
+) -> None:
+    for key, value in table.items():
+        if key in types and not types[key][0](value):
+            raise SuiteError(f"{where}: {key!r} must be {types[key][1]}, got {value!r}")
+
+
+def _unknown(found: Iterable[str], valid: Iterable[str], where: str) -> None:
+    """Raise a SuiteError naming each unknown key with the closest valid one."""
+    valid = sorted(valid)
+    unknown = sorted(set(found) - set(valid))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise SuiteError(f"{where}: unknown {', '.join(hints)}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -258,12 +341,17 @@ def load_suite(
             f"method seed must be 0 (the suite's) or a positive stream, got {method_seed}"
         )
     raw, path = read_suite_file(name_or_path)
-    unknown = sorted(set(raw) - _SUITE_KEYS)
-    if unknown:
-        raise SuiteError(
-            f"{path}: unknown key(s) {unknown}; valid: {', '.join(sorted(_SUITE_KEYS))}"
-        )
+    _unknown(raw, _SUITE_KEYS, f"{path}: suite key(s)")
+    _check_types(raw, _SUITE_TYPES, str(path))
     profiles = raw.get("profiles", {})
+    if not isinstance(profiles, Mapping):
+        raise SuiteError(f"{path}: 'profiles' must be a table of [profiles.<name>] tables")
+    _unknown(profiles, PROFILES, f"{path}: profile(s)")
+    for name_, table in profiles.items():
+        if not isinstance(table, Mapping):
+            raise SuiteError(f"{path}: [profiles.{name_}] must be a table")
+        _unknown(table, _SUITE_KEYS - {"profiles", "name"}, f"{path}: [profiles.{name_}] key(s)")
+        _check_types(table, _SUITE_TYPES, f"{path}: [profiles.{name_}]")
     if profile not in PROFILES:
         raise SuiteError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
     merged = _merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile, {}))
@@ -271,9 +359,21 @@ def load_suite(
     for key in ("task", "protocol", "datasets", "degradations", "methods"):
         if key not in merged:
             raise SuiteError(f"{path}: suite {name!r} has no {key!r}")
+    _check_types(merged, _SUITE_TYPES, f"{path} ({profile})")
     if merged["protocol"] not in PROTOCOLS:
         raise SuiteError(
             f"{path}: unknown protocol {merged['protocol']!r}; known: {', '.join(PROTOCOLS)}"
+        )
+    if merged["task"] not in TASKS:
+        close = difflib.get_close_matches(str(merged["task"]), TASKS, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SuiteError(
+            f"{path}: unknown task {merged['task']!r}{hint}; tasks: {', '.join(TASKS)}"
+        )
+    if not isinstance(merged["degradations"], list) or not isinstance(merged["methods"], Mapping):
+        raise SuiteError(
+            f"{path}: 'degradations' is a list of [[degradations]] tables and 'methods' a table "
+            "of [methods.<key>] tables"
         )
 
     datasets = merged["datasets"]
@@ -285,11 +385,16 @@ def load_suite(
 
     degradations = tuple(_check_degradation(d, path) for d in merged["degradations"])
     kinds = {d["kind"] for d in degradations}
+    for key, entry in merged["methods"].items():
+        if not isinstance(entry, Mapping):
+            raise SuiteError(f"{path}: [methods.{key}] must be a table")
     methods = tuple(
         _method_spec(key, entry or {}, path, kinds)
         for key, entry in merged["methods"].items()
         if not (entry or {}).get("skip", False)
     )
+    for spec in methods:
+        _check_method_options(spec, merged["task"], degradations, path)
     if methods_subset:
         keys = [m.key for m in methods]
         missing = sorted(set(methods_subset) - set(keys))
@@ -358,21 +463,80 @@ def _choose_images(
 
 
 def _check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise SuiteError(f"{path}: each [[degradations]] entry must be a table")
     kind = entry.get("kind")
     if kind not in DEGRADATIONS:
-        raise SuiteError(f"{path}: unknown degradation {kind!r}; known: {', '.join(DEGRADATIONS)}")
+        close = difflib.get_close_matches(str(kind), list(DEGRADATIONS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SuiteError(
+            f"{path}: unknown degradation {kind!r}{hint}; known: {', '.join(DEGRADATIONS)}"
+        )
+    _unknown(entry, _DEGRADATION_KEYS, f"{path}: degradation {kind!r} key(s)")
+    _check_types(entry, _DEGRADATION_TYPES, f"{path}: degradation {kind!r}")
+    options = entry.get("options", {})
+    if not isinstance(options, Mapping):
+        raise SuiteError(f"{path}: degradation {kind!r}: options must be a table")
+    parameters = inspect.signature(DEGRADATIONS[kind]).parameters.values()
+    accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    _unknown(options, accepted, f"{path}: degradation {kind!r} option(s)")
     if ("levels" in entry) == ("imagenet_c" in entry):
         raise SuiteError(f"{path}: degradation {kind!r} needs either 'levels' or 'imagenet_c'")
+    values = entry.get("levels", entry.get("imagenet_c"))
+    if not isinstance(values, list) or not values:
+        raise SuiteError(f"{path}: degradation {kind!r}: give a non-empty list, e.g. levels = [25]")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SuiteError(
+                f"{path}: degradation {kind!r}: level {value!r} is not a number "
+                "(levels are numbers in the degradation's units, e.g. sigma = 25 on 0-255)"
+            )
+    if "imagenet_c" in entry and not all(v in (1, 2, 3, 4, 5) for v in values):
+        raise SuiteError(f"{path}: degradation {kind!r}: ImageNet-C severities are 1..5")
     return dict(entry)
 
 
+def _check_method_options(
+    spec: MethodSpec, task: str, degradations: Sequence[Mapping[str, Any]], path: Path
+) -> None:
+    """Unknown options fail here, when the suite loads, not hours into a run."""
+    from benchmark.methods.priors import check_setting, has_presets
+
+    where = f"{path}: method {spec.key!r}"
+    if has_presets(spec.method):
+        for deg in degradations:
+            if not spec.runs_on(deg["kind"]):
+                continue
+            for level, _ in _levels(deg):
+                options = spec.options_for(deg["kind"])
+                factor = int(level) if task == "super_resolution" else None
+                try:
+                    check_setting(
+                        spec.method,
+                        task,
+                        factor,
+                        preset=options.get("preset"),
+                        network=options.get("network"),
+                        fit_options=options.get("fit_options"),
+                    )
+                except (KeyError, ValueError, TypeError) as err:
+                    raise SuiteError(f"{where}: {err.args[0] if err.args else err}") from err
+        return
+    if ":" in spec.method:
+        return  # a user's function: its options are its own business
+    extra = set(spec.options) - {"preset"}
+    if "network" in extra or "fit_options" in extra:
+        raise SuiteError(f"{where}: 'network' and 'fit' apply to network methods (dip, dd) only")
+    parameters = inspect.signature(get_method(spec.method).function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    _unknown(extra, [a for a in accepted if a != "seed"], f"{where}: option(s)")
+
+
 def _method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str]) -> MethodSpec:
-    unknown = sorted(set(entry) - _METHOD_KEYS)
-    if unknown:
-        raise SuiteError(
-            f"{path}: method {key!r}: unknown key(s) {unknown}; valid: "
-            f"{', '.join(sorted(_METHOD_KEYS))}"
-        )
+    _unknown(entry, _METHOD_KEYS, f"{path}: method {key!r} key(s)")
+    _check_types(entry, _METHOD_TYPES, f"{path}: method {key!r}")
     runs_on = entry.get("degradations", [])
     runs_on = [runs_on] if isinstance(runs_on, str) else list(runs_on)
     absent = sorted(set(runs_on) - kinds)

@@ -19,6 +19,7 @@ def _results(values: dict[tuple[str, str, str], float], status: str = "ok") -> p
         [
             {
                 "suite": "s",
+                "profile": "ci",
                 "dataset": "d",
                 "image": image,
                 "degradation": "gaussian",

@@ -184,10 +184,14 @@ def test_cifar10_suite_on_a_small_archive_in_the_official_format(
 def test_reproduce_skips_a_suite_whose_images_are_unavailable(
     tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["reproduce", "cifar10-noise", "--profile", "ci", "--out", str(tmp_path)]) == 0
+    argv = ["reproduce", "cifar10-noise", "super-resolution", "--profile", "ci"]
+    assert main([*argv, "--out", str(tmp_path), "-q"]) == 0
     out = capsys.readouterr().out
     assert "skipped cifar10-noise: its images cannot be had here" in out
     assert (tmp_path / "README.md").is_file()
+    # Nothing at all could run: that is a failure, not an empty success.
+    assert main([*argv[:2], "--profile", "ci", "--out", str(tmp_path / "none"), "-q"]) == 1
+    assert "no suite could run" in capsys.readouterr().err
 
 
 def _synthetic_run(suite_name: str) -> tuple[dict, list[dict]]:

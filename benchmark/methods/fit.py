@@ -135,6 +135,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         chosen = torch.device(device)
         if chosen.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available here")
+        if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} requested but there are {torch.cuda.device_count()} GPU(s)"
+            )
+        mps = getattr(torch.backends, "mps", None)
+        if chosen.type == "mps" and not (mps and mps.is_available()):
+            raise ValueError(f"device {device!r} requested but MPS is not available here")
         return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -16,6 +16,7 @@ from torch import nn
 from benchmark.degradations import Observation
 from benchmark.methods.fit import FitConfig, FitError, fit_many
 from benchmark.methods.networks import (
+    BATCHNORM_INITS,
     DecoderConfig,
     DeepDecoder,
     SkipConfig,
@@ -75,11 +76,37 @@ def default_preset(method: str, task: str, factor: int | None = None) -> str:
     return DEFAULT_PRESETS[method][task]
 
 
+def check_types(cls: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise ``TypeError`` for a value whose type differs from its field's default's (a
+    number for a number, a string for a string, a list for a tuple); fields that default to
+    None take anything."""
+    defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and (isinstance(value, int) or isinstance(default, float))
+        elif isinstance(default, tuple):
+            ok = isinstance(value, list | tuple)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            kind = type(default).__name__
+            raise TypeError(
+                f"{what} option {key!r} must be like {default!r} ({kind}), got {value!r}"
+            )
+
+
 def _typed(cls: type, values: Mapping[str, Any], what: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise KeyError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(names))}")
+    check_types(cls, values, what)
     return replace(cls(), **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -116,6 +143,37 @@ def resolve_setting(
     chosen = get_preset(method, preset or default_preset(method, task, factor))
     net_options = {**chosen.network, **(network or {})}
     return chosen, net_options, FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
+
+
+def check_setting(
+    method: str,
+    task: str,
+    factor: int | None = None,
+    *,
+    preset: str | None = None,
+    network: Mapping[str, Any] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise ``KeyError``/``ValueError`` naming the first unknown preset, fit option or network
+    option of a call, before any fit starts (a suite checks its entries when it loads)."""
+    check_types(FitConfig, fit_options or {}, "fit")
+    _, net_options, _ = resolve_setting(
+        method, task, factor, preset=preset, network=network, fit_options=fit_options
+    )
+    options = dict(net_options)
+    kind = options.pop("kind")
+    init = options.pop("batchnorm_init", "ones")
+    if init not in BATCHNORM_INITS:
+        raise ValueError(f"batchnorm_init {init!r}; known: {', '.join(BATCHNORM_INITS)}")
+    configs = {"skip": SkipConfig, "decoder": DecoderConfig}
+    if kind not in configs:
+        raise KeyError(f"unknown network kind {kind!r}; known: {', '.join(configs)}")
+    _typed(configs[kind], options, f"{kind} network")
+
+
+def has_presets(method: str) -> bool:
+    """Whether ``method`` is a network method configured by presets (DIP, DD)."""
+    return method in load_presets()
 
 
 def run_prior(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -75,9 +78,12 @@ def get_method(name: str) -> MethodInfo:
     if ":" in name:
         module_name, _, attribute = name.partition(":")
         try:
-            function = getattr(importlib.import_module(module_name), attribute)
+            function = getattr(_import_user_module(module_name), attribute)
         except (ImportError, AttributeError) as err:
-            raise KeyError(f"cannot import method {name!r}: {err}") from err
+            raise KeyError(
+                f"cannot import method {name!r}: {err} (the module must be importable: in the "
+                "current folder, installed, or on PYTHONPATH)"
+            ) from err
         return MethodInfo(name, function, TASKS, f"user method {name}")
     try:
         return METHODS[name]
@@ -86,6 +92,19 @@ def get_method(name: str) -> MethodInfo:
             f"unknown method {name!r}; known: {', '.join(sorted(METHODS))} "
             "(or package.module:function for your own)"
         ) from None
+
+
+def _import_user_module(module_name: str) -> ModuleType:
+    """Import a user's module; like pytest with its rootdir, the current folder is searched
+    too (and stays on ``sys.path``, so spawned workers find the module as well)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        here = os.getcwd()
+        if err.name != module_name.split(".")[0] or here in sys.path:
+            raise
+        sys.path.insert(0, here)
+        return importlib.import_module(module_name)
 
 
 def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
