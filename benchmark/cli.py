@@ -195,6 +195,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+LONG_RUN_HOURS = 1.0  # a run estimated longer than this asks for --yes
+
+
+def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace, jobs: int) -> None:
+    """Print a network run's estimated time; one over ``LONG_RUN_HOURS`` starts only after
+    ``--yes`` or a "y" typed at a terminal. The ci profile (a few minutes) is not estimated."""
+    from benchmark import runner
+    from benchmark.methods.priors import has_presets
+
+    if suite.profile == "ci" or not any(has_presets(c.method) for c in todo):
+        return
+    steps = runner.measure_step_seconds(args.device)
+    hours = runner.estimate_seconds(suite, steps, todo) / 3600 / max(1, jobs)
+    print(
+        f"estimated time: about {hours:.1f} h with {jobs} job(s) on {args.device} (a rough "
+        "figure scaled from one measured step)"
+    )
+    if hours <= LONG_RUN_HOURS or args.yes:
+        return
+    if sys.stdin.isatty():
+        if input("start it? [y/N] ").strip().lower() in ("y", "yes"):
+            return
+        raise UsageError("not started")
+    raise UsageError(
+        f"this run needs about {hours:.1f} h here: add --yes to start it, or use "
+        "--profile quick (a 2-core CPU finishes every quick suite in about an hour)"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) a suite's grid; failed cells are listed and make the exit code 1."""
     from benchmark import runner
@@ -213,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{suite.name} ({suite.profile}): {len(cells)} cells, {len(cells) - len(todo)} already "
         f"done, {len(todo)} to run -> {out}"
     )
+    _confirm_long_run(suite, todo, args, jobs)
     slurm = {
         "partition": args.slurm_partition,
         "gpus": args.slurm_gpus,
@@ -233,6 +263,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     failed = table[table.status != "ok"]
     print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
+    elsewhere = runner.claimed_elsewhere(cells, out, args.device, args.threads)
+    if elsewhere:
+        print(
+            f"{len(elsewhere)} cell(s) are being computed by another run on this folder (their "
+            "lock files in cells/); run the same command again when it ends to collect them"
+        )
     if not args.no_report:
         from benchmark import report
 
@@ -683,6 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", type=_batch, default="auto", help=BATCH_HELP)
     p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"start a run estimated at more than {LONG_RUN_HOURS:g} h without asking",
+    )
     _add_method_seed(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)

@@ -18,9 +18,11 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,85 @@ def remove_stale_temporaries(folder: Path) -> None:
             pid = None
         if pid is None or not process_is_running(pid):
             tmp.unlink(missing_ok=True)
+
+
+# --- claims: several runs on one folder split the grid ---------------------------------------
+
+FOREIGN_CLAIM_HOURS = 48.0  # a claim from another host older than this is taken over
+
+
+def _claim_path(cell: Cell, out: Path, device: str, threads: int) -> Path:
+    return record_path(cell, out, device, threads).with_suffix(".lock")
+
+
+def claim(path: Path) -> bool:
+    """Claim a cell by creating its lock file (owner's pid and host); False if a live owner
+    holds it. A claim whose process is gone (same host), or from another host and older than
+    ``FOREIGN_CLAIM_HOURS``, is stale and taken over."""
+    owner = {"pid": os.getpid(), "host": platform.node(), "since": time.time()}
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if not _stale(path):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(owner, handle)
+        return True
+    return False
+
+
+def _stale(path: Path) -> bool:
+    try:
+        owner = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (OSError, ValueError):
+        return True  # unreadable, or half-written by a process that died
+    if owner.get("host") == platform.node():
+        return not process_is_running(int(owner.get("pid", -1)))
+    return age > FOREIGN_CLAIM_HOURS * 3600
+
+
+def release(path: Path) -> None:
+    """Remove a claim this process holds."""
+    try:
+        owner = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if owner.get("pid") == os.getpid() and owner.get("host") == platform.node():
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def claimed(cells: Sequence[Cell], out: Path, device: str, threads: int) -> Iterator[list[Cell]]:
+    """The cells of ``cells`` this process may compute now: not finished by another run
+    meanwhile, and claimed; their claims are released on the way out, whatever happens."""
+    cells_dir(out).mkdir(parents=True, exist_ok=True)
+    mine = []
+    for cell in cells:
+        record = read_record(record_path(cell, out, device, threads))
+        if record is not None and record.get("status") == "ok":
+            continue  # another run finished it since this one planned
+        if claim(_claim_path(cell, out, device, threads)):
+            mine.append(cell)
+    try:
+        yield mine
+    finally:
+        for cell in mine:
+            release(_claim_path(cell, out, device, threads))
+
+
+def claimed_elsewhere(cells: Sequence[Cell], out: Path, device: str, threads: int) -> list[Cell]:
+    """Cells without a record that another live run holds."""
+    return [
+        c
+        for c in cells
+        if read_record(record_path(c, out, device, threads)) is None
+        and _claim_path(c, out, device, threads).exists()
+        and not _stale(_claim_path(c, out, device, threads))
+    ]
 
 
 def process_is_running(pid: int) -> bool:
@@ -352,6 +433,20 @@ def run_cells(
     gets its own record, as from :func:`run_cell`, its ``info.batch`` saying how many cells
     were fitted together. Returns the records.
     """
+    with claimed(cells, out, device, threads) as mine:
+        if not mine:
+            return []
+        return _compute_cells(mine, out, device, revision, threads, progress)
+
+
+def _compute_cells(
+    cells: Sequence[Cell],
+    out: Path,
+    device: str,
+    revision: str,
+    threads: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[dict[str, Any]]:
     from benchmark.methods.fit import resolve_device
     from benchmark.methods.priors import run_prior_many
 
@@ -577,20 +672,37 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_init(threads: int, devices: list[str], counter: Any) -> None:
+# A pool worker's progress slot: (shared array of [done, total] per worker, this worker's
+# index). Set once per worker process by its initializer, the only way a pool shares memory.
+_WORKER_PROGRESS: tuple[Any, int] | None = None
+
+
+def _worker_init(
+    threads: int, devices: list[str], counter: Any, progress: Any = None, slots: int = 1
+) -> None:
     import threading
 
     import torch
 
+    global _WORKER_PROGRESS
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     os.environ["DIPBENCH_WORKER_THREADS"] = str(threads)
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
     if devices:
-        with counter.get_lock():
-            index = counter.value
-            counter.value += 1
         os.environ["DIPBENCH_WORKER_DEVICE"] = devices[index % len(devices)]
+    if progress is not None:
+        _WORKER_PROGRESS = (progress, index % slots)
+
+
+def _report_progress(done: int, total: int) -> None:
+    """A worker's fit progress, into its slot of the shared array the parent shows."""
+    if _WORKER_PROGRESS is not None:
+        shared, slot = _WORKER_PROGRESS
+        shared[2 * slot], shared[2 * slot + 1] = done, total
 
 
 def _worker_run(
@@ -601,7 +713,8 @@ def _worker_run(
     if os.environ.get("DIPBENCH_WORKER_THREADS") != str(threads):  # a Slurm job: first cell
         torch.set_num_threads(threads)
     device = os.environ.get("DIPBENCH_WORKER_DEVICE", device)
-    return run_cells(unit, Path(out), device, revision=revision, threads=threads)
+    progress = _report_progress if _WORKER_PROGRESS is not None else None
+    return run_cells(unit, Path(out), device, revision=revision, threads=threads, progress=progress)
 
 
 def _gpu_devices(device: str) -> list[str]:
@@ -676,11 +789,26 @@ def _note_failure(record: dict[str, Any]) -> None:
         )
 
 
-def _take(done: list[dict[str, Any]], records: list[dict[str, Any]], bar: tqdm) -> None:
-    """Add a unit's records to the run's, naming its failures and advancing the bar."""
+def _take(
+    done: list[dict[str, Any]], records: list[dict[str, Any]], bar: tqdm, running: int = 0
+) -> None:
+    """Add a unit's records to the run's, naming its failures and advancing the bar (which
+    shows the failed cells so far and, with workers, how many cells are running)."""
     for record in done:
         _note_failure(record)
     records += done
+    failed = sum(r.get("status") != "ok" for r in records)
+    bar.set_postfix_str(
+        ", ".join(
+            part
+            for part in (
+                f"{running} running" if running else "",
+                f"{failed} failed" if failed else "",
+            )
+            if part
+        ),
+        refresh=False,
+    )
     bar.update(len(done))
 
 
@@ -770,36 +898,78 @@ def _run_pool(
     died), or no units."""
     context = mp.get_context("spawn")  # torch and fork do not mix
     counter = context.Value("i", 0)
+    slots = min(jobs, len(units))
+    shared = context.Array("q", 2 * slots, lock=False)  # [done, total] per worker
     pool = futures.ProcessPoolExecutor(
-        max_workers=min(jobs, len(units)),
+        max_workers=slots,
         mp_context=context,
         initializer=_worker_init,
-        initargs=(threads, _gpu_devices(device), counter),
+        initargs=(threads, _gpu_devices(device), counter, shared, slots),
     )
     workers = {}
     submitted = {}
     unfinished: list[list[Cell]] = []
+    fits = _WorkerBars(slots, shared, show=not bar.disable and sys.stderr.isatty())
     try:
         for unit in units:
             submitted[pool.submit(_worker_run, unit, str(out), device, revision, threads)] = unit
             workers.update(getattr(pool, "_processes", None) or {})
-        for done in futures.as_completed(submitted):
+        left = sum(len(u) for u in units)
+        waiting = set(submitted)
+        while waiting:
+            finished, waiting = futures.wait(
+                waiting, timeout=0.5, return_when=futures.FIRST_COMPLETED
+            )
             workers.update(getattr(pool, "_processes", None) or {})
-            try:
-                result = done.result()
-            except futures.process.BrokenProcessPool:
-                unfinished.append(submitted[done])
-                continue
-            _take(result, records, bar)
+            fits.refresh()
+            for done in finished:
+                left -= len(submitted[done])
+                try:
+                    result = done.result()
+                except futures.process.BrokenProcessPool:
+                    unfinished.append(submitted[done])
+                    continue
+                _take(result, records, bar, running=min(jobs, left))
     except BaseException:
         # Ctrl-C or SIGTERM: stop the workers now; finished records are already on disk.
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        fits.close()
     pool.shutdown()
     codes = sorted({p.exitcode for p in workers.values() if p.exitcode not in (None, 0)})
     return [u for u in units if u in unfinished], _death_cause(codes)
+
+
+class _WorkerBars:
+    """One iteration bar per worker under the grid's bar, fed from the shared array (only on a
+    terminal: a log gets the grid's bar alone)."""
+
+    def __init__(self, slots: int, shared: Any, *, show: bool) -> None:
+        self.shared = shared
+        self.bars = (
+            [
+                tqdm(desc=f"  worker {i + 1}", unit="it", position=i + 1, leave=False)
+                for i in range(slots)
+            ]
+            if show
+            else []
+        )
+
+    def refresh(self) -> None:
+        for i, inner in enumerate(self.bars):
+            done, total = self.shared[2 * i], self.shared[2 * i + 1]
+            if not total:
+                continue
+            if inner.total != total or done < inner.n:  # the worker started another cell
+                inner.reset(total=total)
+            inner.update(done - inner.n)
+
+    def close(self) -> None:
+        for inner in self.bars:
+            inner.close()
 
 
 def _death_cause(codes: Sequence[int]) -> str:
@@ -884,15 +1054,18 @@ def unavailable_reason(suite: Suite) -> str | None:
     return None
 
 
-def estimate_seconds(suite: Suite, step_seconds: dict[str, float]) -> float:
-    """A rough duration of a suite: network steps scaled by pixels from a measured step.
+def estimate_seconds(
+    suite: Suite, step_seconds: dict[str, float], cells: Sequence[Cell] | None = None
+) -> float:
+    """A rough duration of a suite (or of some of its ``cells``): network steps scaled by
+    pixels from a measured step.
 
     ``step_seconds`` holds the measured seconds of one step of DIP's default network and of
     the Deep Decoder (k=128) on a 128x128 RGB image; classical cells count 2 s each.
     """
     sizes = _registry_sizes()
     total = 0.0
-    for cell in suite.cells():
+    for cell in suite.cells() if cells is None else cells:
         if cell.method not in ("dip", "dd"):
             total += 2.0
             continue

@@ -539,3 +539,75 @@ def test_cached_files_follow_the_umask(tmp_path: Path, mirror: Path) -> None:
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+# --- two runs on one folder split the grid --------------------------------------------------
+
+
+def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path: Path) -> None:
+    import json
+    import os
+    import platform
+    import time
+
+    from benchmark.runner import claim, release
+
+    lock = tmp_path / "cell.lock"
+    assert claim(lock) and not claim(lock)  # held by this (live) process
+    release(lock)
+    assert not lock.exists() and claim(lock)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": platform.node()}))
+    assert claim(lock)  # its owner has exited: stale
+    lock.write_text(json.dumps({"pid": 1, "host": "another-host"}))
+    assert not claim(lock)  # a fresh claim from another machine is respected
+    old = time.time() - 49 * 3600
+    os.utime(lock, (old, old))
+    assert claim(lock)  # ... unless it is older than FOREIGN_CLAIM_HOURS
+
+
+def test_a_cell_claimed_by_another_live_run_is_left_to_it(
+    tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+    import platform
+
+    from benchmark import runner
+
+    suite = load_suite("inpainting-table1", "ci", methods_subset=["telea"])
+    cells = suite.cells()
+    out = tmp_path / "run"
+    runner.cells_dir(out).mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = runner.record_path(cells[0], out, "auto", 1).with_suffix(".lock")
+        lock.write_text(json.dumps({"pid": other.pid, "host": platform.node()}))
+        argv = ["run", "inpainting-table1", "--profile", "ci", "--methods", "telea"]
+        assert main([*argv, "--jobs", "1", "--out", str(out), "-q", "--no-report"]) == 0
+        assert "1 cell(s) are being computed by another run" in capsys.readouterr().out
+        table = pd.read_csv(out / "results.csv")
+        assert set(table.image) == {c.image for c in cells[1:]}
+    finally:
+        other.kill()
+        other.wait()
+    # The other run is gone: its claim is stale, and the next run computes the cell.
+    assert main([*argv, "--jobs", "1", "--out", str(out), "-q", "--no-report"]) == 0
+    assert len(pd.read_csv(out / "results.csv")) == len(cells)
+    assert not list(runner.cells_dir(out).glob("*.lock"))
+
+
+def test_a_long_run_needs_yes_and_says_its_estimate(
+    tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    argv = ["run", "inpainting-table1", "--methods", "dip", "--device", "cpu", "--out", str(out)]
+    assert _exit_code(argv) == 2  # the full profile: days of CPU time; stdin is no terminal
+    captured = capsys.readouterr()
+    assert "estimated time: about" in captured.out
+    assert "add --yes to start it" in captured.err
+    assert not (out / "cells").exists()
