@@ -382,6 +382,7 @@ def load_suite(
     chosen = _choose_images(available, merged.get("images"), path, what=f"suite {name!r}")
     if images_subset:
         chosen = _choose_images(chosen, images_subset, path, what=f"suite {name!r} ({profile})")
+    _check_protocol_channels(chosen, merged["protocol"], path)
 
     degradations = tuple(_check_degradation(d, path) for d in merged["degradations"])
     kinds = {d["kind"] for d in degradations}
@@ -442,6 +443,24 @@ def _available_images(datasets: list[str], count: int, path: Path) -> list[tuple
         else:
             found += [(dataset, e.name) for e in members]
     return found
+
+
+def _check_protocol_channels(chosen: Sequence[tuple[str, str]], protocol: str, path: Path) -> None:
+    """A ``gray`` protocol on color images (or ``rgb`` on gray ones) would fail every cell
+    when it is scored; say so now."""
+    wanted = {"gray": "gray", "rgb": "RGB"}.get(protocol)
+    if wanted is None:
+        return
+    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
+    kinds = {"L": "gray", "1": "gray", "LA": "gray", "RGB": "RGB", "RGBA": "RGB"}
+    wrong = [f"{d}/{i}" for d, i in chosen if kinds.get(modes.get((d, i), "RGB"), wanted) != wanted]
+    if wrong:
+        other = "rgb" if wanted == "gray" else "gray"
+        raise SuiteError(
+            f"{path}: protocol {protocol!r} scores {wanted} images, but "
+            f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} are not; use protocol "
+            f"{other!r} (or sr-y), or other images"
+        )
 
 
 def _choose_images(

@@ -611,3 +611,10 @@ def test_a_long_run_needs_yes_and_says_its_estimate(
     assert "estimated time: about" in captured.out
     assert "add --yes to start it" in captured.err
     assert not (out / "cells").exists()
+
+
+def test_a_protocol_that_cannot_score_the_images_is_refused_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "gray_on_color.toml"
+    path.write_text(BASE_SUITE.replace('protocol = "rgb"', 'protocol = "gray"'))
+    with pytest.raises(SuiteError, match="protocol 'gray' scores gray images, but cbm3d_color9/"):
+        load_suite(str(path))
