@@ -1,9 +1,10 @@
 """Image registry, checksummed downloads and loading.
 
-Every file the benchmark uses is a row of ``datasets/registry.csv``: where it lives on the
-web (a URL at a pinned commit), the checksum of its bytes and of its decoded pixels, its size
-and its mode. Files are fetched with pooch, verified, and cached; nothing unverified is ever
-left in the cache.
+Every file the benchmark uses is a row of ``benchmark/data/registry.csv`` (written by
+:func:`build_registry` from a mirror's manifest, read by :func:`load_registry`): where it
+lives on the web (a URL at a pinned commit), the checksum of its bytes and of its decoded
+pixels, its size and its mode. Files are fetched with pooch, verified, and cached; nothing
+unverified is ever left in the cache.
 
 Environment variables
 ---------------------
@@ -123,11 +124,46 @@ def find(set_name: str, name: str, registry: list[Entry] | None = None) -> Entry
     )
 
 
+# The CIFAR-10 test archive: in no mirror, so its row comes from its official page.
+CIFAR10_ROW = {
+    "set": "cifar10",
+    "name": "cifar-10-python",
+    "file": "cifar10/cifar-10-python.tar.gz",
+    "width": 32,
+    "height": 32,
+    "mode": "RGB",
+    "kind": "archive",
+    "sha256": "",
+    "md5": "c58f30108f718f92721af3b95e74349a",
+    "pixel_sha256": "",
+    "bytes": 170498071,
+    "repo": "",
+    "commit": "",
+    "path_in_repo": "",
+    "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+}
+
+
+def build_registry(mirror: Path) -> pd.DataFrame:
+    """The registry from a mirror's ``MANIFEST.csv`` (each image's URL at a pinned commit and
+    the sha256 of its bytes) and ``PIXEL_SHA256.csv`` (file size, sha256 of the decoded
+    pixels), with the CIFAR-10 archive appended. ``scripts/build_registry.py`` writes it to
+    :data:`REGISTRY_PATH`."""
+    root = Path(mirror)
+    manifest = pd.read_csv(root / "MANIFEST.csv", dtype=str)
+    pixels = pd.read_csv(root / "PIXEL_SHA256.csv", dtype=str)[["file", "pixel_sha256", "bytes"]]
+    table = manifest.merge(pixels, on="file", how="left").rename(columns={"raw_url": "url"})
+    table["kind"] = "image"
+    table["md5"] = ""
+    table = pd.concat([table, pd.DataFrame([CIFAR10_ROW])], ignore_index=True)
+    return table[list(CIFAR10_ROW)]
+
+
 def data_dir() -> Path:
     """The cache: ``$DIPBENCH_DATA``, a checkout's ``datasets/cache``, or the user cache."""
     if env := os.environ.get("DIPBENCH_DATA"):
         return Path(env).expanduser()
-    if (_CHECKOUT / "datasets" / "registry.csv").is_file():
+    if (_CHECKOUT / "pyproject.toml").is_file():  # a source checkout, not an installed copy
         return _CHECKOUT / "datasets" / "cache"
     return Path(pooch.os_cache("dipbench"))
 

@@ -36,6 +36,17 @@ def test_registry_lists_every_mirrored_image_and_the_cifar_archive(mirror: Path)
     assert all(len(e.known_hash.split(":")[1]) in (32, 64) for e in registry)
 
 
+def test_the_committed_registry_is_what_its_builder_writes(mirror: Path) -> None:
+    """One registry: the file the code reads is the one ``scripts/build_registry.py`` makes
+    from the mirror's manifest, and no second copy lies elsewhere in the checkout."""
+    built = images.build_registry(mirror).astype(str).replace("nan", "")
+    committed = pd.read_csv(images.REGISTRY_PATH, dtype=str).fillna("")
+    pd.testing.assert_frame_equal(built.reset_index(drop=True), committed)
+    checkout = images.REGISTRY_PATH.parents[2]
+    others = [p for p in checkout.rglob("registry.csv") if ".venv" not in p.parts]
+    assert others == [images.REGISTRY_PATH]
+
+
 def test_unknown_set_or_image_names_the_valid_ones() -> None:
     with pytest.raises(KeyError, match="known sets: bm3d_gray11"):
         images.select(images.load_registry(), ["bm3d_grey11"])
