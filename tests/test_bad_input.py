@@ -103,6 +103,7 @@ def test_nothing_downloaded_is_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setenv("DIPBENCH_MIRROR", str(tmp_path / "no-such-mirror"))
+    monkeypatch.setenv("DIPBENCH_DATA", str(tmp_path / "empty-cache"))  # nothing cached either
     assert main(["download", "set5", "--skip-unavailable", "-q"]) == 1
     err = capsys.readouterr().err
     assert "nothing could be fetched" in err and "DIPBENCH_MIRROR" in err
@@ -112,6 +113,7 @@ def test_reproduce_with_no_runnable_suite_is_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setenv("DIPBENCH_MIRROR", str(tmp_path / "no-such-mirror"))
+    monkeypatch.setenv("DIPBENCH_DATA", str(tmp_path / "empty-cache"))  # nothing cached either
     argv = ["reproduce", "super-resolution", "--profile", "ci", "--out", str(tmp_path / "r")]
     assert main([*argv, "-q"]) == 1
     assert "no suite could run" in capsys.readouterr().err
