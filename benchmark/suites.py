@@ -359,7 +359,6 @@ def load_suite(
     for key in ("task", "protocol", "datasets", "degradations", "methods"):
         if key not in merged:
             raise SuiteError(f"{path}: suite {name!r} has no {key!r}")
-    _check_types(merged, _SUITE_TYPES, f"{path} ({profile})")
     if merged["protocol"] not in PROTOCOLS:
         raise SuiteError(
             f"{path}: unknown protocol {merged['protocol']!r}; known: {', '.join(PROTOCOLS)}"

@@ -110,21 +110,33 @@ def _typed(cls: type, values: Mapping[str, Any], what: str) -> Any:
     return replace(cls(), **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def build_network(
-    network: Mapping[str, Any], output_channels: int, generator: torch.Generator
-) -> nn.Module:
-    """A freshly initialised network from a preset's ``network`` table."""
+_NETWORK_CONFIGS: dict[str, type] = {"skip": SkipConfig, "decoder": DecoderConfig}
+
+
+def network_config(
+    network: Mapping[str, Any], output_channels: int = 3
+) -> tuple[SkipConfig | DecoderConfig, str]:
+    """A preset's ``network`` table as its typed config and BatchNorm start; unknown kinds,
+    options and values raise ``KeyError``/``TypeError``."""
     options = dict(network)
     kind = options.pop("kind")
     # How BatchNorm's scale starts: "ones" (today's PyTorch) or "uniform" (PyTorch <= 1.1).
     batchnorm_init = options.pop("batchnorm_init", "ones")
+    if batchnorm_init not in BATCHNORM_INITS:
+        known = ", ".join(BATCHNORM_INITS)
+        raise KeyError(f"unknown batchnorm_init {batchnorm_init!r}; known: {known}")
+    if kind not in _NETWORK_CONFIGS:
+        raise KeyError(f"unknown network kind {kind!r}; known: {', '.join(_NETWORK_CONFIGS)}")
     options["output_channels"] = output_channels
-    if kind == "skip":
-        net: nn.Module = SkipNet(_typed(SkipConfig, options, "skip network"))
-    elif kind == "decoder":
-        net = DeepDecoder(_typed(DecoderConfig, options, "decoder network"))
-    else:
-        raise KeyError(f"unknown network kind {kind!r}; known: skip, decoder")
+    return _typed(_NETWORK_CONFIGS[kind], options, f"{kind} network"), batchnorm_init
+
+
+def build_network(
+    network: Mapping[str, Any], output_channels: int, generator: torch.Generator
+) -> nn.Module:
+    """A freshly initialised network from a preset's ``network`` table."""
+    config, batchnorm_init = network_config(network, output_channels)
+    net: nn.Module = SkipNet(config) if isinstance(config, SkipConfig) else DeepDecoder(config)
     reset_parameters(net, generator, batchnorm_init=batchnorm_init)
     return net
 
@@ -160,15 +172,7 @@ def check_setting(
     _, net_options, _ = resolve_setting(
         method, task, factor, preset=preset, network=network, fit_options=fit_options
     )
-    options = dict(net_options)
-    kind = options.pop("kind")
-    init = options.pop("batchnorm_init", "ones")
-    if init not in BATCHNORM_INITS:
-        raise ValueError(f"batchnorm_init {init!r}; known: {', '.join(BATCHNORM_INITS)}")
-    configs = {"skip": SkipConfig, "decoder": DecoderConfig}
-    if kind not in configs:
-        raise KeyError(f"unknown network kind {kind!r}; known: {', '.join(configs)}")
-    _typed(configs[kind], options, f"{kind} network")
+    network_config(net_options)
 
 
 def has_presets(method: str) -> bool:
