@@ -1,7 +1,9 @@
 """dipbench: a reference benchmark for untrained-network image priors.
 
 Stages of the data flow, one module each: ``images`` (registry, download, load) ->
-``degradations`` -> ``methods`` -> ``metrics`` -> ``runner`` -> ``report`` -> ``cli``.
+``degradations`` (observations of a ``tasks`` entry, through its ``forward`` model) ->
+``methods`` -> ``metrics`` -> ``runner`` (records) -> ``report`` (tables, figures) -> ``check``;
+``suites`` and ``grid`` make the cells, ``cli`` is a thin shell. README, "Design".
 """
 
 from importlib.metadata import PackageNotFoundError, version

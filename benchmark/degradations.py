@@ -43,13 +43,8 @@ import numpy as np
 from skimage.util import random_noise
 
 from benchmark.arrays import check_image, crop_to_multiple
-from benchmark.forward import (
-    BicubicDownsampling,
-    ForwardModel,
-    LanczosDownsampling,
-    Masking,
-    forward_model,
-)
+from benchmark.forward import BicubicDownsampling, ForwardModel, LanczosDownsampling, Masking
+from benchmark.tasks import get_task
 
 # ImageNet-C severities 1..5 (Hendrycks & Dietterich, 2019).
 IMAGENET_C: dict[str, tuple[float, ...]] = {
@@ -58,8 +53,6 @@ IMAGENET_C: dict[str, tuple[float, ...]] = {
     "salt_pepper": (0.03, 0.06, 0.09, 0.17, 0.27),  # "impulse": amount
     "speckle": (0.15, 0.2, 0.35, 0.45, 0.6),  # c
 }
-
-TASKS = ("denoising", "inpainting", "super_resolution")
 
 
 @dataclass(frozen=True)
@@ -91,8 +84,7 @@ class Observation:
     def physics(self) -> ForwardModel:
         """The task's forward model: the operator a method's output passes through to be
         compared with ``y`` (the one that made ``y``, see :mod:`benchmark.forward`)."""
-        kernel = str(self.params.get("kernel", "lanczos"))
-        return forward_model(self.task, mask=self.mask, factor=self.factor, kernel=kernel)
+        return get_task(self.task).forward(self)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -332,6 +324,21 @@ DEGRADATIONS: dict[str, Callable[..., Degraded]] = {
     "downsample": downsample,
     "downsample_bicubic": downsample_bicubic,
 }
+
+
+def register_degradation(
+    name: str,
+) -> Callable[[Callable[..., Degraded]], Callable[..., Degraded]]:
+    """Decorator adding ``function(image, level, rng, **options) -> Degraded`` to
+    :data:`DEGRADATIONS` under ``name`` (a suite's ``[[degradations]] kind``)."""
+
+    def add(function: Callable[..., Degraded]) -> Callable[..., Degraded]:
+        if name in DEGRADATIONS:
+            raise ValueError(f"degradation {name!r} is registered twice")
+        DEGRADATIONS[name] = function
+        return function
+
+    return add
 
 
 def degrade(

@@ -257,29 +257,3 @@ SR_KERNELS: dict[str, type[LanczosDownsampling] | type[BicubicDownsampling]] = {
     "lanczos": LanczosDownsampling,
     "bicubic": BicubicDownsampling,
 }
-
-
-def forward_model(
-    task: str,
-    *,
-    mask: np.ndarray | None = None,
-    factor: int | None = None,
-    kernel: str = "lanczos",
-) -> ForwardModel:
-    """The forward model of ``task``: ``mask`` for inpainting, ``factor`` and ``kernel``
-    (``"lanczos"``, DIP's, or ``"bicubic"``, MATLAB's) for super-resolution."""
-    if task == "denoising":
-        return Identity()
-    if task == "inpainting":
-        if mask is None:
-            raise ValueError("an inpainting observation needs a mask (1 = known pixel)")
-        return Masking(mask)
-    if task == "super_resolution":
-        if not factor:
-            raise ValueError("a super-resolution observation needs its integer factor")
-        if kernel not in SR_KERNELS:
-            raise KeyError(
-                f"unknown downsampling kernel {kernel!r}; known: {', '.join(SR_KERNELS)}"
-            )
-        return SR_KERNELS[kernel](factor)
-    raise KeyError(f"unknown task {task!r}; known: denoising, inpainting, super_resolution")

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import shutil
-import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pooch
 import requests
 from PIL import Image
+
+from benchmark import archives
 
 REGISTRY_PATH = Path(__file__).with_name("data") / "registry.csv"
 _CHECKOUT = Path(__file__).resolve().parents[1]
@@ -157,6 +158,29 @@ def build_registry(mirror: Path) -> pd.DataFrame:
     table["md5"] = ""
     table = pd.concat([table, pd.DataFrame([CIFAR10_ROW])], ignore_index=True)
     return table[list(CIFAR10_ROW)]
+
+
+def registry_row(path: Path, set_name: str, url: str, file: str | None = None) -> dict[str, Any]:
+    """A registry row for one image file that will be fetched from ``url``: its size, mode and
+    checksums (of the bytes and of the decoded pixels). Append it to :data:`REGISTRY_PATH` to
+    add an image to a set (a new set name makes a new set)."""
+    with Image.open(path) as im:
+        width, height, mode = im.width, im.height, "L" if im.mode in ("L", "I;16") else "RGB"
+    data = Path(path).read_bytes()
+    return {
+        "set": set_name,
+        "name": Path(path).stem,
+        "file": file or f"{set_name}/{Path(path).name}",
+        "width": width,
+        "height": height,
+        "mode": mode,
+        "kind": "image",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": "",
+        "pixel_sha256": pixel_hash(read_pixels(Path(path))),
+        "bytes": len(data),
+        "url": url,
+    }
 
 
 def data_dir() -> Path:
@@ -364,49 +388,9 @@ def read_image(path: Path, *, channels: int | None = None) -> np.ndarray:
         return to_float(im, mode)
 
 
-# CIFAR-10: images live in the official archive; each is named test_NNNNN (its index).
-_CIFAR_MEMBER = "cifar-10-batches-py/test_batch"
-_CIFAR_PREFIX = "test_"
-
-
-def archive_image_names(set_name: str, count: int) -> list[str]:
-    """Names of the first ``count`` images of an archive set (CIFAR-10's test batch)."""
-    if set_name != "cifar10":
-        raise KeyError(f"no image naming known for archive set {set_name!r}")
-    if not 0 < count <= 10_000:
-        raise ValueError(f"CIFAR-10's test batch has 10000 images; asked for {count}")
-    return [f"{_CIFAR_PREFIX}{i:05d}" for i in range(count)]
-
-
-def cifar10_test_batch(archive: Path) -> np.ndarray:
-    """The test batch of the official python archive as uint8 ``(10000, 32, 32, 3)``.
-
-    Decoded once and kept beside the archive as ``test_batch.npy`` (written atomically).
-    """
-    decoded = archive.with_name("test_batch.npy")
-    if decoded.is_file():
-        return np.load(decoded)
-    with tarfile.open(archive, "r:gz") as tar:
-        member = tar.extractfile(_CIFAR_MEMBER)
-        if member is None:
-            raise ValueError(f"{archive} has no {_CIFAR_MEMBER}: not the CIFAR-10 python archive")
-        batch = pickle.load(member, encoding="bytes")  # noqa: S301  checksummed official file
-    data = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    tmp = decoded.with_name(f".{decoded.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        np.save(handle, data)
-    os.replace(tmp, decoded)
-    return data
-
-
 def _load_archive_image(entry: Entry, name: str, root: Path | None) -> np.ndarray:
-    if not name.startswith(_CIFAR_PREFIX) or not name[len(_CIFAR_PREFIX) :].isdigit():
-        raise KeyError(f"CIFAR-10 images are named {_CIFAR_PREFIX}NNNNN, got {name!r}")
-    batch = cifar10_test_batch(fetch(entry, root=root)[0])
-    index = int(name[len(_CIFAR_PREFIX) :])
-    if index >= len(batch):
-        raise KeyError(f"CIFAR-10 test batch has {len(batch)} images; no {name!r}")
-    return batch[index].astype(np.float32) / np.float32(255)
+    archives.archive_index(name)  # a bad name fails before the archive is fetched
+    return archives.archive_image(fetch(entry, root=root)[0], name)
 
 
 def load_image(set_name: str, name: str, *, root: Path | None = None) -> np.ndarray:

@@ -31,13 +31,13 @@ from torch import nn
 from benchmark.degradations import Observation, gaussian
 from benchmark.methods.fit import (
     FitConfig,
-    _device_settings,
-    _Loop,
-    _train,
+    Loop,
     cpu_convolution_backend,
+    device_settings,
     fit_many,
     resolve_device,
     step_gflop,
+    train,
 )
 from benchmark.methods.networks import padded_size
 from benchmark.methods.priors import build_network, resolve_setting
@@ -103,7 +103,7 @@ def setup_for(
     return Setup(method, f"{label}{method} preset {chosen.name!r}: {shown}", network, fit)
 
 
-def _cells(count: int, size: int, seed: int = 0) -> tuple[list[Observation], list[np.ndarray]]:
+def noisy_cells(count: int, size: int, seed: int = 0) -> tuple[list[Observation], list[np.ndarray]]:
     """Synthetic RGB cells (smooth gradients plus texture) under Gaussian noise, sigma 25."""
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:size, 0:size] / size
@@ -118,7 +118,7 @@ def _cells(count: int, size: int, seed: int = 0) -> tuple[list[Observation], lis
     return observations, cleans
 
 
-def _networks(setup: Setup, count: int) -> list[nn.Module]:
+def fresh_networks(setup: Setup, count: int) -> list[nn.Module]:
     return [build_network(setup.network, 3, torch.Generator().manual_seed(i)) for i in range(count)]
 
 
@@ -174,15 +174,15 @@ def eager_reference(
     return run
 
 
-def _our_runs(
+def our_runs(
     setup: Setup, observation: Observation, clean: np.ndarray, device: torch.device
 ) -> tuple[Callable[[int], None], Callable[[int], None]]:
     """Our bare step, and our whole loop: trackers, curves, check points with their host
     reads and checkpoint copies (the fit's one-time set-up is left out of both)."""
-    bare_net, loop_net = _networks(setup, 2)
-    bare = _Loop([bare_net], [observation], setup.fit, [0], device, [clean])
+    bare_net, loop_net = fresh_networks(setup, 2)
+    bare = Loop([bare_net], [observation], setup.fit, [0], device, [clean])
     bare.track = False
-    whole = _Loop([loop_net], [observation], setup.fit, [0], device, [clean])
+    whole = Loop([loop_net], [observation], setup.fit, [0], device, [clean])
     state = {"bare": 0, "whole": 0}
 
     def run_bare(steps: int) -> None:
@@ -192,7 +192,7 @@ def _our_runs(
 
     def run_loop(steps: int) -> None:
         first = state["whole"] + 1
-        _train(whole, None, range(first, first + steps))
+        train(whole, None, range(first, first + steps))
         state["whole"] += steps
 
     return run_bare, run_loop
@@ -239,10 +239,10 @@ def measure(
     report = SpeedReport(str(dev), torch.get_num_threads(), setup, size)
 
     say(f"one cell at {size}x{size}: eager reference, bare step, whole loop")
-    observations, cleans = _cells(1, size)
-    reference_net = _networks(setup, 1)[0]
-    with _device_settings(dev, setup.fit, step_gflop(reference_net, observations[0])):
-        run_bare, run_loop = _our_runs(setup, observations[0], cleans[0], dev)
+    observations, cleans = noisy_cells(1, size)
+    reference_net = fresh_networks(setup, 1)[0]
+    with device_settings(dev, setup.fit, step_gflop(reference_net, observations[0])):
+        run_bare, run_loop = our_runs(setup, observations[0], cleans[0], dev)
     variants = {
         "eager": eager_reference(reference_net, observations[0], setup.fit, dev),
         "bare": _settled(run_bare, dev, setup.fit, reference_net, observations[0]),
@@ -279,7 +279,7 @@ def _settled(
     gflop = step_gflop(net, observation)
 
     def settled(steps: int) -> None:
-        with _device_settings(dev, cfg, gflop):
+        with device_settings(dev, cfg, gflop):
             run(steps)
 
     return settled
@@ -288,12 +288,16 @@ def _settled(
 def _measure_batch(
     report: SpeedReport, setup: Setup, batch: int, size: int, steps: int, dev: torch.device
 ) -> None:
-    observations, cleans = _cells(batch, size)
-    nets = _networks(setup, batch)
+    observations, cleans = noisy_cells(batch, size)
+    nets = fresh_networks(setup, batch)
     cfg = replace(setup.fit, iterations=steps)
     seeds = list(range(batch))
     fit_many(
-        _networks(setup, 1), observations[:1], replace(cfg, iterations=2), seeds=[0], device=dev
+        fresh_networks(setup, 1),
+        observations[:1],
+        replace(cfg, iterations=2),
+        seeds=[0],
+        device=dev,
     )
     started = time.perf_counter()
     alone = [

@@ -552,7 +552,7 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path: Path) -> N
     import platform
     import time
 
-    from benchmark.runner import claim, release
+    from benchmark.runner.claims import claim, release
 
     lock = tmp_path / "cell.lock"
     assert claim(lock) and not claim(lock)  # held by this (live) process
@@ -584,10 +584,10 @@ def test_a_cell_claimed_by_another_live_run_is_left_to_it(
     suite = load_suite("inpainting-table1", "ci", methods_subset=["telea"])
     cells = suite.cells()
     out = tmp_path / "run"
-    runner.cells_dir(out).mkdir(parents=True)
+    runner.records.cells_dir(out).mkdir(parents=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock = runner.record_path(cells[0], out, "auto", 1).with_suffix(".lock")
+        lock = runner.records.record_path(cells[0], out, "auto", 1).with_suffix(".lock")
         lock.write_text(json.dumps({"pid": other.pid, "host": platform.node()}))
         argv = ["run", "inpainting-table1", "--profile", "ci", "--methods", "telea"]
         assert main([*argv, "--jobs", "1", "--out", str(out), "-q", "--no-report"]) == 0
@@ -600,7 +600,7 @@ def test_a_cell_claimed_by_another_live_run_is_left_to_it(
     # The other run is gone: its claim is stale, and the next run computes the cell.
     assert main([*argv, "--jobs", "1", "--out", str(out), "-q", "--no-report"]) == 0
     assert len(pd.read_csv(out / "results.csv")) == len(cells)
-    assert not list(runner.cells_dir(out).glob("*.lock"))
+    assert not list(runner.records.cells_dir(out).glob("*.lock"))
 
 
 def test_a_long_run_needs_yes_and_says_its_estimate(

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_priors import _Sabotaged, _seeded
+from test_priors import Sabotaged, seeded
 
 from benchmark import degradations as deg
 from benchmark import runner
@@ -23,11 +23,11 @@ from benchmark.methods.networks import (
     SkipConfig,
     SkipNet,
     reset_parameters,
-    stack_networks,
 )
 from benchmark.methods.priors import build_network
+from benchmark.methods.stacking import stack_networks
 from benchmark.metrics import psnr
-from benchmark.speed import _cells, setup_for
+from benchmark.speed import noisy_cells, setup_for
 from benchmark.suites import load_suite
 
 
@@ -168,7 +168,7 @@ def test_cells_on_onednn_kernels_fitted_together_equal_one_at_a_time() -> None:
     cfg = FitConfig(
         iterations=40, lr=0.01, reg_noise_std=1 / 30, cpu_convolutions="onednn", check_every=10
     )
-    observations, _ = _cells(4, 24)
+    observations, _ = noisy_cells(4, 24)
     nets = _nets(lambda: build_network(net, 3, torch.Generator()), 4)
     together = fit_many(nets, observations, cfg, seeds=[5, 6, 7, 8], device="cpu")
     for b in (0, 3):
@@ -180,7 +180,7 @@ def test_cells_on_onednn_kernels_fitted_together_equal_one_at_a_time() -> None:
 def test_sixteen_cifar_size_cells_fitted_together_equal_one_at_a_time() -> None:
     """The cifar10-noise network (quick profile: DIP, 3 scales, 32 channels), 100 steps."""
     setup = setup_for("dip", suite="cifar10-noise", profile="quick")
-    observations, cleans = _cells(16, 32)
+    observations, cleans = noisy_cells(16, 32)
     nets = _nets(lambda: _build(setup), 16)
     cfg = FitConfig.from_mapping({**setup.fit.__dict__, "iterations": 100, "snapshots": [50]})
     seeds = list(range(100, 116))
@@ -265,7 +265,7 @@ def test_a_cell_that_needs_backtracking_in_a_batch_is_refitted_alone() -> None:
     clean = np.random.default_rng(0).random((24, 20, 3)).astype(np.float32)
     observation = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
     cfg = FitConfig(iterations=100, lr=0.01, check_every=25, backtrack_db=5.0)
-    nets = [_seeded(_Sabotaged(corrupt_at=40)) for _ in range(2)]
+    nets = [seeded(Sabotaged(corrupt_at=40)) for _ in range(2)]
     twin = copy.deepcopy(nets[1])
     results = fit_many(nets, [observation] * 2, cfg, seeds=[0, 1], device="cpu")
     alone = fit(twin, observation, cfg, seed=1, device="cpu")
@@ -275,7 +275,7 @@ def test_a_cell_that_needs_backtracking_in_a_batch_is_refitted_alone() -> None:
 
 
 def test_cells_that_stop_early_are_not_batched() -> None:
-    observations, _ = _cells(2, 16)
+    observations, _ = noisy_cells(2, 16)
     nets = _nets(lambda: SkipNet(SkipConfig(scales=2, channels_down=4, channels_up=4)), 2)
     with pytest.raises(ValueError, match="stop early"):
         fit_many(nets, observations, FitConfig(iterations=5, stop_early=True), seeds=[0, 1])
@@ -314,7 +314,7 @@ def test_batched_run_equals_one_cell_at_a_time(tmp_path: Path, mirror: Path) -> 
     pd.testing.assert_index_equal(alone.sort_index().index, together.sort_index().index)
     assert np.abs(alone.sort_index().to_numpy() - together.sort_index().to_numpy()).max() <= 1e-3
     batch_sizes = [
-        runner.read_record(p)["info"]["batch"]
+        runner.records.read_record(p)["info"]["batch"]
         for p in (tmp_path / "together" / "cells").glob("*.json")
     ]
     assert max(batch_sizes) > 1

@@ -21,11 +21,11 @@ from benchmark.forward import (
     Identity,
     LanczosDownsampling,
     Masking,
-    forward_model,
     imresize,
     lanczos2_taps,
 )
 from benchmark.metrics import psnr
+from benchmark.tasks import forward_model
 
 # DIP's own operator agrees with Pillow's LR images to 34.9 (butterfly x8) .. 48.0 dB; the
 # operator centred on the wrong pixel (before the fix) gave 18.7 .. 29.5 dB.

@@ -14,7 +14,8 @@ from torch import nn
 from benchmark import degradations as deg
 from benchmark.cli import main
 from benchmark.methods import run
-from benchmark.methods.fit import FitConfig, FitError, _Trackers, fit, make_input, to_numpy
+from benchmark.methods.fit import FitConfig, FitError, fit, make_input, to_numpy
+from benchmark.methods.fit.trackers import Trackers
 from benchmark.methods.networks import (
     DecoderConfig,
     DeepDecoder,
@@ -186,7 +187,7 @@ def test_es_wmv_finds_the_variance_minimum_and_stops_after_the_patience() -> Non
     """Outputs jitter around a fixed image with an amplitude that falls, then rises again."""
     cfg = FitConfig(iterations=400, es_window=10, es_patience=50, record_every=10)
     base = torch.rand(1, 1, 6, 5, generator=torch.Generator().manual_seed(0))
-    trackers = _Trackers(cfg, base, None)
+    trackers = Trackers(cfg, base, None)
     gen = torch.Generator().manual_seed(1)
     turn = 150
     outputs = []
@@ -209,7 +210,7 @@ def test_es_wmv_finds_the_variance_minimum_and_stops_after_the_patience() -> Non
 # --- backtracking and NaN -------------------------------------------------------------------
 
 
-class _Sabotaged(nn.Module):
+class Sabotaged(nn.Module):
     """A tiny conv net that corrupts itself (weights or output) at chosen calls."""
 
     def __init__(self, corrupt_at: int = -1, nan_from: int = -1, nan_until: int = -1) -> None:
@@ -231,7 +232,7 @@ class _Sabotaged(nn.Module):
         return out
 
 
-def _seeded(net: nn.Module) -> nn.Module:
+def seeded(net: nn.Module) -> nn.Module:
     torch.nn.init.normal_(net.body[0].weight, 0, 0.1, generator=torch.Generator().manual_seed(0))
     return net
 
@@ -251,7 +252,7 @@ def _weights_at_check_points(
 def test_backtracking_restores_the_last_good_weights() -> None:
     clean = _image(24, 20, 3)
     obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
-    net = _seeded(_Sabotaged(corrupt_at=40))
+    net = seeded(Sabotaged(corrupt_at=40))
     states, remember = _weights_at_check_points(net)
     cfg = FitConfig(iterations=100, lr=0.01, check_every=25, backtrack_db=5.0)
     result = fit(net, obs, cfg, device="cpu", progress=remember)
@@ -260,7 +261,7 @@ def test_backtracking_restores_the_last_good_weights() -> None:
         assert torch.equal(restored, good)
     # Without backtracking the corrupted weights do not recover within the budget.
     unguarded = fit(
-        _seeded(_Sabotaged(corrupt_at=40)), obs, replace(cfg, backtrack_db=math.inf), device="cpu"
+        seeded(Sabotaged(corrupt_at=40)), obs, replace(cfg, backtrack_db=math.inf), device="cpu"
     )
     assert unguarded.info["restores"] == 0
     guarded_psnr = psnr(result.outputs["last"], obs.y)
@@ -272,7 +273,7 @@ def test_last_is_the_final_weights_output_even_when_the_last_steps_diverge() -> 
     `last` is the restored network's output, not the diverged iterate of step 100."""
     clean = _image(24, 20, 3)
     obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
-    net = _seeded(_Sabotaged(corrupt_at=97))
+    net = seeded(Sabotaged(corrupt_at=97))
     states, remember = _weights_at_check_points(net)
     cfg = FitConfig(iterations=100, lr=0.01, check_every=25, snapshots=(96, 100))
     result = fit(net, obs, cfg, seed=0, device="cpu", monitor_reference=clean, progress=remember)
@@ -296,14 +297,14 @@ def test_best_loss_keeps_the_output_of_the_weights_after_the_best_step() -> None
     network kept is the one after that step, whose output is the next step's."""
     cfg = FitConfig(iterations=5, es_window=2)
     base = torch.zeros(1, 1, 3, 3)
-    trackers = _Trackers(cfg, base, None)
+    trackers = Trackers(cfg, base, None)
     losses = [1.0, 0.999, 0.5, 0.6, 0.4999]  # 0.999 and 0.4999 are not 0.5% better
     for it, loss in enumerate(losses, start=1):
         trackers.update(it, base + it, torch.tensor([loss]))
     trackers.finish(5, base + 100)
     assert int(trackers.best_loss_it) == 3 and float(trackers.best_loss) == 0.5
     torch.testing.assert_close(trackers.best_loss_out, base + 4)  # the output after step 3
-    trackers = _Trackers(cfg, base, None)
+    trackers = Trackers(cfg, base, None)
     for it, loss in enumerate([1.0, 0.9], start=1):
         trackers.update(it, base + it, torch.tensor([loss]))
     trackers.finish(2, base + 100)
@@ -313,12 +314,12 @@ def test_best_loss_keeps_the_output_of_the_weights_after_the_best_step() -> None
 def test_a_transient_nan_is_survived_and_a_persistent_one_fails() -> None:
     obs = deg.gaussian(_image(24, 20, 3), 10, np.random.default_rng(0)).observation
     cfg = FitConfig(iterations=60, check_every=10)
-    survived = fit(_seeded(_Sabotaged(nan_from=15, nan_until=15)), obs, cfg, device="cpu")
+    survived = fit(seeded(Sabotaged(nan_from=15, nan_until=15)), obs, cfg, device="cpu")
     assert survived.info["restores"] == 1
     assert all(np.isfinite(out).all() for out in survived.outputs.values())
     with pytest.raises(FitError, match="NaN/Inf"):
         fit(
-            _seeded(_Sabotaged(nan_from=5, nan_until=10**9)),
+            seeded(Sabotaged(nan_from=5, nan_until=10**9)),
             obs,
             FitConfig(iterations=500, check_every=10, max_restores=3),
             device="cpu",

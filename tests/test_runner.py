@@ -231,7 +231,7 @@ def test_sigkill_halfway_then_resume_recomputes_nothing(user_path: Path, mirror:
         images='["house", "peppers", "cameraman", "montage"]',
     )
     out = user_path / "run"
-    cells = runner.cells_dir(out)
+    cells = runner.records.cells_dir(out)
     argv = [
         sys.executable,
         "-m",
@@ -285,9 +285,9 @@ def test_temporaries_of_killed_workers_not_yet_reaped_are_swept(tmp_path: Path) 
         unnamed = tmp_path / ".c.json.tmp"
         for path in (dead, alive, unnamed):
             path.write_text("{")
-        assert not runner.process_is_running(child.pid)
-        assert runner.process_is_running(os.getpid())
-        runner.remove_stale_temporaries(tmp_path)
+        assert not runner.records.process_is_running(child.pid)
+        assert runner.records.process_is_running(os.getpid())
+        runner.records.remove_stale_temporaries(tmp_path)
         assert sorted(tmp_path.iterdir()) == [alive]
     finally:
         child.wait()
@@ -371,9 +371,9 @@ def test_concurrent_runs_on_one_folder_do_not_corrupt_it(user_path: Path, mirror
     ]
     for process in processes:
         assert process.wait(timeout=300) == 0, process.stderr.read()
-    records = list(runner.cells_dir(out).glob("*.json"))
+    records = list(runner.records.cells_dir(out).glob("*.json"))
     assert len(records) == 15
-    assert all(runner.read_record(r)["status"] == "ok" for r in records)
+    assert all(runner.records.read_record(r)["status"] == "ok" for r in records)
     assert len(pd.read_csv(out / "results.csv")) == 15
 
 

@@ -175,11 +175,6 @@ def check_setting(
     network_config(net_options)
 
 
-def has_presets(method: str) -> bool:
-    """Whether ``method`` is a network method configured by presets (DIP, DD)."""
-    return method in load_presets()
-
-
 def run_prior(
     method: str,
     observation: Observation,
@@ -247,10 +242,52 @@ def run_prior_many(
     return results
 
 
+NETWORK_OUTPUTS = ("last", "ema", "es", "best_loss", "oracle")
+
+
+def _capabilities(method: str, label: str) -> dict[str, Any]:
+    """What DIP and DD declare to the registry: presets resolve their settings and check a
+    suite's options; cells of one shape are fitted together."""
+
+    def setting(task: str, factor: int | None = None, **options: Any) -> tuple[dict, FitConfig]:
+        _, network, cfg = resolve_setting(
+            method,
+            task,
+            factor,
+            preset=options.get("preset"),
+            network=options.get("network"),
+            fit_options=options.get("fit_options"),
+        )
+        return network, cfg
+
+    def check(task: str, factor: int | None = None, **options: Any) -> None:
+        unknown = sorted(set(options) - {"preset", "network", "fit_options", "output"})
+        if unknown:
+            raise KeyError(f"unknown option(s) {unknown}; valid: preset, network, fit, output")
+        check_setting(
+            method,
+            task,
+            factor,
+            preset=options.get("preset"),
+            network=options.get("network"),
+            fit_options=options.get("fit_options"),
+        )
+
+    return {
+        "label": label,
+        "outputs": NETWORK_OUTPUTS,
+        "fits_network": True,
+        "fit_many": run_prior_many,
+        "setting": setting,
+        "check_options": check,
+    }
+
+
 @register(
     "dip",
     tasks=("denoising", "inpainting", "super_resolution"),
     description="Deep Image Prior (Ulyanov et al., CVPR 2018)",
+    **_capabilities("dip", "DIP"),
 )
 def dip(observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
     """Deep Image Prior; options as :func:`run_prior`."""
@@ -261,6 +298,7 @@ def dip(observation: Observation, *, seed: int = 0, **options: Any) -> Restorati
     "dd",
     tasks=("denoising", "inpainting", "super_resolution"),
     description="Deep Decoder (Heckel & Hand, ICLR 2019)",
+    **_capabilities("dd", "Deep Decoder"),
 )
 def dd(observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
     """Deep Decoder; options as :func:`run_prior`."""

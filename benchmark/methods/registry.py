@@ -1,4 +1,9 @@
-"""The method registry (BasicSR/pyiqa style): unknown names raise an error listing the known."""
+"""The method registry (BasicSR/pyiqa style): unknown names raise an error listing the known.
+
+A method declares what it is when it registers, and the runner, the report and ``speed`` ask
+those capabilities, never the method's name: a user's network method registered with
+``fits_network=True`` is run, batched, keyed and reported exactly as DIP is.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +18,67 @@ from typing import Any
 import numpy as np
 
 from benchmark.arrays import check_image, check_mask
-from benchmark.degradations import TASKS, Observation
+from benchmark.degradations import Observation
+from benchmark.tasks import TASKS, get_task
 
 MethodFunction = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A registered method: its function, the tasks it solves and a one-line description."""
+    """A registered method and its capabilities.
+
+    Attributes
+    ----------
+    name, function, tasks, description
+        The registry key, ``function(observation, *, seed, **options)``, the tasks it solves
+        and a one-line description.
+    label : str
+        Its name in tables and figures (default: ``name``).
+    outputs : tuple of str
+        The outputs it returns (``("out",)`` for a method that returns one array).
+    fits_network : bool
+        It fits a network to each observation: it takes ``monitor_reference`` (the clean
+        image, for curves and the oracle only) and ``progress``, returns curves, and the
+        report draws its PSNR curves.
+    needs_device : bool
+        It takes ``device``; its numbers depend on the device type and, on the CPU, on the
+        number of threads, which are then part of its cells' keys (default: ``fits_network``).
+    fit_many : callable or None
+        ``fit_many(method, observations, *, seeds, device, monitor_references, progress,
+        **options) -> list`` fits several observations of one shape together (each cell's
+        result equal to its lone fit); None: one cell at a time.
+    setting : callable or None
+        ``setting(task, factor, **options) -> (network table, FitConfig)``: what a cell of a
+        network method will fit, for estimates and batch sizes without running it.
+    check_options : callable or None
+        ``check_options(task, factor, **options)`` raises ``KeyError``/``TypeError``/
+        ``ValueError`` on options the method would refuse, when a suite loads; None: the
+        keyword-only parameters of ``function`` are the accepted options.
+    """
 
     name: str
     function: MethodFunction
     tasks: tuple[str, ...]
     description: str
+    label: str = ""
+    outputs: tuple[str, ...] = ("out",)
+    fits_network: bool = False
+    needs_device: bool | None = None
+    fit_many: Callable[..., list[Any]] | None = None
+    setting: Callable[..., tuple[dict[str, Any], Any]] | None = None
+    check_options: Callable[..., None] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if self.needs_device is None:
+            object.__setattr__(self, "needs_device", self.fits_network)
+
+    @property
+    def supports_batch(self) -> bool:
+        """Whether cells of one shape can be fitted together (see ``fit_many``)."""
+        return self.fit_many is not None
 
 
 @dataclass
@@ -57,24 +110,31 @@ METHODS: dict[str, MethodInfo] = {}
 
 
 def register(
-    name: str, *, tasks: tuple[str, ...], description: str
+    name: str, *, tasks: tuple[str, ...], description: str, **capabilities: Any
 ) -> Callable[[MethodFunction], MethodFunction]:
-    """Decorator adding a method to :data:`METHODS` under ``name``."""
+    """Decorator adding a method to :data:`METHODS` under ``name``; ``capabilities`` are the
+    other fields of :class:`MethodInfo` (``label``, ``outputs``, ``fits_network``, ...)."""
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"unknown task(s) {sorted(unknown)}; tasks are {', '.join(TASKS)}")
+    valid = set(MethodInfo.__dataclass_fields__) - {"name", "function", "tasks", "description"}
+    if set(capabilities) - valid:
+        bad = sorted(set(capabilities) - valid)
+        raise TypeError(f"unknown capabilities {bad}; valid: {', '.join(sorted(valid))}")
 
     def add(function: MethodFunction) -> MethodFunction:
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
-        METHODS[name] = MethodInfo(name, function, tasks, description)
+        METHODS[name] = MethodInfo(name, function, tasks, description, **capabilities)
         return function
 
     return add
 
 
 def get_method(name: str) -> MethodInfo:
-    """The method called ``name``, or a user's function given as ``package.module:function``."""
+    """The method called ``name``, or a user's function given as ``package.module:function``
+    (with the capabilities of its registration when the module registers it, else those of a
+    plain method solving every task)."""
     if ":" in name:
         module_name, _, attribute = name.partition(":")
         try:
@@ -84,7 +144,10 @@ def get_method(name: str) -> MethodInfo:
                 f"cannot import method {name!r}: {err} (the module must be importable: in the "
                 "current folder, installed, or on PYTHONPATH)"
             ) from err
-        return MethodInfo(name, function, TASKS, f"user method {name}")
+        registered = next((m for m in METHODS.values() if m.function is function), None)
+        if registered is not None:
+            return registered
+        return MethodInfo(name, function, tuple(TASKS), f"user method {name}")
     try:
         return METHODS[name]
     except KeyError:
@@ -120,12 +183,9 @@ def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -
     if observation.task not in info.tasks:
         raise ValueError(f"method {name!r} solves {', '.join(info.tasks)}, not {observation.task}")
     check_image(observation.y, "observation")
-    if observation.task == "inpainting":
-        if observation.mask is None:
-            raise ValueError("an inpainting observation needs a mask (1 = known pixel)")
+    get_task(observation.task).forward(observation)  # raises if a mask or factor is missing
+    if observation.mask is not None:
         check_mask(observation.mask, observation.y.shape)
-    if observation.task == "super_resolution" and not observation.factor:
-        raise ValueError("a super-resolution observation needs its integer factor")
     result = info.function(observation, seed=seed, **options)
     if not isinstance(result, Restoration):
         result = Restoration(outputs={"out": np.asarray(result)})

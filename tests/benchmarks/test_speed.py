@@ -66,15 +66,15 @@ def test_sixteen_cifar_cells(benchmark, profile: str, together: bool) -> None:
     """16 CIFAR-size cells (32x32) of the cifar10-noise DIP network, 20 steps each: compare
     the two ids' means for the batching gain (cell-steps per second)."""
     from benchmark.methods.fit import fit_many
-    from benchmark.speed import _cells, _networks, setup_for
+    from benchmark.speed import fresh_networks, noisy_cells, setup_for
 
     setup = setup_for("dip", suite="cifar10-noise", profile=profile)
-    observations, _ = _cells(16, 32)
+    observations, _ = noisy_cells(16, 32)
     cfg = FitConfig.from_mapping({**setup.fit.__dict__, "iterations": 20, "snapshots": []})
     seeds = list(range(16))
 
     def run() -> None:
-        nets = _networks(setup, 16)
+        nets = fresh_networks(setup, 16)
         if together:
             fit_many(nets, observations, cfg, seeds=seeds, device="cpu")
         else:
@@ -89,15 +89,15 @@ def test_sixteen_cifar_cells(benchmark, profile: str, together: bool) -> None:
 def test_dip_step_128_against_plain_eager(benchmark, variant: str) -> None:
     """5 steps of DIP's default network at 128x128: a plain eager loop (forward, MSE,
     zero_grad, backward, Adam) against our whole loop with its bookkeeping."""
-    from benchmark.speed import _cells, _networks, _our_runs, eager_reference, setup_for
+    from benchmark.speed import eager_reference, fresh_networks, noisy_cells, our_runs, setup_for
 
     setup = setup_for("dip")
-    observations, cleans = _cells(1, 128)
+    observations, cleans = noisy_cells(1, 128)
     if variant == "plain_eager":
         run = eager_reference(
-            _networks(setup, 1)[0], observations[0], setup.fit, torch.device("cpu")
+            fresh_networks(setup, 1)[0], observations[0], setup.fit, torch.device("cpu")
         )
     else:
-        run = _our_runs(setup, observations[0], cleans[0], torch.device("cpu"))[1]
+        run = our_runs(setup, observations[0], cleans[0], torch.device("cpu"))[1]
     benchmark.pedantic(run, args=(5,), rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info["steps_per_round"] = 5

@@ -1,0 +1,163 @@
+"""Commands that measure: ``check`` (the PSNR regression check), ``expect`` (its expected
+values from measured spread) and ``speed``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare measured PSNRs with expected values; exit 1 on a regression or a missing cell."""
+    import pandas as pd
+
+    from benchmark import check, runner
+
+    try:
+        results = check.read_results(args.results)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from err
+    if args.update:
+        if not args.variants:
+            raise UsageError(
+                "--update needs --variants: a tolerance comes from measured spread (run folders "
+                "of the same grid under other seeds or kernels; dipbench expect makes them)"
+            )
+        try:
+            variants = {Path(v).name: check.read_results([v]) for v in args.variants}
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from err
+        try:
+            expected = check.derive_expected(results, variants, runner.versions())
+        except check.ExpectedFileError as err:
+            raise UsageError(str(err)) from err
+        _write_expected(expected, args.expected)
+        return EXIT_OK
+    try:
+        expected = check.read_expected(args.expected)
+    except check.ExpectedFileError as err:
+        raise UsageError(str(err)) from err
+    report = check.compare(results, expected)
+    shown = report[~report.verdict.isin(["ok", "reported"])] if args.failures_only else report
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        if len(shown):
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    counts = report.verdict.value_counts().to_dict()
+    print("check: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    bad = check.failed(report)
+    if len(bad):
+        print(
+            f"FAILED: {len(bad)} gated value(s) moved beyond their tolerance or are missing:",
+            file=sys.stderr,
+        )
+        for row in bad.itertuples():
+            where = (
+                f"suite mean ({row.suite})"
+                if row.statistic == "mean"
+                else f"{row.suite} {row.dataset}/{row.image} {row.degradation}={row.level:g}"
+            )
+            print(
+                f"  {where} {row.method}/{row.output}: {row.verdict} "
+                f"(expected {row.expected_psnr:.2f} +- {row.tolerance:.2f}, "
+                f"measured {row.measured_psnr:.2f})",
+                file=sys.stderr,
+            )
+        print(
+            "A regression is a bug to find; a change you meant (a better method, new presets) "
+            "needs new expected values: make update-expected (or dipbench expect).",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _write_expected(expected: Any, path: Path) -> None:
+    from benchmark.runner.records import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: expected.to_csv(p, index=False))
+    gated = expected[expected.gated]
+    widest = gated.loc[gated.tolerance.idxmax()] if len(gated) else None
+    print(
+        f"wrote {path}: {len(expected)} values, {len(gated)} gated"
+        + (
+            f"; widest gated tolerance {widest.tolerance:.3f} dB "
+            f"({widest.statistic} {widest.suite} {widest.method}/{widest.output})"
+            if widest is not None
+            else ""
+        )
+    )
+
+
+def cmd_expect(args: argparse.Namespace) -> int:
+    """Measure a grid's spread over seeds and kernels and write its expected values."""
+    from benchmark import check, expect, runner
+    from benchmark.suites import SuiteError, load_suite, packaged_suites
+
+    names = args.suites or packaged_suites()
+    try:
+        suites = [(name, load_suite(name, args.profile)) for name in names]
+    except SuiteError as err:
+        raise UsageError(str(err)) from err
+    runnable = []
+    for name, suite in suites:
+        reason = runner.unavailable_reason(suite)
+        if reason:
+            print(f"skipped {suite.name}: its images cannot be had here: {reason}")
+        else:
+            runnable.append(name)
+    if not runnable:
+        raise UsageError("no suite can run here: nothing to measure")
+    plan = [expect.REFERENCE, *expect.variants(args.seeds)]
+    print(
+        f"{len(plan)} runs of the {args.profile} grid of {len(runnable)} suite(s) into "
+        f"{args.work}: " + "; ".join(f"{v.name} ({v.describe()})" for v in plan)
+    )
+    try:
+        expected = expect.measure(
+            runnable,
+            args.profile,
+            args.work,
+            runner.versions(),
+            seeds=args.seeds,
+            jobs=args.jobs,
+            quiet=args.quiet,
+        )
+    except (RuntimeError, check.ExpectedFileError) as err:
+        print(f"dipbench expect: {err}; {args.expected} was left as it was", file=sys.stderr)
+        return EXIT_FAILED
+    _write_expected(expected, args.expected)
+    return EXIT_OK
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    """Measure steps per second, the batching gain, throughput and suite wall times."""
+    import torch
+
+    from benchmark import speed
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        report = speed.measure(
+            args.method,
+            size=args.size,
+            batch=args.batch,
+            batch_size=args.batch_size,
+            device=args.device,
+            suite=args.suite,
+            profile=args.profile,
+            steps=args.steps,
+            repeats=args.repeats,
+            batch_steps=args.batch_steps,
+            estimate=not args.no_estimate,
+            progress=lambda message: print(f"measuring: {message}", file=sys.stderr),
+        )
+    except (KeyError, ValueError) as err:
+        raise UsageError(str(err.args[0] if err.args else err)) from err
+    print(speed.format_report(report))
+    return EXIT_OK

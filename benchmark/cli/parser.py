@@ -1,0 +1,256 @@
+"""The argument parser: every sub-command, with the option groups they share defined once
+(:mod:`benchmark.cli.options`). Building it imports no command module's dependencies."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from benchmark import __version__
+from benchmark.cli import data, measure, runs
+from benchmark.cli.options import (
+    LONG_RUN_HOURS,
+    PROFILE_HELP,
+    PROFILES,
+    compute_options,
+    device,
+    positive_int,
+    quiet_options,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="dipbench",
+        description="Reference benchmark for untrained-network image priors (DIP, Deep Decoder).",
+        epilog="Environment: DIPBENCH_DATA (download cache folder), DIPBENCH_MIRROR (a folder or "
+        "http(s) base URL laid out as <set>/<file>, replacing the public URLs).",
+    )
+    parser.add_argument("--version", action="version", version=f"dipbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    quiet, compute = quiet_options(), compute_options()
+    _data_commands(sub, quiet)
+    _run_commands(sub, quiet, compute)
+    _measure_commands(sub, quiet)
+    return parser
+
+
+def _data_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("datasets", help="list sets and images and whether each is on disk")
+    p.add_argument("sets", nargs="*", metavar="SET", help="only these sets")
+    p.add_argument("--summary", action="store_true", help="one line per set")
+    p.set_defaults(func=data.cmd_datasets)
+
+    p = sub.add_parser(
+        "download", parents=[quiet], help="fetch and verify images (sha256) into the cache"
+    )
+    p.add_argument("sets", nargs="*", metavar="SET", help="sets to fetch")
+    p.add_argument("--all", action="store_true", help="every file of the registry")
+    p.add_argument(
+        "--skip-unavailable",
+        action="store_true",
+        help="exit 0 when a file is only unavailable from the source (404, absent from the "
+        "mirror, no network); checksum failures still exit 1",
+    )
+    p.set_defaults(func=data.cmd_download)
+
+    p = sub.add_parser("list", help="list suites with their grids and cell counts per profile")
+    p.set_defaults(func=data.cmd_list)
+
+    p = sub.add_parser("methods", help="list methods, presets and network parameter counts")
+    p.set_defaults(func=data.cmd_methods)
+
+    p = sub.add_parser("score", help="score restored images made elsewhere (matched by file name)")
+    p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images")
+    p.add_argument("--pred", required=True, type=Path, help="folder of restored images")
+    p.add_argument(
+        "--protocol",
+        required=True,
+        metavar="{gray,rgb,sr-y}",
+        help="gray, rgb (whole image) or sr-y (DIP's super-resolution protocol)",
+    )
+    p.add_argument("--out", type=Path, help="also write the per-image scores to this CSV")
+    p.set_defaults(func=data.cmd_score)
+
+
+def _run_commands(
+    sub: argparse._SubParsersAction,
+    quiet: argparse.ArgumentParser,
+    compute: argparse.ArgumentParser,
+) -> None:
+    p = sub.add_parser("run", parents=[compute, quiet], help="run a suite's grid (resumable)")
+    p.add_argument("suite", help="a packaged suite name (see dipbench list) or a suite .toml file")
+    p.add_argument(
+        "--profile", default="full", choices=PROFILES, help=f"{PROFILE_HELP} (default: full)"
+    )
+    p.add_argument("--out", type=Path, help="run folder (default: reports/<profile>/<suite>/)")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", help="only these images")
+    p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
+    p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"start a run estimated at more than {LONG_RUN_HOURS:g} h without asking",
+    )
+    slurm = p.add_argument_group("executor")
+    slurm.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "slurm"],
+        help="local processes, or one Slurm job array through submitit",
+    )
+    slurm.add_argument("--slurm-partition", help="Slurm partition")
+    slurm.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job (default: 1)")
+    slurm.add_argument("--slurm-time", type=int, default=240, help="time limit per job, minutes")
+    slurm.add_argument(
+        "--slurm-array-parallelism",
+        type=int,
+        default=32,
+        help="jobs of the array running at once (default: 32)",
+    )
+    slurm.add_argument(
+        "--slurm-cluster",
+        default=None,
+        choices=["slurm", "local", "debug"],
+        help="submitit cluster; local/debug run the array on this machine (testing)",
+    )
+    p.set_defaults(func=runs.cmd_run)
+
+    p = sub.add_parser(
+        "reproduce",
+        parents=[compute, quiet],
+        help="run every suite, write the reports and their index",
+    )
+    p.add_argument("suites", nargs="*", metavar="SUITE", help="only these suites")
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help=f"{PROFILE_HELP} (default: full on a CUDA GPU, else quick, with an estimate of full)",
+    )
+    p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
+    p.set_defaults(func=runs.cmd_reproduce)
+
+    p = sub.add_parser("report", help="(re)write a run folder's tables and figures from its cells")
+    p.add_argument(
+        "dir",
+        type=Path,
+        help="a run folder (reports/<profile>/<suite>), or with --index a reports folder",
+    )
+    p.add_argument(
+        "--index",
+        action="store_true",
+        help="write DIR/README.md indexing every run folder below DIR",
+    )
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.set_defaults(func=runs.cmd_report)
+
+
+def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("check", help="PSNR regression check of results against expected values")
+    p.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        help="results.csv file(s), or folders searched for results.csv",
+    )
+    p.add_argument("--expected", required=True, type=Path, help="the expected-values CSV")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="write the expected file from these results (the reference) instead of checking; "
+        "needs --variants",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="with --update: run folders of the same grid under other seeds or kernels, whose "
+        "deviation from the reference sets each tolerance (see dipbench expect)",
+    )
+    p.add_argument(
+        "--failures-only",
+        action="store_true",
+        help="list only the cells that are not ok (default: every cell)",
+    )
+    p.set_defaults(func=measure.cmd_check)
+
+    p = sub.add_parser(
+        "expect",
+        parents=[quiet],
+        help="measure a grid's spread over seeds and kernels, write expected values",
+        description="Run the grid as the reference and again under variants (method seeds "
+        "1..N, ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=default, 2 threads), then write "
+        "the expected file: each value's tolerance is a multiple of its measured deviation, "
+        "and a value too unstable to gate is listed but not gated.",
+    )
+    p.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="packaged suite names or suite .toml files (default: every packaged suite)",
+    )
+    p.add_argument("--profile", default="ci", choices=PROFILES, help="default: ci")
+    p.add_argument("--expected", required=True, type=Path, help="the expected-values CSV to write")
+    p.add_argument(
+        "--seeds", type=int, default=8, help="method seed streams besides the reference (default 8)"
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path(".ci-results"),
+        help="folder for the runs (default: .ci-results)",
+    )
+    p.add_argument("--jobs", type=positive_int, default=None, help="local worker processes per run")
+    p.set_defaults(func=measure.cmd_expect)
+
+    p = sub.add_parser(
+        "speed",
+        help="measure steps/s (one cell, a batch), conv throughput and suite wall times",
+    )
+    p.add_argument(
+        "--method",
+        default="dip",
+        help="a registered network method (fits_network), e.g. dip or dd (default: dip)",
+    )
+    p.add_argument(
+        "--size", type=positive_int, default=128, help="image side for the one-cell figures"
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=16,
+        help="cells fitted together; 1 skips it (default: 16)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="image side of the batched cells (default: 32, CIFAR-10's)",
+    )
+    p.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--suite",
+        help="take the network and optimisation from this suite's entry for --method "
+        "(for example cifar10-noise); default: the method's denoising preset",
+    )
+    p.add_argument("--profile", default="full", choices=PROFILES, help="with --suite")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--steps", type=positive_int, default=10, help="steps per timed block (default: 10)"
+    )
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=5,
+        help="timed blocks per variant; the median is shown",
+    )
+    p.add_argument(
+        "--batch-steps",
+        type=positive_int,
+        default=100,
+        help="steps of each batched cell (default: 100)",
+    )
+    p.add_argument("--no-estimate", action="store_true", help="skip the suite estimates")
+    p.set_defaults(func=measure.cmd_speed)

@@ -1,0 +1,206 @@
+"""Commands that run suites and report them: ``run``, ``reproduce``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from benchmark.cli.options import EXIT_FAILED, EXIT_OK, LONG_RUN_HOURS, UsageError
+
+
+def _load_suite(args: argparse.Namespace) -> Any:
+    from benchmark.suites import SuiteError, load_suite
+
+    try:
+        return load_suite(
+            args.suite,
+            args.profile,
+            images_subset=args.images,
+            methods_subset=args.methods,
+            method_seed=args.method_seed,
+        )
+    except SuiteError as err:
+        raise UsageError(str(err)) from err
+
+
+def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace, jobs: int) -> None:
+    """Print a network run's estimated time; one over ``LONG_RUN_HOURS`` starts only after
+    ``--yes`` or a "y" typed at a terminal. The ci profile (a few minutes) is not estimated."""
+    from benchmark import runner
+    from benchmark.methods import get_method
+
+    networks = [c.method for c in todo if get_method(c.method).fits_network]
+    if suite.profile == "ci" or not networks:
+        return
+    steps = runner.measure_step_seconds(args.device, networks)
+    hours = runner.estimate_seconds(suite, steps, todo) / 3600 / max(1, jobs)
+    print(
+        f"estimated time: about {hours:.1f} h with {jobs} job(s) on {args.device} (a rough "
+        "figure scaled from one measured step)"
+    )
+    if hours <= LONG_RUN_HOURS or args.yes:
+        return
+    if sys.stdin.isatty():
+        if input("start it? [y/N] ").strip().lower() in ("y", "yes"):
+            return
+        raise UsageError("not started")
+    raise UsageError(
+        f"this run needs about {hours:.1f} h here: add --yes to start it, or use "
+        "--profile quick (a 2-core CPU finishes every quick suite in about an hour)"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run (or resume) a suite's grid; failed cells are listed and make the exit code 1."""
+    from benchmark import runner
+
+    suite = _load_suite(args)
+    out = args.out or runner.default_out(suite.profile, suite.name)
+    cells = suite.cells()
+    if not cells:
+        raise UsageError(
+            f"suite {suite.name!r} ({suite.profile}) has no cell: its methods run on none of its "
+            "degradations, or the selection removed them all"
+        )
+    jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
+    todo = runner.pending(cells, out, args.device, args.threads)
+    print(
+        f"{suite.name} ({suite.profile}): {len(cells)} cells, {len(cells) - len(todo)} already "
+        f"done, {len(todo)} to run -> {out}"
+    )
+    _confirm_long_run(suite, todo, args, jobs)
+    slurm = {
+        "partition": args.slurm_partition,
+        "gpus": args.slurm_gpus,
+        "time_min": args.slurm_time,
+        "array_parallelism": args.slurm_array_parallelism,
+        "cluster": args.slurm_cluster,
+    }
+    table, _ = runner.run_suite(
+        suite,
+        out,
+        device=args.device,
+        jobs=jobs,
+        threads=args.threads,
+        executor=args.executor,
+        slurm=slurm,
+        show_progress=not args.quiet,
+        batch=args.batch,
+    )
+    failed = table[table.status != "ok"]
+    print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
+    elsewhere = runner.claimed_elsewhere(cells, out, args.device, args.threads)
+    if elsewhere:
+        print(
+            f"{len(elsewhere)} cell(s) are being computed by another run on this folder (their "
+            "lock files in cells/); run the same command again when it ends to collect them"
+        )
+    if not args.no_report:
+        from benchmark import report
+
+        report.write_report(out)
+        print(f"wrote {out / 'table.md'} and figures")
+    suspect = _print_suspects(runner.suspect_lines(table, suite.name))
+    if len(failed):
+        print(f"{len(failed)} failed cell(s):", file=sys.stderr)
+        for row in failed.itertuples():
+            print(
+                f"  {row.dataset}/{row.image} {row.degradation}={row.level:g} {row.method}: "
+                f"{row.error}",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    if _refuse_suspects(suspect, suite.profile, args.allow_suspect):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _refuse_suspects(suspects: list[str], profile: str, allowed: bool) -> bool:
+    """Whether suspect cells fail the command: at the full profile, unless allowed."""
+    if not suspects or profile != "full" or allowed:
+        return False
+    print(
+        f"{len(suspects)} suspect cell(s) in the full profile (above): exit 1; "
+        "--allow-suspect accepts them",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _print_suspects(lines: list[str]) -> list[str]:
+    """Print the suspect cells of a run (numbers that look impossible) and return them."""
+    if lines:
+        print(f"{len(lines)} suspect cell(s) (marked ‡ in the tables):", file=sys.stderr)
+        for line in lines:
+            print(f"  suspect: {line}", file=sys.stderr)
+    return lines
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run every suite (the paper protocol on a CUDA GPU, else quick), report, index."""
+    from benchmark import images, runner
+    from benchmark.methods.fit import resolve_device
+    from benchmark.suites import SuiteError, load_suite, packaged_suites
+
+    device = resolve_device(args.device)
+    profile = args.profile or ("full" if device.type == "cuda" else "quick")
+    names = args.suites or packaged_suites()
+    try:
+        suites = [load_suite(name, profile, method_seed=args.method_seed) for name in names]
+    except SuiteError as err:
+        raise UsageError(str(err)) from err
+    if args.profile is None and profile != "full":
+        steps = runner.measure_step_seconds(args.device)
+        hours = sum(runner.estimate_seconds(load_suite(n, "full"), steps) for n in names) / 3600
+        print(
+            f"No CUDA GPU here (device {device}): running the quick profile, which is NOT the "
+            f"papers' protocol. The full profile would take roughly {hours:,.0f} hours on this "
+            "device (a rough estimate from a measured step); PROFILE=full forces it."
+        )
+    root = args.out or runner.default_out(profile, "x").parent.parent
+    done = runner.reproduce(
+        suites,
+        root,
+        device=args.device,
+        jobs=args.jobs if args.jobs is not None else runner.default_jobs(args.device),
+        threads=args.threads,
+        show_progress=not args.quiet,
+        batch=args.batch,
+    )
+    _print_suspects(done.suspects)
+    if done.index is None:
+        print(
+            "no suite could run: the images of every suite are unavailable here. "
+            + images.MIRROR_HINT,
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    for line in done.failed:
+        print(f"failed cell: {line}", file=sys.stderr)
+    if done.skipped:
+        print(f"skipped suite(s): {', '.join(done.skipped)} (see above)")
+    print(f"index of the reports: {done.index}")
+    if _refuse_suspects(done.suspects, profile, args.allow_suspect):
+        return EXIT_FAILED
+    return EXIT_FAILED if done.failed else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """(Re)write a run folder's tables and figures from its cells; --index for a tree."""
+    from benchmark import report
+
+    if args.index:
+        print(f"wrote {report.write_index(args.dir)}")
+        return EXIT_OK
+    try:
+        written = report.write_report(args.dir, figures=not args.no_figures)
+    except report.NoRecordsError as err:
+        print(f"dipbench report: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from err
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK

@@ -1,0 +1,182 @@
+"""The report's figures: PSNR against iterations, an image grid (clean, degraded, each
+method's output) and one network's snapshots as a strip and an animated GIF. Everything
+comes from the run folder: the records, their arrays and the views of their observations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
+
+from benchmark.report.files import (
+    cell_arrays,
+    load_views,
+    output_image,
+    save_figure,
+    save_gif,
+    save_small,
+)
+from benchmark.report.tables import row_label
+from benchmark.runner.views import GRID_IMAGES
+
+
+def _network_records(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Successful records of fitted networks: those with curves (any method, a user's too)."""
+    return [
+        r
+        for r in records
+        if r.get("status") == "ok" and "curve_iteration" in cell_arrays(out, r["key"])
+    ]
+
+
+def _reports(record: dict[str, Any], output: str) -> bool:
+    return any(row["output"] == output for row in record.get("rows", []))
+
+
+def figure_curves(
+    out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = 4
+) -> list[Path]:
+    """PSNR against iterations of every fitted network, one figure per degradation level.
+
+    Each fit's output; for a fit that reports its EMA (DIP), the EMA too, its ES-WMV pick
+    and the oracle peak marked.
+    """
+    written = []
+    by_level: dict[tuple, list[dict[str, Any]]] = {}
+    for r in _network_records(out, records):
+        by_level.setdefault((r["cell"]["degradation"], r["cell"]["level"]), []).append(r)
+    for (degradation, level), recs in _middle_levels(by_level).items():
+        images = list(dict.fromkeys(f"{r['cell']['dataset']}/{r['cell']['image']}" for r in recs))
+        images = images[:max_images]
+        fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.4), squeeze=False)
+        for ax, image in zip(axes[0], images, strict=True):
+            for r in recs:
+                if f"{r['cell']['dataset']}/{r['cell']['image']}" != image:
+                    continue
+                c = cell_arrays(out, r["key"])
+                if not len(c.get("curve_iteration", ())):
+                    continue
+                it, name = c["curve_iteration"], row_label(meta, r["cell"]["method_key"], "out")
+                ax.plot(it, c["curve_psnr_last"], lw=1, label=f"{name}")
+                if _reports(r, "ema"):
+                    ax.plot(it, c["curve_psnr_ema"], lw=1, ls="--", label=f"{name} EMA")
+                    es = r.get("info", {}).get("es_iteration")
+                    if es:
+                        ax.axvline(es, color="gray", lw=0.8, ls=":", label="ES-WMV pick")
+                    peak = int(np.nanargmax(c["curve_psnr_last"]))
+                    ax.plot(it[peak], c["curve_psnr_last"][peak], "k*", ms=8, label="oracle peak")
+            ax.set_title(image.split("/")[-1], fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("PSNR (dB)")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}", fontsize=10)
+        fig.tight_layout()
+        path = out / f"curves_{degradation}_{level:g}.png"
+        save_figure(fig, path)
+        written.append(path)
+    return written
+
+
+def _middle_levels(by_level: dict[tuple, list]) -> dict[tuple, list]:
+    """One level per degradation kind (the middle one) keeps the figures few."""
+    kinds: dict[str, list[float]] = {}
+    for kind, level in by_level:
+        kinds.setdefault(kind, []).append(level)
+    chosen = {(k, sorted(levels)[(len(levels) - 1) // 2]) for k, levels in kinds.items()}
+    return {key: recs for key, recs in by_level.items() if key in chosen}
+
+
+def _method_label(meta: dict[str, Any], key: str) -> str:
+    """A method's label without its output (DIP, not DIP (last))."""
+    return row_label(meta, key, "out")
+
+
+def _show(ax: Any, image: np.ndarray, title: str) -> None:
+    """An 8-bit ``(H, W, C)`` image drawn as its exact values (a float image would be
+    truncated back to 8 bits by matplotlib)."""
+    ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def figure_grid(
+    out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = GRID_IMAGES
+) -> Path | None:
+    """Clean, degraded and each method's output (PSNR in the captions) for a few images of
+    the suite's first degradation level, from the views of the observations the run saved."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        return None
+    first = (ok[0]["cell"]["degradation"], ok[0]["cell"]["level"])
+    ok = [r for r in ok if (r["cell"]["degradation"], r["cell"]["level"]) == first]
+    images = list(dict.fromkeys((r["cell"]["dataset"], r["cell"]["image"]) for r in ok))[
+        :max_images
+    ]
+    methods = list(dict.fromkeys(r["cell"]["method_key"] for r in ok))
+    views = load_views(out)
+    fig, axes = plt.subplots(
+        len(images),
+        2 + len(methods),
+        squeeze=False,
+        figsize=(1.9 * (2 + len(methods)), 2.1 * len(images)),
+    )
+    for row, (dataset, image) in zip(axes, images, strict=True):
+        recs = {
+            r["cell"]["method_key"]: r
+            for r in ok
+            if (r["cell"]["dataset"], r["cell"]["image"]) == (dataset, image)
+        }
+        view = views.get((dataset, image, *first, 0))
+        if view is None:  # a run folder written before views existed
+            for ax in row[:2]:
+                ax.axis("off")
+        else:
+            _show(row[0], view["target"], f"{image}: clean")
+            _show(row[1], view["observation"], f"degraded {float(view['psnr']):.2f} dB")
+        for ax, method in zip(row[2:], methods, strict=True):
+            record = recs.get(method)
+            pixels = None if record is None else output_image(out, record)
+            if record is None or pixels is None:
+                ax.axis("off")
+                continue
+            default = record.get("default_output", "out")
+            score = next((x["psnr"] for x in record["rows"] if x["output"] == default), np.nan)
+            _show(ax, pixels, f"{row_label(meta, method, default)} {score:.2f} dB")
+    fig.suptitle(f"{meta['suite']} ({meta['profile']}): {first[0]} {first[1]:g}", fontsize=9)
+    fig.tight_layout()
+    path = out / "grid.png"
+    save_small(fig, path)
+    return path
+
+
+def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
+    """A network's output at chosen iterations for one image (the first record with
+    snapshots): a strip (PNG) and an animated GIF."""
+    for record in _network_records(out, records):
+        data = cell_arrays(out, record["key"])
+        snaps = sorted(
+            (int(k.split("_")[1]), v) for k, v in data.items() if k.startswith("snapshot_")
+        )
+        if not snaps:
+            continue
+        fig, axes = plt.subplots(1, len(snaps), figsize=(1.8 * len(snaps), 2.1), squeeze=False)
+        for ax, (it, pixels) in zip(axes[0], snaps, strict=True):
+            _show(ax, pixels, f"iteration {it}")
+        cell = record["cell"]
+        fig.suptitle(
+            f"{_method_label(meta, cell['method_key'])} on {cell['image']} "
+            f"({cell['degradation']} {cell['level']:g})",
+            fontsize=9,
+        )
+        fig.tight_layout()
+        strip = out / "snapshots.png"
+        save_small(fig, strip)
+        frames = [Image.fromarray(p[..., 0] if p.shape[2] == 1 else p) for _, p in snaps]
+        gif = out / "snapshots.gif"
+        save_gif(frames, gif)
+        return [strip, gif]
+    return []

@@ -1,0 +1,103 @@
+"""What a report reads and how it writes: the run folder's manifest, records and arrays, and
+atomic writes of tables and figures (two runs sharing a folder rewrite its report, and neither
+may read the other's half-written file)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmark.runner.records import atomic_write, cells_dir, read_record, views_dir  # noqa: E402
+from benchmark.runner.views import VIEW_FIELDS  # noqa: E402
+
+
+def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's ``suite.json`` and the records of its grid (all records if it lists none)."""
+    out = Path(out)
+    meta_path = out / "suite.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{out} is not a run folder: no suite.json (run dipbench run first)"
+        )
+    meta = json.loads(meta_path.read_text())
+    folder = cells_dir(out)
+    paths = (
+        [folder / f"{k}.json" for k in meta["keys"]]
+        if meta.get("keys")
+        else sorted(folder.glob("*.json"))
+    )
+    records = [r for r in (read_record(p) for p in paths) if r is not None]
+    meta["missing_cells"] = len(paths) - len(records)
+    return meta, records
+
+
+def cell_arrays(out: Path, key: str) -> dict[str, np.ndarray]:
+    """A cell's curves and snapshots (``<key>.npz``; empty for a method without them)."""
+    path = cells_dir(out) / f"{key}.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    """A text file, one line per item."""
+    atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save and close a figure as PNG. Every report file is written atomically: two runs
+    sharing a folder rewrite its report, and neither may read the other's half-written file."""
+    atomic_write(path, lambda p: fig.savefig(p, dpi=80, format="png"))
+    plt.close(fig)
+
+
+def save_small(fig: Any, path: Path) -> None:
+    """Save a figure as a palette PNG: photographs in a grid compress poorly in RGB."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80, format="png")
+    plt.close(fig)
+    with Image.open(buffer) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    atomic_write(path, lambda p: small.save(p, format="PNG", optimize=True))
+
+
+def save_gif(frames: list[Image.Image], path: Path) -> None:
+    """An animation of ``frames``, 0.4 s each, looping."""
+    atomic_write(
+        path,
+        lambda p: frames[0].save(
+            p, format="GIF", save_all=True, append_images=frames[1:], duration=400, loop=0
+        ),
+    )
+
+
+def load_views(out: Path) -> dict[tuple, dict[str, Any]]:
+    """The views of observations the run saved (``target`` and ``observation`` as 8-bit
+    thumbnails, the input's ``psnr``), by (dataset, image, degradation, level, repetition)."""
+    views = {}
+    for path in sorted(views_dir(out).glob("*.npz")):
+        with np.load(path) as data:
+            view = {k: data[k] for k in data.files}
+        cell = json.loads(str(view.pop("cell")))
+        views[tuple(cell[name] for name in VIEW_FIELDS)] = view
+    return views
+
+
+def output_image(out: Path, record: dict[str, Any]) -> np.ndarray | None:
+    """A cell's saved default output as 8-bit ``(H, W, C)``, or None."""
+    png = cells_dir(out) / f"{record['key']}.png"
+    if not png.is_file():
+        return None
+    pixels = np.asarray(Image.open(png))
+    return pixels[..., None] if pixels.ndim == 2 else pixels

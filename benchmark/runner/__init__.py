@@ -1,0 +1,145 @@
+"""Running suites: resumably, in parallel, or on a Slurm cluster.
+
+The one entry point for a suite is :func:`run_suite`; :func:`reproduce` runs several and
+writes their reports and index (what ``dipbench reproduce`` and ``make reproduce`` do).
+
+- :mod:`~benchmark.runner.records`: cell keys, record files, atomic writes, ``results.csv``;
+- :mod:`~benchmark.runner.claims`: lock files, so several runs on one folder split its grid;
+- :mod:`~benchmark.runner.cell`: one cell (or a few fitted together): observe, restore,
+  score, record;
+- :mod:`~benchmark.runner.views`: what the report's image grid shows of the observations;
+- :mod:`~benchmark.runner.planning`: pending cells, batches, estimates;
+- :mod:`~benchmark.runner.executors`: serial, a pool of workers, Slurm;
+- :mod:`~benchmark.runner.progress`: the bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.runner.cell import run_cell
+from benchmark.runner.claims import claimed_elsewhere
+from benchmark.runner.executors import execute
+from benchmark.runner.planning import (
+    batches,
+    default_jobs,
+    estimate_seconds,
+    measure_step_seconds,
+    pending,
+    unavailable_reason,
+)
+from benchmark.runner.records import (
+    collect,
+    default_out,
+    versions,
+    write_manifest,
+    write_results,
+)
+from benchmark.runner.views import save_views
+from benchmark.suites import Suite
+
+__all__ = [
+    "ReproduceResult",
+    "batches",
+    "claimed_elsewhere",
+    "default_jobs",
+    "default_out",
+    "estimate_seconds",
+    "execute",
+    "measure_step_seconds",
+    "pending",
+    "reproduce",
+    "run_cell",
+    "run_suite",
+    "unavailable_reason",
+    "versions",
+]
+
+
+def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Run (or resume) a suite's grid and write ``results.csv``.
+
+    ``options`` are those of :func:`~benchmark.runner.executors.execute`. The run's manifest
+    (``suite.json``) is written first and ``results.csv`` even when the run is interrupted, so
+    a partial run is still a run folder that ``report`` and ``check`` read (they say how many
+    cells are missing). The views of the observations the report's grid shows are saved too
+    (:mod:`~benchmark.runner.views`).
+
+    Returns the collected table and the records computed by this call.
+    """
+    cells = suite.cells()
+    device, threads = options.get("device", "auto"), options.get("threads", 1)
+    write_manifest(suite, out, cells, device, threads)
+    try:
+        records = execute(cells, out, **options)
+    finally:
+        save_views(cells, out)
+        table = collect(cells, out, device, threads)
+        write_results(table, out)
+    return table, records
+
+
+@dataclass
+class ReproduceResult:
+    """What :func:`reproduce` did: the folders it wrote and what went wrong."""
+
+    root: Path
+    profile: str
+    folders: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # suites whose images cannot be had
+    failed: list[str] = field(default_factory=list)  # one line per failed cell
+    suspects: list[str] = field(default_factory=list)  # one line per suspect cell
+    index: Path | None = None
+
+
+def reproduce(
+    suites: Sequence[Suite],
+    root: Path,
+    *,
+    log: Callable[[str], None] = print,
+    **options: Any,
+) -> ReproduceResult:
+    """Run each suite into ``root/<profile>/<suite>``, write its report, then the index.
+
+    A suite whose images cannot be had is skipped (and named); a failed cell does not stop
+    the others. ``options`` are those of :func:`run_suite`.
+    """
+    from benchmark import report  # the report reads what the run wrote
+
+    profile = suites[0].profile if suites else "full"
+    result = ReproduceResult(Path(root), profile)
+    for suite in suites:
+        reason = unavailable_reason(suite)
+        if reason:
+            log(f"skipped {suite.name}: its images cannot be had here: {reason}")
+            result.skipped.append(suite.name)
+            continue
+        out = Path(root) / suite.profile / suite.name
+        log(f"== {suite.name} ({suite.profile}) -> {out}")
+        table, _ = run_suite(suite, out, **options)
+        report.write_report(out)
+        result.folders.append(out)
+        result.failed += [
+            f"{suite.name}: {r.image} {r.method}: {r.error}"
+            for r in table[table.status != "ok"].itertuples()
+        ]
+        result.suspects += suspect_lines(table, suite.name)
+    if result.folders:
+        result.index = report.write_index(Path(root))
+    return result
+
+
+def suspect_lines(table: pd.DataFrame, suite: str) -> list[str]:
+    """One line per suspect cell of a results table (numbers that look impossible)."""
+    if "suspect" not in table:
+        return []
+    rows = table[table.suspect.fillna("").astype(str) != ""].drop_duplicates("key")
+    return [
+        f"{suite}: {r.dataset}/{r.image} {r.degradation}={r.level:g} {r.method}: {r.suspect}"
+        for r in rows.itertuples()
+    ]

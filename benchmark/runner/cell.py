@@ -1,0 +1,303 @@
+"""One cell, or a few fitted together: observe, restore, score, record.
+
+A cell's observation and target come from its seed alone (:func:`prepare`). The method runs
+through the registry (``methods.run``, or the method's ``fit_many`` for cells fitted
+together), each requested output is scored under the suite's protocol, and the record is
+written with the cell's output image and its curves and snapshots. A failed cell is recorded
+with its error.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmark import __version__, images
+from benchmark.arrays import crop_to_size, to_uint8
+from benchmark.degradations import Observation, degrade
+from benchmark.methods import Restoration, get_method, restore, run
+from benchmark.metrics import get_protocol
+from benchmark.runner.claims import claimed
+from benchmark.runner.records import (
+    atomic_write,
+    cells_dir,
+    compute_kind,
+    versions,
+    write_json,
+)
+from benchmark.suites import Cell
+from benchmark.tasks import get_task
+
+
+def prepare(cell: Cell) -> tuple[Any, np.ndarray]:
+    """The cell's degraded observation and clean target (deterministic from its seed)."""
+    clean = images.load_image(cell.dataset, cell.image)
+    if cell.crop:
+        clean = crop_to_size(clean, cell.crop)
+    degraded = degrade(
+        clean,
+        cell.degradation,
+        cell.level,
+        np.random.default_rng(cell.degradation_seed),
+        **cell.degradation_options,
+    )
+    return degraded.observation, degraded.target
+
+
+def run_cell(
+    cell: Cell,
+    out: Path,
+    device: str,
+    *,
+    revision: str = "unknown",
+    threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Compute one cell and write its record; a failure is recorded, not raised.
+
+    The caller has set torch's CPU threads to ``threads`` (part of the cell's key on the CPU:
+    the number of threads changes a network's numbers in the last bits, and DIP's chaotic
+    training amplifies them). Returns the record that was written.
+    """
+    from benchmark.methods.fit import resolve_device
+
+    info = get_method(cell.method)
+    dev = resolve_device(device) if info.needs_device else None
+    record = _new_record(cell, out, dev, revision, threads)
+    started = time.perf_counter()
+    try:
+        observation, target = prepare(cell)
+        options = dict(cell.method_options)
+        if info.needs_device:
+            options.update(device=dev)
+        if info.fits_network:
+            options.update(monitor_reference=target, progress=progress)
+        result = run(cell.method, observation, seed=cell.method_seed, **options)
+        _succeeded(record, cell, result, target, out, observation)
+    except Exception as err:  # noqa: BLE001  a failed cell must not sink the run
+        _failed(record, err)
+    return _finish(record, out, time.perf_counter() - started)
+
+
+def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) -> dict[str, Any]:
+    cells_dir(out).mkdir(parents=True, exist_ok=True)
+    device_name = str(dev) if dev is not None else "cpu"
+    return {
+        "key": cell.key(compute_kind(cell, device_name, threads)),
+        "cell": asdict(cell),
+        "version": __version__,
+        "versions": versions(),
+        "git_revision": revision,
+        "device": device_name,
+        "started": time.time(),
+    }
+
+
+def _succeeded(
+    record: dict[str, Any],
+    cell: Cell,
+    result: Restoration,
+    target: np.ndarray,
+    out: Path,
+    observation: Observation,
+) -> None:
+    record.update(_score(cell, result, target))
+    if result.curves:  # a fitted network: hold it against its task's trivial baseline
+        record["trivial"] = trivial_baseline(cell, observation, target)
+        record["suspect"] = suspect_reasons(cell, record)
+    record["status"] = "ok"
+    _save_outputs(cells_dir(out) / record["key"], result)
+
+
+SUSPECT_UNDER_TRIVIAL_DB = 1.0  # the reported output under the trivial baseline (full profile)
+
+
+SUSPECT_UNDER_ORACLE_DB = 10.0  # `last` under the same fit's oracle (any profile)
+
+
+def trivial_baseline(cell: Cell, observation: Observation, target: np.ndarray) -> dict[str, Any]:
+    """PSNR of the task's trivial answer (:attr:`Task.trivial_baseline`): the noisy input
+    itself (denoising), bicubic upsampling of the low-resolution input (super-resolution),
+    OpenCV Telea (inpainting)."""
+    name = get_task(cell.task).trivial_baseline
+    image = observation.y if name == "observation" else restore(name, observation)
+    score = get_protocol(cell.protocol).score(image, target)
+    return {"method": name, "psnr": score["psnr"]}
+
+
+def suspect_reasons(cell: Cell, record: dict[str, Any]) -> list[str]:
+    """Why a network cell's numbers look impossible (empty: nothing suspect).
+
+    The reported output more than 1 dB under the task's trivial baseline at the full profile
+    (quick and ci use tiny networks and budgets), or ``last`` more than 10 dB under the same
+    fit's oracle.
+    """
+    psnr = {row["output"]: row["psnr"] for row in record["rows"]}
+    reasons = []
+    trivial = record["trivial"]
+    reported = record.get("default_output")
+    if (
+        cell.profile == "full"
+        and reported in psnr
+        and psnr[reported] < trivial["psnr"] - SUSPECT_UNDER_TRIVIAL_DB
+    ):
+        reasons.append(
+            f"{reported} {psnr[reported]:.2f} dB is more than {SUSPECT_UNDER_TRIVIAL_DB:g} dB "
+            f"under the trivial baseline ({trivial['method']} {trivial['psnr']:.2f} dB)"
+        )
+    if (
+        "last" in psnr
+        and "oracle" in psnr
+        and psnr["last"] < psnr["oracle"] - SUSPECT_UNDER_ORACLE_DB
+    ):
+        reasons.append(
+            f"last {psnr['last']:.2f} dB is more than {SUSPECT_UNDER_ORACLE_DB:g} dB under the "
+            f"fit's oracle ({psnr['oracle']:.2f} dB)"
+        )
+    return reasons
+
+
+def _failed(record: dict[str, Any], err: BaseException) -> None:
+    record.update(
+        status="failed",
+        error=f"{type(err).__name__}: {err}",
+        traceback="".join(traceback.format_exception(err)),
+        rows=[],
+    )
+
+
+def _finish(record: dict[str, Any], out: Path, seconds: float) -> dict[str, Any]:
+    record["seconds"] = seconds
+    record["finished"] = time.time()
+    write_json(cells_dir(out) / f"{record['key']}.json", record)
+    return record
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    out: Path,
+    device: str,
+    *,
+    revision: str = "unknown",
+    threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Compute cells that differ only in image, degradation and seed, fitted together.
+
+    The cells come from ``planning.batches`` (one network method, one set of options); those
+    whose observations share a shape are fitted in one pass, the others alone. Each cell
+    gets its own record, as from :func:`run_cell`, its ``info.batch`` saying how many cells
+    were fitted together. Returns the records.
+    """
+    with claimed(cells, out, device, threads) as mine:
+        if not mine:
+            return []
+        return _compute_cells(mine, out, device, revision, threads, progress)
+
+
+def _compute_cells(
+    cells: Sequence[Cell],
+    out: Path,
+    device: str,
+    revision: str,
+    threads: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[dict[str, Any]]:
+    from benchmark.methods.fit import resolve_device
+
+    info = get_method(cells[0].method)
+    if len(cells) == 1 or info.fit_many is None:
+        return [
+            run_cell(cell, out, device, revision=revision, threads=threads, progress=progress)
+            for cell in cells
+        ]
+    dev = resolve_device(device)
+    records: list[dict[str, Any]] = []
+    ready: dict[tuple, list[tuple[Cell, dict[str, Any], Any, np.ndarray]]] = {}
+    started = time.perf_counter()
+    for cell in cells:
+        record = _new_record(cell, out, dev, revision, threads)
+        try:
+            observation, target = prepare(cell)
+        except Exception as err:  # noqa: BLE001
+            _failed(record, err)
+            records.append(_finish(record, out, time.perf_counter() - started))
+            continue
+        shape = (observation.task, observation.y.shape, observation.factor)
+        ready.setdefault(shape, []).append((cell, record, observation, target))
+    for group in ready.values():
+        started = time.perf_counter()
+        try:
+            results: list[Any] = info.fit_many(
+                info.name,
+                [observation for _, _, observation, _ in group],
+                seeds=[cell.method_seed for cell, _, _, _ in group],
+                device=dev,
+                monitor_references=[target for _, _, _, target in group],
+                progress=progress,
+                **group[0][0].method_options,
+            )
+        except Exception as err:  # noqa: BLE001  e.g. out of memory: every cell fails alike
+            results = [err] * len(group)
+        seconds = (time.perf_counter() - started) / len(group)
+        for (cell, record, observation, target), result in zip(group, results, strict=True):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                _succeeded(record, cell, result, target, out, observation)
+            except Exception as err:  # noqa: BLE001
+                _failed(record, err)
+            records.append(_finish(record, out, seconds))
+    return records
+
+
+def _score(cell: Cell, result: Restoration, target: np.ndarray) -> dict[str, Any]:
+    protocol = get_protocol(cell.protocol)
+    wanted = cell.outputs or tuple(result.outputs)
+    missing = [o for o in wanted if o not in result.outputs]
+    if missing:
+        raise KeyError(
+            f"method {cell.method!r} has no output(s) {missing}; it has {', '.join(result.outputs)}"
+        )
+    rows = [
+        {"output": name, "oracle": name == "oracle", **protocol.score(result.outputs[name], target)}
+        for name in wanted
+    ]
+    return {"rows": rows, "default_output": result.default, "info": result.info}
+
+
+def _save_outputs(stem: Path, result: Restoration) -> None:
+    default = to_uint8(result.outputs[result.default])
+    pixels = default[..., 0] if default.shape[2] == 1 else default
+    atomic_write(stem.with_suffix(".png"), lambda p: Image.fromarray(pixels).save(p, format="PNG"))
+    if result.curves or result.snapshots:
+        arrays = {f"curve_{k}": v for k, v in result.curves.items()}
+        arrays.update({f"snapshot_{k}": to_uint8(v) for k, v in result.snapshots.items()})
+        atomic_write(stem.with_suffix(".npz"), lambda p: _savez(p, arrays))
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def fail_unit(
+    unit: list[Cell], out: Path, device: str, revision: str, threads: int, cause: str
+) -> list[dict[str, Any]]:
+    """Failed records for the cells of a unit whose worker died (``cause`` says how)."""
+    from benchmark.methods.fit import resolve_device
+
+    records = []
+    for cell in unit:
+        record = _new_record(cell, out, resolve_device(device), revision, threads)
+        _failed(record, RuntimeError(f"{cause} while computing this cell"))
+        record["traceback"] = ""
+        records.append(_finish(record, out, 0.0))
+    return records

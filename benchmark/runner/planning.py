@@ -1,0 +1,199 @@
+"""Planning a run: which cells are left, which are fitted together, how long it takes.
+
+Nothing here computes a cell. Sizes come from the image registry (no image is read), a
+network cell's settings from its method's ``setting`` capability.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from benchmark import images
+from benchmark.methods.registry import get_method
+from benchmark.runner.records import read_record, record_path
+from benchmark.tasks import get_task
+
+if TYPE_CHECKING:
+    from benchmark.suites import Cell, Suite
+
+
+def pending(cells: Sequence[Cell], out: Path, device: str, threads: int = 1) -> list[Cell]:
+    """The cells without a successful record (failed ones are retried)."""
+    done = []
+    for cell in cells:
+        record = read_record(record_path(cell, out, device, threads))
+        done.append(record is not None and record.get("status") == "ok")
+    return [c for c, ok in zip(cells, done, strict=True) if not ok]
+
+
+def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -> int:
+    """How many cells of this size ``--batch auto`` fits together.
+
+    On the CPU, 16 when a step is small enough for native convolutions (at most
+    ``NATIVE_CONV_GFLOP``: CIFAR-10's 32x32 with DIP of 16-32 channels gains 2.5-3x, bit for
+    bit), else 1 (measured: larger steps keep both cores busy alone, and batching them was
+    slower); on a GPU, up to about a million pixels per batch (16 cells of 256x256, 64 of
+    32x32), a guess for a 16 GB card: ``dipbench speed --device cuda --batch B`` measures it.
+    """
+    import torch
+
+    from benchmark.methods.fit import cpu_convolution_backend, resolve_device, step_gflop_at
+    from benchmark.methods.priors import build_network
+
+    kind = resolve_device(device).type
+    if kind == "cpu":
+        setting = None if cell is None else network_setting(cell)
+        if setting is None:
+            return 1
+        network, cfg = setting
+        net = build_network(network, 3, torch.Generator())
+        return (
+            16 if cpu_convolution_backend(cfg, step_gflop_at(net, height, width)) == "native" else 1
+        )
+    if kind == "cuda":
+        return max(1, min(64, 2**20 // (height * width)))
+    return 1
+
+
+def network_setting(cell: Cell) -> tuple[dict[str, Any], Any] | None:
+    """A network cell's network table and FitConfig (None: its method declares no setting)."""
+    info = get_method(cell.method)
+    if info.setting is None:
+        return None
+    return info.setting(cell.task, get_task(cell.task).factor(cell.level), **cell.method_options)
+
+
+def _registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
+    """(height, width) by (set, image), and by set for the members of an archive set."""
+    sizes: dict[tuple[str, str] | str, tuple[int, int]] = {}
+    for entry in images.load_registry():
+        sizes[(entry.set, entry.name)] = (entry.height, entry.width)
+        if entry.kind == "archive":
+            sizes[entry.set] = (entry.height, entry.width)
+    return sizes
+
+
+def _cell_size(cell: Cell, sizes: dict[tuple[str, str] | str, tuple[int, int]]) -> tuple[int, int]:
+    """A cell's image size from the registry (no image is read), after its crop."""
+    h, w = sizes.get((cell.dataset, cell.image)) or sizes.get(cell.dataset) or (32, 32)
+    if cell.crop:
+        h, w = min(h, cell.crop), min(w, cell.crop)
+    return h, w
+
+
+def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list[list[Cell]]:
+    """Split cells into units of work: network cells that can be fitted together (same
+    method and options, same dataset, task, crop and factor, same image size), at most
+    ``batch`` (or :func:`auto_batch`) per unit; every other cell alone. Order is kept."""
+    sizes = _registry_sizes()
+    groups: dict[str, list[Cell]] = {}
+    units: list[list[Cell]] = []
+    for cell in cells:
+        options = cell.method_options
+        if not get_method(cell.method).supports_batch or options.get("fit_options", {}).get(
+            "stop_early"
+        ):
+            units.append([cell])
+            continue
+        h, w = _cell_size(cell, sizes)
+        factor = get_task(cell.task).factor(cell.level)
+        signature = json.dumps(
+            [cell.method, options, cell.dataset, cell.task, factor, h, w],
+            sort_keys=True,
+            default=str,
+        )
+        if signature not in groups:
+            groups[signature] = []
+            units.append(groups[signature])  # filled below; a list is shared by reference
+        groups[signature].append(cell)
+    split: list[list[Cell]] = []
+    for unit in units:
+        if len(unit) == 1:
+            split.append(unit)
+            continue
+        first = unit[0]
+        size = (
+            auto_batch(device, *_cell_size(first, sizes), first) if batch == "auto" else int(batch)
+        )
+        split += [unit[i : i + size] for i in range(0, len(unit), max(1, size))]
+    return split
+
+
+def default_jobs(device: str) -> int:
+    """One worker per CPU core on the CPU, one per GPU on CUDA, else one."""
+    from benchmark.methods.fit import resolve_device
+
+    kind = resolve_device(device).type
+    if kind == "cpu":
+        return os.cpu_count() or 1
+    if kind == "cuda" and str(device) in ("auto", "cuda"):
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
+
+
+def unavailable_reason(suite: Suite) -> str | None:
+    """Why a suite's images cannot be had here (None if they can): fetches what is missing."""
+    registry = images.load_registry()
+    for entry in images.select(registry, suite.datasets):
+        try:
+            images.fetch(entry)
+        except images.DownloadError as err:
+            return str(err)
+    return None
+
+
+def estimate_seconds(
+    suite: Suite, step_seconds: dict[str, float], cells: Sequence[Cell] | None = None
+) -> float:
+    """A rough duration of a suite (or of some of its ``cells``): network steps scaled by
+    pixels from a measured step.
+
+    ``step_seconds`` holds, per network method, the measured seconds of one step of its
+    denoising setting on a 128x128 RGB image; other cells count 2 s each.
+    """
+    sizes = _registry_sizes()
+    total = 0.0
+    for cell in suite.cells() if cells is None else cells:
+        setting = network_setting(cell)
+        if setting is None or cell.method not in step_seconds:
+            total += 2.0
+            continue
+        h, w = _cell_size(cell, sizes)
+        iterations = setting[1].iterations
+        total += iterations * step_seconds[cell.method] * (h * w) / (128 * 128)
+    return total
+
+
+def measure_step_seconds(device: str = "auto", methods: Sequence[str] = ()) -> dict[str, float]:
+    """Seconds per step of each network method's denoising setting at 128x128 on ``device``
+    (``methods``: those of a suite; every registered one when empty)."""
+    import torch
+
+    from benchmark.degradations import Observation
+    from benchmark.methods import METHODS
+    from benchmark.methods.fit import FitConfig, fit
+    from benchmark.methods.priors import build_network
+
+    y = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
+    observation = Observation(y, "denoising", {"kind": "gaussian", "sigma": 0.1})
+    seconds = {}
+    infos = [get_method(m) for m in dict.fromkeys(methods)] or list(METHODS.values())
+    for info in infos:
+        if info.setting is None or "denoising" not in info.tasks:
+            continue
+        network, _ = info.setting("denoising")
+        net = build_network(network, 3, torch.Generator().manual_seed(0))
+        fit(net, observation, FitConfig(iterations=2, check_every=2), device=device)
+        started = time.perf_counter()
+        fit(net, observation, FitConfig(iterations=6, check_every=6), device=device)
+        seconds[info.name] = (time.perf_counter() - started) / 6
+    return seconds

@@ -1,0 +1,263 @@
+"""What a suite file may say: its keys, their types, and the checks that refuse a bad entry
+when the suite loads (not hours into a run), each naming the file, the entry and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmark import images
+from benchmark.degradations import DEGRADATIONS
+from benchmark.grid import MethodSpec, levels_of
+from benchmark.methods import get_method
+from benchmark.tasks import get_task
+
+SUITE_KEYS = {
+    "name",
+    "title",
+    "task",
+    "protocol",
+    "paper",
+    "datasets",
+    "images",
+    "count",
+    "crop",
+    "seed",
+    "repetitions",
+    "degradations",
+    "methods",
+    "profiles",
+    "notes",
+    "report",
+}
+
+
+_METHOD_KEYS = {
+    "method",
+    "label",
+    "preset",
+    "network",
+    "fit",
+    "options",
+    "outputs",
+    "skip",
+    "degradations",
+}
+
+
+_DEGRADATION_KEYS = {"kind", "levels", "imagenet_c", "datasets", "options"}
+
+
+class SuiteError(ValueError):
+    """A suite file or a selection that does not make sense; the message lists valid names."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# What each key of a suite may hold: (test, how to say it).
+_TEXT = (lambda v: isinstance(v, str), "a string")
+
+
+_TABLE = (lambda v: isinstance(v, Mapping), "a table")
+
+
+_NAMES = (lambda v: isinstance(v, str) or _is_str_list(v), "a name or a list of names")
+
+
+SUITE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": _TEXT,
+    "title": _TEXT,
+    "task": _TEXT,
+    "protocol": _TEXT,
+    "notes": _TEXT,
+    "paper": _TABLE,
+    "report": _TABLE,
+    "methods": _TABLE,
+    "profiles": _TABLE,
+    "datasets": _NAMES,
+    "images": (_is_str_list, "a list of image names"),
+    "count": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "crop": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0 (0: whole images)"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+    "repetitions": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    "degradations": (
+        lambda v: isinstance(v, list) and all(isinstance(d, Mapping) for d in v),
+        "a list of [[degradations]] tables",
+    ),
+}
+
+
+_METHOD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "method": _TEXT,
+    "label": _TEXT,
+    "preset": (
+        lambda v: (
+            isinstance(v, str)
+            or (isinstance(v, Mapping) and all(isinstance(x, str) for x in v.values()))
+        ),
+        "a preset name, or a table of preset names by degradation kind",
+    ),
+    "network": _TABLE,
+    "fit": _TABLE,
+    "options": _TABLE,
+    "outputs": (_is_str_list, "a list of output names"),
+    "skip": (lambda v: isinstance(v, bool), "true or false"),
+    "degradations": _NAMES,
+}
+
+
+_DEGRADATION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "kind": _TEXT,
+    "datasets": (_is_str_list, "a list of dataset names"),
+    "options": _TABLE,
+}
+
+
+def check_types(
+    table: Mapping[str, Any], types: Mapping[str, tuple[Callable[[Any], bool], str]], where: str
+) -> None:
+    for key, value in table.items():
+        if key in types and not types[key][0](value):
+            raise SuiteError(f"{where}: {key!r} must be {types[key][1]}, got {value!r}")
+
+
+def check_known(found: Iterable[str], valid: Iterable[str], where: str) -> None:
+    """Raise a SuiteError naming each unknown key with the closest valid one."""
+    valid = sorted(valid)
+    unknown = sorted(set(found) - set(valid))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise SuiteError(f"{where}: unknown {', '.join(hints)}; valid: {', '.join(valid)}")
+
+
+def check_protocol_channels(chosen: Sequence[tuple[str, str]], protocol: str, path: Path) -> None:
+    """A ``gray`` protocol on color images (or ``rgb`` on gray ones) would fail every cell
+    when it is scored; say so now."""
+    wanted = {"gray": "gray", "rgb": "RGB"}.get(protocol)
+    if wanted is None:
+        return
+    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
+    kinds = {"L": "gray", "1": "gray", "LA": "gray", "RGB": "RGB", "RGBA": "RGB"}
+    wrong = [f"{d}/{i}" for d, i in chosen if kinds.get(modes.get((d, i), "RGB"), wanted) != wanted]
+    if wrong:
+        other = "rgb" if wanted == "gray" else "gray"
+        raise SuiteError(
+            f"{path}: protocol {protocol!r} scores {wanted} images, but "
+            f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} are not; use protocol "
+            f"{other!r} (or sr-y), or other images"
+        )
+
+
+def check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise SuiteError(f"{path}: each [[degradations]] entry must be a table")
+    kind = entry.get("kind")
+    if kind not in DEGRADATIONS:
+        close = difflib.get_close_matches(str(kind), list(DEGRADATIONS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SuiteError(
+            f"{path}: unknown degradation {kind!r}{hint}; known: {', '.join(DEGRADATIONS)}"
+        )
+    check_known(entry, _DEGRADATION_KEYS, f"{path}: degradation {kind!r} key(s)")
+    check_types(entry, _DEGRADATION_TYPES, f"{path}: degradation {kind!r}")
+    options = entry.get("options", {})
+    if not isinstance(options, Mapping):
+        raise SuiteError(f"{path}: degradation {kind!r}: options must be a table")
+    parameters = inspect.signature(DEGRADATIONS[kind]).parameters.values()
+    accepted = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    check_known(options, accepted, f"{path}: degradation {kind!r} option(s)")
+    if ("levels" in entry) == ("imagenet_c" in entry):
+        raise SuiteError(f"{path}: degradation {kind!r} needs either 'levels' or 'imagenet_c'")
+    values = entry.get("levels", entry.get("imagenet_c"))
+    if not isinstance(values, list) or not values:
+        raise SuiteError(f"{path}: degradation {kind!r}: give a non-empty list, e.g. levels = [25]")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SuiteError(
+                f"{path}: degradation {kind!r}: level {value!r} is not a number "
+                "(levels are numbers in the degradation's units, e.g. sigma = 25 on 0-255)"
+            )
+    if "imagenet_c" in entry and not all(v in (1, 2, 3, 4, 5) for v in values):
+        raise SuiteError(f"{path}: degradation {kind!r}: ImageNet-C severities are 1..5")
+    return dict(entry)
+
+
+def check_method_options(
+    spec: MethodSpec, task: str, degradations: Sequence[Mapping[str, Any]], path: Path
+) -> None:
+    """Unknown options fail here, when the suite loads, not hours into a run."""
+    where = f"{path}: method {spec.key!r}"
+    info = get_method(spec.method)
+    if info.check_options is not None:
+        for deg in degradations:
+            if not spec.runs_on(deg["kind"]):
+                continue
+            for level, _ in levels_of(deg):
+                try:
+                    info.check_options(
+                        task, get_task(task).factor(level), **spec.options_for(deg["kind"])
+                    )
+                except (KeyError, ValueError, TypeError) as err:
+                    raise SuiteError(f"{where}: {err.args[0] if err.args else err}") from err
+        return
+    extra = set(spec.options) - {"preset"}
+    if "network" in extra or "fit_options" in extra:
+        raise SuiteError(
+            f"{where}: 'network' and 'fit' apply to network methods configured by presets only"
+        )
+    parameters = list(inspect.signature(info.function).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return  # it takes anything: its options are its own business
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    accepted = [p.name for p in parameters[1:] if p.kind in named]  # after the observation
+    check_known(extra, [a for a in accepted if a != "seed"], f"{where}: option(s)")
+
+
+def method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str]) -> MethodSpec:
+    check_known(entry, _METHOD_KEYS, f"{path}: method {key!r} key(s)")
+    check_types(entry, _METHOD_TYPES, f"{path}: method {key!r}")
+    runs_on = entry.get("degradations", [])
+    runs_on = [runs_on] if isinstance(runs_on, str) else list(runs_on)
+    absent = sorted(set(runs_on) - kinds)
+    if absent:
+        raise SuiteError(
+            f"{path}: method {key!r}: degradations {absent} are not in the suite; "
+            f"its degradations: {', '.join(sorted(kinds))}"
+        )
+    method = entry.get("method", key)
+    try:
+        get_method(method)
+    except KeyError as err:
+        raise SuiteError(f"{path}: {err.args[0]}") from err
+    options: dict[str, Any] = dict(entry.get("options", {}))
+    presets: dict[str, str] = {}
+    if isinstance(entry.get("preset"), Mapping):
+        presets = dict(entry["preset"])
+    elif "preset" in entry:
+        options["preset"] = entry["preset"]
+    if "network" in entry:
+        options["network"] = dict(entry["network"])
+    if "fit" in entry:
+        options["fit_options"] = dict(entry["fit"])
+    return MethodSpec(
+        key=key,
+        method=method,
+        label=entry.get("label", key),
+        options=options,
+        outputs=tuple(entry.get("outputs", ())),
+        presets=presets,
+        degradations=tuple(runs_on),
+    )
