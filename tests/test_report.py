@@ -289,3 +289,51 @@ def test_the_papers_bicubic_row_meets_the_bicubic_of_its_own_input(tmp_path: Pat
     assert len(bicubic) == 2 + 5 + 14  # two means and every released image
     assert (bicubic["our psnr"] == 30.0).all()
     assert set(bicubic.ours) == {"Bicubic (MATLAB imresize, the benchmarks' LR)"}
+
+
+def test_a_committed_run_folder_reports_the_same_on_a_fresh_clone(
+    tmp_path: Path, mirror: Path
+) -> None:
+    """The run saves what the report shows (records, outputs, curves, snapshots, the views of
+    the observations): committed with its cells, a run folder rebuilds the very same tables
+    and figures on a fresh clone, where no test image can be had."""
+    import os
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    run = repo / "reports" / "ci" / "inpainting-table1"
+    argv = ["run", "inpainting-table1", "--profile", "ci", "--images", "house", "--out", str(run)]
+    assert main([*argv, "--methods", "dip", "telea", "-q", "--jobs", "1"]) == 0
+    made = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {"grid.png", "snapshots.png", "snapshots.gif", "table.md"} <= set(made)
+    assert list((run / "cells" / "views").glob("*.npz"))
+
+    def git(*args: str, cwd: Path = repo) -> None:
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-f", "reports")  # a checkout's .gitignore keeps cells/ out; commit them anyway
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a run")
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    cloned = clone / "reports" / "ci" / "inpainting-table1"
+    for name in made:
+        if name != "suite.json" and name != "results.csv":
+            (cloned / name).unlink()  # the report must rebuild them
+    env = {
+        **os.environ,
+        "DIPBENCH_DATA": str(tmp_path / "empty-cache"),
+        "DIPBENCH_MIRROR": str(tmp_path / "no-mirror"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark", "report", str(cloned)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "empty-cache").exists()  # no image was fetched nor read
+    rebuilt = {p.name: p.read_bytes() for p in cloned.iterdir() if p.is_file()}
+    assert set(rebuilt) == set(made)
+    assert [name for name in made if rebuilt[name] != made[name]] == []
