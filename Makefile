@@ -20,7 +20,7 @@ export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
 endif
 endif
 
-.PHONY: setup test lint reproduce quick download update-expected bench clean
+.PHONY: setup test lint reproduce quick download update-expected bench gpu-check clean
 
 # PROFILE=full forces the papers' protocol; by default `dipbench reproduce` picks full on a
 # CUDA GPU and quick elsewhere.
@@ -53,6 +53,16 @@ update-expected: download
 bench: setup
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-autosave \
 		--benchmark-columns=min,mean,stddev,rounds
+
+# On a CUDA GPU (needs a CUDA build of torch, see the README): the GPU tests, then the speed
+# report at 128, 256 and 512 (one cell against a plain eager loop, and 8 cells batched), with
+# the measured estimate of every suite's full profile at the end. About 8 minutes.
+gpu-check: setup
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA GPU and a CUDA build of torch')"
+	$(BIN)/python -m pytest -m cuda -q --benchmark-skip
+	$(BIN)/dipbench speed --device cuda --size 128 --batch 8 --batch-size 128 --no-estimate
+	$(BIN)/dipbench speed --device cuda --size 256 --batch 8 --batch-size 256 --no-estimate
+	$(BIN)/dipbench speed --device cuda --size 512 --batch 8 --batch-size 512
 
 download: $(STAMP)
 	$(BIN)/dipbench download --all --skip-unavailable

@@ -323,12 +323,13 @@ def _measure_batch(
 
 
 def _suite_hours(dev: torch.device) -> dict[str, float]:
-    from benchmark import runner
+    """Each packaged suite's full profile: steps measured at every shape it fits (per
+    method, size and batch), summed (``runner.estimate``)."""
+    from benchmark.runner.estimate import estimate
     from benchmark.suites import load_suite, packaged_suites
 
-    steps = runner.measure_step_seconds(str(dev))
     return {
-        name: runner.estimate_seconds(load_suite(name, "full"), steps) / 3600
+        name: estimate(load_suite(name, "full").cells(), str(dev)).seconds / 3600
         for name in packaged_suites()
     }
 
@@ -369,7 +370,11 @@ def format_report(report: SpeedReport) -> str:
         f"{achieved / report.conv_gflops:.0%} of it",
     ]
     if report.suite_hours:
-        lines += ["", "estimated wall time of the full profile on this device, one cell at a time:"]
+        lines += [
+            "",
+            "estimated wall time of the full profile on this device, one worker (steps "
+            "measured at each shape the suites fit, batches as --batch auto makes them):",
+        ]
         lines += [f"  {name:<20} {hours:10,.1f} h" for name, hours in report.suite_hours.items()]
         lines.append(f"  {'all suites':<20} {sum(report.suite_hours.values()):10,.1f} h")
     lines += [f"note: {note}" for note in report.notes]

@@ -28,17 +28,24 @@ def _load_suite(args: argparse.Namespace) -> Any:
 def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace, jobs: int) -> None:
     """Print a network run's estimated time; one over ``LONG_RUN_HOURS`` starts only after
     ``--yes`` or a "y" typed at a terminal. The ci profile (a few minutes) is not estimated."""
-    from benchmark import runner
     from benchmark.methods import get_method
+    from benchmark.runner.estimate import estimate
 
-    networks = [c.method for c in todo if get_method(c.method).fits_network]
-    if suite.profile == "ci" or not networks:
+    if suite.profile == "ci" or not any(get_method(c.method).fits_network for c in todo):
         return
-    steps = runner.measure_step_seconds(args.device, networks)
-    hours = runner.estimate_seconds(suite, steps, todo) / 3600 / max(1, jobs)
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # as each cell will run
+    try:
+        measured = estimate(todo, args.device, args.batch)
+    finally:
+        torch.set_num_threads(previous)
+    hours = measured.wall(jobs) / 3600
+    shown = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
     print(
-        f"estimated time: about {hours:.1f} h with {jobs} job(s) on {args.device} (a rough "
-        "figure scaled from one measured step)"
+        f"estimated time: about {shown} with {jobs} job(s) on {args.device} (steps measured "
+        f"at each of the run's {len(measured.parts)} shapes, summed)"
     )
     if hours <= LONG_RUN_HOURS or args.yes:
         return

@@ -249,29 +249,18 @@ def _capabilities(method: str, label: str) -> dict[str, Any]:
     """What DIP and DD declare to the registry: presets resolve their settings and check a
     suite's options; cells of one shape are fitted together."""
 
+    def chosen(options: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: options.get(k) for k in ("preset", "network", "fit_options")}
+
     def setting(task: str, factor: int | None = None, **options: Any) -> tuple[dict, FitConfig]:
-        _, network, cfg = resolve_setting(
-            method,
-            task,
-            factor,
-            preset=options.get("preset"),
-            network=options.get("network"),
-            fit_options=options.get("fit_options"),
-        )
+        _, network, cfg = resolve_setting(method, task, factor, **chosen(options))
         return network, cfg
 
     def check(task: str, factor: int | None = None, **options: Any) -> None:
         unknown = sorted(set(options) - {"preset", "network", "fit_options", "output"})
         if unknown:
             raise KeyError(f"unknown option(s) {unknown}; valid: preset, network, fit, output")
-        check_setting(
-            method,
-            task,
-            factor,
-            preset=options.get("preset"),
-            network=options.get("network"),
-            fit_options=options.get("fit_options"),
-        )
+        check_setting(method, task, factor, **chosen(options))
 
     return {
         "label": label,

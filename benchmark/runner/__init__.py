@@ -8,7 +8,8 @@ writes their reports and index (what ``dipbench reproduce`` and ``make reproduce
 - :mod:`~benchmark.runner.cell`: one cell (or a few fitted together): observe, restore,
   score, record;
 - :mod:`~benchmark.runner.views`: what the report's image grid shows of the observations;
-- :mod:`~benchmark.runner.planning`: pending cells, batches, estimates;
+- :mod:`~benchmark.runner.planning`: pending cells, batches, sizes;
+- :mod:`~benchmark.runner.estimate`: the run's time, measured at each shape it fits;
 - :mod:`~benchmark.runner.executors`: serial, a pool of workers, Slurm;
 - :mod:`~benchmark.runner.progress`: the bars.
 """

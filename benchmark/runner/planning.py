@@ -70,7 +70,7 @@ def network_setting(cell: Cell) -> tuple[dict[str, Any], Any] | None:
     return info.setting(cell.task, get_task(cell.task).factor(cell.level), **cell.method_options)
 
 
-def _registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
+def registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
     """(height, width) by (set, image), and by set for the members of an archive set."""
     sizes: dict[tuple[str, str] | str, tuple[int, int]] = {}
     for entry in images.load_registry():
@@ -80,7 +80,7 @@ def _registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
     return sizes
 
 
-def _cell_size(cell: Cell, sizes: dict[tuple[str, str] | str, tuple[int, int]]) -> tuple[int, int]:
+def cell_size(cell: Cell, sizes: dict[tuple[str, str] | str, tuple[int, int]]) -> tuple[int, int]:
     """A cell's image size from the registry (no image is read), after its crop."""
     h, w = sizes.get((cell.dataset, cell.image)) or sizes.get(cell.dataset) or (32, 32)
     if cell.crop:
@@ -92,7 +92,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
     """Split cells into units of work: network cells that can be fitted together (same
     method and options, same dataset, task, crop and factor, same image size), at most
     ``batch`` (or :func:`auto_batch`) per unit; every other cell alone. Order is kept."""
-    sizes = _registry_sizes()
+    sizes = registry_sizes()
     groups: dict[str, list[Cell]] = {}
     units: list[list[Cell]] = []
     for cell in cells:
@@ -102,7 +102,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
         ):
             units.append([cell])
             continue
-        h, w = _cell_size(cell, sizes)
+        h, w = cell_size(cell, sizes)
         factor = get_task(cell.task).factor(cell.level)
         signature = json.dumps(
             [cell.method, options, cell.dataset, cell.task, factor, h, w],
@@ -120,7 +120,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
             continue
         first = unit[0]
         size = (
-            auto_batch(device, *_cell_size(first, sizes), first) if batch == "auto" else int(batch)
+            auto_batch(device, *cell_size(first, sizes), first) if batch == "auto" else int(batch)
         )
         split += [unit[i : i + size] for i in range(0, len(unit), max(1, size))]
     return split
@@ -160,14 +160,14 @@ def estimate_seconds(
     ``step_seconds`` holds, per network method, the measured seconds of one step of its
     denoising setting on a 128x128 RGB image; other cells count 2 s each.
     """
-    sizes = _registry_sizes()
+    sizes = registry_sizes()
     total = 0.0
     for cell in suite.cells() if cells is None else cells:
         setting = network_setting(cell)
         if setting is None or cell.method not in step_seconds:
             total += 2.0
             continue
-        h, w = _cell_size(cell, sizes)
+        h, w = cell_size(cell, sizes)
         iterations = setting[1].iterations
         total += iterations * step_seconds[cell.method] * (h * w) / (128 * 128)
     return total

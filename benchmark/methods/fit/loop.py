@@ -103,6 +103,7 @@ class Loop:
         seeds: Sequence[int],
         dev: torch.device,
         references: Sequence[np.ndarray] | None,
+        exact: bool | None = None,
     ) -> None:
         if cfg.memory_format not in MEMORY_FORMATS:
             raise KeyError(
@@ -116,7 +117,8 @@ class Loop:
         # Exact stacking on the CPU, where a lone cell's numbers are reproducible bit for
         # bit; cuDNN's autotuned kernels make a lone cell's own runs differ in the last bits,
         # and torch.compile fuses differently for other sizes.
-        exact = dev.type == "cpu" and not cfg.compile
+        if exact is None:
+            exact = dev.type == "cpu" and not cfg.compile
         self.problem = Problem(observations, dev, exact=exact)
         h, w = self.problem.size
         net0 = nets[0]
@@ -265,6 +267,7 @@ def fit_many(
     device: str | torch.device = "auto",
     monitor_references: Sequence[np.ndarray] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    exact: bool | None = None,
 ) -> list[Restoration | FitError]:
     """Fit several cells in one pass: each ``nets[b]`` to ``observations[b]`` with ``seeds[b]``.
 
@@ -276,7 +279,9 @@ def fit_many(
     cell that needs backtracking (a PSNR drop or a NaN) is re-fitted alone afterwards, as
     restoring one cell's weights inside a batch would shift its Adam step count. ``nets``
     are left untouched when there are several (one alone is trained in place, as by
-    :func:`fit`).
+    :func:`fit`). ``exact`` (default: on the CPU without ``compile``) makes every layer and
+    the loss compute each cell as a lone cell would; ``False`` is what CUDA does: equal up to
+    float rounding, so equal in distribution over seeds, not bit for bit.
 
     Returns
     -------
@@ -294,7 +299,7 @@ def fit_many(
     started = time.perf_counter()
     gflop = step_gflop(nets[0], observations[0]) if dev.type == "cpu" else 0.0
     with device_settings(dev, cfg, gflop):
-        loop = Loop(nets, observations, cfg, seeds, dev, monitor_references)
+        loop = Loop(nets, observations, cfg, seeds, dev, monitor_references, exact)
         try:
             iterations, restores, refit = train(loop, progress)
         except FitError as err:

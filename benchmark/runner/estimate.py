@@ -1,0 +1,249 @@
+"""How long a run takes: a few measured steps at each shape the run really fits, summed.
+
+A network cell's time is its iterations times the time of one step of its *unit* (the cells
+fitted together, :func:`~benchmark.runner.planning.batches`), and a step's time depends on the
+network, the image size, the task's operator and the batch: so the estimate plans the run's
+units, measures a few steps of each distinct (method, network, fit settings, task, size,
+batch) once, on the run's device, and sums; no step is scaled from another size. A cell of
+a method without a network is timed once per (method, options, task, size) on a synthetic
+observation of at most 128 pixels a side, scaled by pixels.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from benchmark.degradations import degrade
+from benchmark.grid import Cell
+from benchmark.runner.planning import batches, cell_size, network_setting, registry_sizes
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one step (or one classical cell) costs depends on: one representative cell, the
+    image size and the number of cells fitted together."""
+
+    signature: str
+    cell: Cell = field(compare=False)
+    height: int
+    width: int
+    batch: int
+
+
+@dataclass
+class Estimate:
+    """A run's estimated seconds of work, with the measurement behind each part and each
+    unit's seconds in the order the executor takes them."""
+
+    seconds: float = 0.0
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    units: list[float] = field(default_factory=list)
+
+    def wall(self, jobs: int = 1) -> float:
+        """Seconds until the last unit ends when ``jobs`` workers take the units in order,
+        each the next unit as it comes free (what the local pool does)."""
+        workers = [0.0] * max(1, jobs)
+        for seconds in self.units:
+            heapq.heapreplace(workers, workers[0] + seconds)
+        return max(workers)
+
+    def table(self) -> str:
+        """One line per measured shape: what it is, how often it runs, its share."""
+        lines = []
+        for part in sorted(self.parts, key=lambda p: -p["seconds"]):
+            each = part["seconds_each"]
+            lines.append(
+                f"  {part['what']:<46} {part['count']:>7} x {each * 1e3:9.2f} ms = "
+                f"{part['seconds'] / 60:8.1f} min"
+            )
+        return "\n".join(lines)
+
+
+def _signature(cell: Cell, h: int, w: int, batch: int, network: bool) -> str:
+    options = cell.method_options
+    if network:  # the fit's iterations do not change a step's time
+        options = {**options, "fit_options": {**options.get("fit_options", {}), "iterations": 0}}
+    return json.dumps(
+        [cell.method, options, cell.task, cell.degradation, cell.degradation_options, h, w, batch],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def units(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list[tuple[Shape, int]]:
+    """The run's units in the executor's order, each as (shape, count): a network unit counts
+    its iterations (steps of the whole unit), another cell counts once."""
+    sizes = registry_sizes()
+    planned = []
+    for unit in batches(cells, device, batch):
+        first = unit[0]
+        h, w = cell_size(first, sizes)
+        setting = network_setting(first)
+        shape = Shape(
+            _signature(first, h, w, len(unit), setting is not None), first, h, w, len(unit)
+        )
+        planned.append((shape, setting[1].iterations if setting is not None else 1))
+    return planned
+
+
+def plan(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> dict[Shape, int]:
+    """The run's work as {shape: count}, the counts of :func:`units` summed per shape."""
+    work: dict[Shape, int] = {}
+    for shape, count in units(cells, device, batch):
+        work[shape] = work.get(shape, 0) + count
+    return work
+
+
+def synthetic_observations(shape: Shape, count: int) -> tuple[list[Any], list[np.ndarray]]:
+    """``count`` observations of the shape's degradation on random images of its size (and
+    channel count), as the run's cells would see them."""
+    channels = _channels(shape.cell)
+    observations, targets = [], []
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        clean = rng.random((shape.height, shape.width, channels)).astype(np.float32)
+        degraded = degrade(
+            clean, shape.cell.degradation, shape.cell.level, rng, **shape.cell.degradation_options
+        )
+        observations.append(degraded.observation)
+        targets.append(degraded.target)
+    return observations, targets
+
+
+def _channels(cell: Cell) -> int:
+    """The cell's image channels, from the registry (no image is read)."""
+    from benchmark import images
+
+    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
+    modes.update({e.set: e.mode for e in images.load_registry() if e.kind == "archive"})
+    mode = modes.get((cell.dataset, cell.image)) or modes.get(cell.dataset, "RGB")
+    return 1 if mode == "L" else 3
+
+
+def measure_step(
+    shape: Shape,
+    device: str,
+    *,
+    steps: int = 5,
+    warmup: int = 2,
+    min_seconds: float = 0.5,
+    clock: Clock = time.perf_counter,
+) -> float:
+    """Seconds of one step of a unit of this shape: ``warmup`` steps, then timed steps until
+    ``min_seconds`` have passed or ``steps`` were taken (one 8-second step at 512x512 on a
+    CPU is measure enough; a 5 ms one on a GPU is not)."""
+    import torch
+
+    from benchmark.methods.fit import Loop, device_settings, resolve_device, step_gflop, train
+    from benchmark.methods.priors import build_network
+
+    setting = network_setting(shape.cell)
+    assert setting is not None, "measure_step is for network cells"
+    network, cfg = setting
+    cfg = replace(cfg, iterations=warmup + steps, snapshots=(), check_every=warmup + steps)
+    observations, targets = synthetic_observations(shape, shape.batch)
+    channels = observations[0].y.shape[2]
+    nets = [
+        build_network(network, channels, torch.Generator().manual_seed(s))
+        for s in range(shape.batch)
+    ]
+    dev = resolve_device(device)
+    gflop = step_gflop(nets[0], observations[0]) if dev.type == "cpu" else 0.0
+    with device_settings(dev, cfg, gflop):
+        loop = Loop(nets, observations, cfg, list(range(shape.batch)), dev, targets)
+        train(loop, None, range(1, warmup + 1))
+        _synchronize(dev)
+        started, done, elapsed = clock(), 0, 0.0
+        while done < steps:
+            it = warmup + done + 1
+            train(loop, None, range(it, it + 1))
+            _synchronize(dev)
+            done, elapsed = done + 1, clock() - started
+            if elapsed >= min_seconds:
+                break
+        return elapsed / done
+
+
+CELL_SIDE = 128  # classical cells are timed at most this large, then scaled by pixels
+
+
+def measure_cell(shape: Shape, device: str, *, clock: Clock = time.perf_counter) -> float:
+    """Seconds of one cell of a method without a network, on a synthetic observation of at
+    most ``CELL_SIDE`` pixels a side, scaled by the pixel count (these methods are about
+    linear in it; a full-size BM3D would cost the estimate a minute)."""
+    from benchmark.methods import run
+
+    side = max(shape.height, shape.width)
+    scale = max(1.0, side / CELL_SIDE)
+    small = replace(
+        shape,
+        height=max(16, round(shape.height / scale)),
+        width=max(16, round(shape.width / scale)),
+    )
+    observations, _ = synthetic_observations(small, 1)
+    started = clock()
+    run(shape.cell.method, observations[0], seed=0, **shape.cell.method_options)
+    seconds = clock() - started
+    return seconds * (shape.height * shape.width) / (small.height * small.width)
+
+
+def _device_type(device: str) -> str:
+    from benchmark.methods.fit import resolve_device
+
+    return resolve_device(device).type
+
+
+def _synchronize(dev: Any) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def estimate(
+    cells: Sequence[Cell],
+    device: str,
+    batch: int | str = "auto",
+    *,
+    step: Callable[[Shape], float] | None = None,
+    cell: Callable[[Shape], float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Estimate:
+    """The run's estimated seconds of work (``seconds``; :meth:`Estimate.wall` for several
+    workers): each shape measured once (``step`` and ``cell`` replace the measurements, e.g.
+    in tests), times its count."""
+    # One warm-up step on the CPU, where steps are slow and steady; more on a GPU, whose
+    # first steps autotune its kernels.
+    warmup = 1 if _device_type(device) == "cpu" else 5
+    step = step or (lambda shape: measure_step(shape, device, warmup=warmup))
+    cell = cell or (lambda shape: measure_cell(shape, device))
+    result = Estimate()
+    planned = units(cells, device, batch)
+    each_of: dict[Shape, float] = {}
+    for shape, count in planned:
+        if shape not in each_of:
+            if progress is not None:
+                progress(f"{shape.cell.method_key} {shape.height}x{shape.width} x{shape.batch}")
+            network = network_setting(shape.cell) is not None
+            each_of[shape] = step(shape) if network else cell(shape)
+        result.units.append(count * each_of[shape])
+    for shape, count in plan(cells, device, batch).items():
+        network = network_setting(shape.cell) is not None
+        each = each_of[shape]
+        what = f"{shape.cell.method_key} {shape.cell.degradation} {shape.height}x{shape.width}" + (
+            f" batch {shape.batch} (step)" if network else " (cell)"
+        )
+        result.parts.append(
+            {"what": what, "count": count, "seconds_each": each, "seconds": count * each}
+        )
+        result.seconds += count * each
+    return result
