@@ -159,12 +159,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except SuiteError as err:
         raise UsageError(str(err)) from err
     if args.profile is None and profile != "full":
-        steps = runner.measure_step_seconds(args.device)
-        hours = sum(runner.estimate_seconds(load_suite(n, "full"), steps) for n in names) / 3600
+        from benchmark.runner.estimate import estimate, scaled_from_one_size
+
+        step, cell = scaled_from_one_size(args.device)
+        full = [c for n in names for c in load_suite(n, "full").cells()]
+        hours = estimate(full, args.device, step=step, cell=cell).seconds / 3600
         print(
             f"No CUDA GPU here (device {device}): running the quick profile, which is NOT the "
             f"papers' protocol. The full profile would take roughly {hours:,.0f} hours on this "
-            "device (a rough estimate from a measured step); PROFILE=full forces it."
+            "device (a rough estimate: 128x128 steps scaled by pixels); PROFILE=full forces it."
         )
     root = args.out or runner.default_out(profile, "x").parent.parent
     done = runner.reproduce(

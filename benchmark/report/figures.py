@@ -13,6 +13,7 @@ from PIL import Image
 
 from benchmark.report.files import (
     cell_arrays,
+    has_curves,
     load_views,
     output_image,
     save_figure,
@@ -25,11 +26,7 @@ from benchmark.runner.views import GRID_IMAGES
 
 def _network_records(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Successful records of fitted networks: those with curves (any method, a user's too)."""
-    return [
-        r
-        for r in records
-        if r.get("status") == "ok" and "curve_iteration" in cell_arrays(out, r["key"])
-    ]
+    return [r for r in records if r.get("status") == "ok" and has_curves(out, r["key"])]
 
 
 def _reports(record: dict[str, Any], output: str) -> bool:

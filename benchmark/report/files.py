@@ -50,6 +50,16 @@ def cell_arrays(out: Path, key: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def has_curves(out: Path, key: str) -> bool:
+    """Whether a cell saved curves (a fitted network), read from the archive's directory
+    without decompressing it."""
+    path = cells_dir(out) / f"{key}.npz"
+    if not path.is_file():
+        return False
+    with np.load(path) as data:
+        return "curve_iteration" in data.files
+
+
 def write_lines(path: Path, lines: list[str]) -> None:
     """A text file, one line per item."""
     atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n"))

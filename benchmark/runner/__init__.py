@@ -29,8 +29,6 @@ from benchmark.runner.executors import execute
 from benchmark.runner.planning import (
     batches,
     default_jobs,
-    estimate_seconds,
-    measure_step_seconds,
     pending,
     unavailable_reason,
 )
@@ -50,9 +48,7 @@ __all__ = [
     "claimed_elsewhere",
     "default_jobs",
     "default_out",
-    "estimate_seconds",
     "execute",
-    "measure_step_seconds",
     "pending",
     "reproduce",
     "run_cell",

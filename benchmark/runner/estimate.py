@@ -97,8 +97,12 @@ def units(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list
 
 def plan(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> dict[Shape, int]:
     """The run's work as {shape: count}, the counts of :func:`units` summed per shape."""
+    return _summed(units(cells, device, batch))
+
+
+def _summed(planned: Sequence[tuple[Shape, int]]) -> dict[Shape, int]:
     work: dict[Shape, int] = {}
-    for shape, count in units(cells, device, batch):
+    for shape, count in planned:
         work[shape] = work.get(shape, 0) + count
     return work
 
@@ -123,8 +127,9 @@ def _channels(cell: Cell) -> int:
     """The cell's image channels, from the registry (no image is read)."""
     from benchmark import images
 
-    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
-    modes.update({e.set: e.mode for e in images.load_registry() if e.kind == "archive"})
+    registry = images.load_registry()
+    modes: dict[Any, str] = {(e.set, e.name): e.mode for e in registry}
+    modes.update({e.set: e.mode for e in registry if e.kind == "archive"})
     mode = modes.get((cell.dataset, cell.image)) or modes.get(cell.dataset, "RGB")
     return 1 if mode == "L" else 3
 
@@ -219,8 +224,9 @@ def estimate(
     progress: Callable[[str], None] | None = None,
 ) -> Estimate:
     """The run's estimated seconds of work (``seconds``; :meth:`Estimate.wall` for several
-    workers): each shape measured once (``step`` and ``cell`` replace the measurements, e.g.
-    in tests), times its count."""
+    workers): each shape measured once (``step`` and ``cell`` replace the measurements: a
+    fake clock in tests, :func:`scaled_from_one_size` for a quick rough figure), times its
+    count."""
     # One warm-up step on the CPU, where steps are slow and steady; more on a GPU, whose
     # first steps autotune its kernels.
     warmup = 1 if _device_type(device) == "cpu" else 5
@@ -233,17 +239,41 @@ def estimate(
         if shape not in each_of:
             if progress is not None:
                 progress(f"{shape.cell.method_key} {shape.height}x{shape.width} x{shape.batch}")
-            network = network_setting(shape.cell) is not None
-            each_of[shape] = step(shape) if network else cell(shape)
+            each_of[shape] = step(shape) if _is_network(shape) else cell(shape)
         result.units.append(count * each_of[shape])
-    for shape, count in plan(cells, device, batch).items():
-        network = network_setting(shape.cell) is not None
+    for shape, count in _summed(planned).items():
+        what = f"{shape.cell.method_key} {shape.cell.degradation} {shape.height}x{shape.width}"
+        what += f" batch {shape.batch} (step)" if _is_network(shape) else " (cell)"
         each = each_of[shape]
-        what = f"{shape.cell.method_key} {shape.cell.degradation} {shape.height}x{shape.width}" + (
-            f" batch {shape.batch} (step)" if network else " (cell)"
-        )
         result.parts.append(
             {"what": what, "count": count, "seconds_each": each, "seconds": count * each}
         )
         result.seconds += count * each
     return result
+
+
+def _is_network(shape: Shape) -> bool:
+    return network_setting(shape.cell) is not None
+
+
+ROUGH_SIDE = 128
+ROUGH_CELL_SECONDS = 2.0
+
+
+def scaled_from_one_size(
+    device: str,
+) -> tuple[Callable[[Shape], float], Callable[[Shape], float]]:
+    """A rough cost model for :func:`estimate` that takes seconds, not minutes, on a CPU: one
+    step per network setting measured at 128x128, scaled by pixels and batch; other cells
+    2 s each. (``dipbench reproduce`` says with it how long the full profile would take.)"""
+    measured: dict[str, float] = {}
+
+    def step(shape: Shape) -> float:
+        side = ROUGH_SIDE
+        small = replace(shape, height=side, width=side, batch=1)
+        key = _signature(shape.cell, side, side, 1, True)
+        if key not in measured:
+            measured[key] = measure_step(replace(small, signature=key), device, warmup=1)
+        return measured[key] * shape.batch * shape.height * shape.width / (side * side)
+
+    return step, lambda shape: ROUGH_CELL_SECONDS

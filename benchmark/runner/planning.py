@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from benchmark import images
 from benchmark.methods.registry import get_method
@@ -149,51 +146,3 @@ def unavailable_reason(suite: Suite) -> str | None:
         except images.DownloadError as err:
             return str(err)
     return None
-
-
-def estimate_seconds(
-    suite: Suite, step_seconds: dict[str, float], cells: Sequence[Cell] | None = None
-) -> float:
-    """A rough duration of a suite (or of some of its ``cells``): network steps scaled by
-    pixels from a measured step.
-
-    ``step_seconds`` holds, per network method, the measured seconds of one step of its
-    denoising setting on a 128x128 RGB image; other cells count 2 s each.
-    """
-    sizes = registry_sizes()
-    total = 0.0
-    for cell in suite.cells() if cells is None else cells:
-        setting = network_setting(cell)
-        if setting is None or cell.method not in step_seconds:
-            total += 2.0
-            continue
-        h, w = cell_size(cell, sizes)
-        iterations = setting[1].iterations
-        total += iterations * step_seconds[cell.method] * (h * w) / (128 * 128)
-    return total
-
-
-def measure_step_seconds(device: str = "auto", methods: Sequence[str] = ()) -> dict[str, float]:
-    """Seconds per step of each network method's denoising setting at 128x128 on ``device``
-    (``methods``: those of a suite; every registered one when empty)."""
-    import torch
-
-    from benchmark.degradations import Observation
-    from benchmark.methods import METHODS
-    from benchmark.methods.fit import FitConfig, fit
-    from benchmark.methods.priors import build_network
-
-    y = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
-    observation = Observation(y, "denoising", {"kind": "gaussian", "sigma": 0.1})
-    seconds = {}
-    infos = [get_method(m) for m in dict.fromkeys(methods)] or list(METHODS.values())
-    for info in infos:
-        if info.setting is None or "denoising" not in info.tasks:
-            continue
-        network, _ = info.setting("denoising")
-        net = build_network(network, 3, torch.Generator().manual_seed(0))
-        fit(net, observation, FitConfig(iterations=2, check_every=2), device=device)
-        started = time.perf_counter()
-        fit(net, observation, FitConfig(iterations=6, check_every=6), device=device)
-        seconds[info.name] = (time.perf_counter() - started) / 6
-    return seconds
