@@ -35,6 +35,7 @@ from benchmark.runner.planning import (
 from benchmark.runner.records import (
     collect,
     default_out,
+    record_path,
     versions,
     write_manifest,
     write_results,
@@ -64,8 +65,8 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
     ``options`` are those of :func:`~benchmark.runner.executors.execute`. The run's manifest
     (``suite.json``) is written first and ``results.csv`` even when the run is interrupted, so
     a partial run is still a run folder that ``report`` and ``check`` read (they say how many
-    cells are missing). The views of the observations the report's grid shows are saved too
-    (:mod:`~benchmark.runner.views`).
+    cells are missing). When the run ends, the views of the observations the report's grid
+    shows are saved too (:mod:`~benchmark.runner.views`), from the successful cells.
 
     Returns the collected table and the records computed by this call.
     """
@@ -75,9 +76,10 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
     try:
         records = execute(cells, out, **options)
     finally:
-        save_views(cells, out)
         table = collect(cells, out, device, threads)
         write_results(table, out)
+    done = set(table.key[table.status == "ok"])
+    save_views([c for c in cells if record_path(c, out, device, threads).stem in done], out)
     return table, records
 
 
