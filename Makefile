@@ -28,10 +28,12 @@ PROFILE ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the libraries that move numbers at the versions the expected values
+# were measured with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(BIN)/pip install --quiet -e '.[test,slurm]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,slurm]'
 	@touch $@
 
 lint: $(STAMP)
