@@ -20,7 +20,7 @@ export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
 endif
 endif
 
-.PHONY: setup test lint reproduce quick download update-expected bench gpu-check clean
+.PHONY: setup test lint reproduce quick publish download update-expected bench gpu-check clean
 
 # PROFILE=full forces the papers' protocol; by default `dipbench reproduce` picks full on a
 # CUDA GPU and quick elsewhere.
@@ -74,6 +74,11 @@ reproduce: download
 
 quick: download
 	$(BIN)/dipbench reproduce --profile quick
+
+# Runs go to runs/<profile>/<suite>; the committed reports/ change only here, from complete
+# runs (dipbench publish refuses a run with a missing, failed or stale cell).
+publish: setup
+	$(BIN)/dipbench publish $(patsubst %/suite.json,%,$(wildcard runs/$(or $(PROFILE),quick)/*/suite.json))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

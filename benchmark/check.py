@@ -106,15 +106,22 @@ def read_expected(path: Path) -> pd.DataFrame:
 
 def statistics(results: pd.DataFrame) -> pd.DataFrame:
     """The checked values of a run: every successful (cell, output), and each suite's mean per
-    method and output (with ``n_cells``, the number of cells averaged)."""
+    method and output (with ``n_cells``, the number of cells averaged). A mean over a NaN is
+    NaN, and ``stale`` says whether a value rests on a cell computed by code that has changed
+    since (results.csv's ``stale`` column)."""
     ok = results[results.status == "ok"].copy()
     ok["level"] = ok["level"].astype(float).round(6)
-    cells = ok[KEY + ["psnr"]].assign(statistic="cell", n_cells=1)
+    stale = ok["stale"] if "stale" in ok else pd.Series(False, index=ok.index)
+    ok["stale"] = stale.astype(str).str.lower().isin(["true", "1"])
+    cells = ok[KEY + ["psnr", "stale"]].assign(statistic="cell", n_cells=1)
     means = (
         ok.groupby(["suite", "profile", "method", "output"], sort=True)
-        .psnr.agg(["mean", "size"])
+        .agg(
+            psnr=("psnr", lambda values: values.mean(skipna=False)),
+            n_cells=("psnr", "size"),
+            stale=("stale", "any"),
+        )
         .reset_index()
-        .rename(columns={"mean": "psnr", "size": "n_cells"})
         .assign(dataset=ALL, image=ALL, degradation=ALL, level=0.0, statistic="mean")
     )
     return pd.concat([cells, means[cells.columns]], ignore_index=True)
@@ -220,8 +227,9 @@ def derive_expected(
 def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     """Every expected value with its measured PSNR, difference and verdict.
 
-    Verdicts: ``missing`` (absent, failed, or a mean over fewer cells than expected: gated or
-    not), ``reported`` (a value that is not gated), and for gated values ``ok``,
+    Verdicts: ``missing`` (absent, failed, NaN, or a mean over fewer cells than expected:
+    gated or not), ``stale`` (computed by code that has changed since: re-run it), ``reported``
+    (a value that is not gated), and for gated values ``ok``,
     ``regression`` (below ``expected - tolerance``) or ``improvement`` (above
     ``expected + tolerance``); measured values the expected file does not list read ``new``.
     """
@@ -232,18 +240,20 @@ def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
     merged = expected.merge(measured, on=index, how="outer", indicator=True)
     merged["difference"] = merged.psnr - merged.expected_psnr
     absent = (merged._merge == "left_only") | (
-        (merged._merge == "both") & (merged.measured_cells != merged.n_cells)
+        (merged._merge == "both") & ((merged.measured_cells != merged.n_cells) | merged.psnr.isna())
     )
     gated = merged.gated.fillna(False).astype(bool)
+    stale = merged.stale.fillna(False).astype(bool)
     verdict = np.select(
         [
             merged._merge == "right_only",
             absent,
+            stale,
             ~gated,
             merged.difference < -merged.tolerance,
             merged.difference > merged.tolerance,
         ],
-        ["new", "missing", "reported", "regression", "improvement"],
+        ["new", "missing", "stale", "reported", "regression", "improvement"],
         default="ok",
     )
     merged["verdict"] = verdict
@@ -252,5 +262,6 @@ def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
 
 
 def failed(report: pd.DataFrame) -> pd.DataFrame:
-    """The rows that fail the check: gated values that moved beyond tolerance or are missing."""
-    return report[report.verdict.isin(["regression", "improvement", "missing"])]
+    """The rows that fail the check: values that moved beyond tolerance, are missing, or were
+    computed by code that has changed since."""
+    return report[report.verdict.isin(["regression", "improvement", "missing", "stale"])]

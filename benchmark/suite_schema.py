@@ -161,6 +161,30 @@ def check_protocol_channels(chosen: Sequence[tuple[str, str]], protocol: str, pa
         )
 
 
+def check_method_channels(
+    methods: Sequence[MethodSpec], chosen: Sequence[tuple[str, str]], path: Path
+) -> None:
+    """A method that takes only color (or only gray) images is refused with the images it
+    cannot take, instead of failing each of their cells (or the estimate) later."""
+    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
+    for spec in methods:
+        accepted = get_method(spec.method).channels
+        if not accepted:
+            continue
+        wrong = [
+            f"{d}/{i}"
+            for d, i in chosen
+            if (1 if modes.get((d, i), "RGB") in ("L", "1", "LA") else 3) not in accepted
+        ]
+        if wrong:
+            kind = "color" if accepted == (3,) else f"{accepted}-channel"
+            raise SuiteError(
+                f"{path}: method {spec.key!r} ({spec.method}) takes {kind} images only, and "
+                f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} are not; remove it "
+                "from this suite or choose other images (bm3d for gray images)"
+            )
+
+
 def check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if not isinstance(entry, Mapping):
         raise SuiteError(f"{path}: each [[degradations]] entry must be a table")
@@ -218,9 +242,11 @@ def check_method_options(
         raise SuiteError(
             f"{where}: 'network' and 'fit' apply to network methods configured by presets only"
         )
+    if info.any_options:
+        return  # it declares that it takes anything: its options are its own business
+    # The named keyword parameters are the options, with or without **options (which a
+    # method may keep to pass options on): a misspelt option must never run on a default.
     parameters = list(inspect.signature(info.function).parameters.values())
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return  # it takes anything: its options are its own business
     named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     accepted = [p.name for p in parameters[1:] if p.kind in named]  # after the observation
     check_known(extra, [a for a in accepted if a != "seed"], f"{where}: option(s)")

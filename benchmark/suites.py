@@ -28,6 +28,7 @@ from benchmark.suite_schema import (
     SuiteError,
     check_degradation,
     check_known,
+    check_method_channels,
     check_method_options,
     check_protocol_channels,
     check_types,
@@ -157,6 +158,7 @@ def load_suite(
     )
     for spec in methods:
         check_method_options(spec, merged["task"], degradations, path)
+    check_method_channels(methods, chosen, path)
     if methods_subset:
         keys = [m.key for m in methods]
         missing = sorted(set(methods_subset) - set(keys))

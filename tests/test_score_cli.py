@@ -47,6 +47,7 @@ def test_score_prints_per_image_and_mean_and_writes_csv(
             "sr-y",
             "--out",
             str(out_csv),
+            "--allow-subset",  # extra.png has no ground truth
         ]
     )
     assert code == 0
@@ -278,3 +279,21 @@ def test_fuzz_score_never_tracebacks_and_leaves_no_partial_output(
             assert code in (1, 2) and captured.err.strip(), trial
             assert not out.exists(), trial
     assert codes.count(0) < len(codes)  # the generator does make bad files
+
+
+def test_a_ground_truth_without_its_prediction_fails_unless_a_subset_is_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    for name in ("a", "b", "c"):
+        _save(tmp_path / "gt" / f"{name}.png", rng.random((16, 16, 1)))
+    _save(tmp_path / "pred" / "a.png", rng.random((16, 16, 1)))
+    argv = ["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
+    argv += ["--protocol", "gray"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "not matched (in one folder only): b, c" in err
+    assert "the mean is over the 1 scored only" in err
+    assert main([*argv, "--allow-subset"]) == 0

@@ -155,8 +155,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     """Score restored images made elsewhere against ground truths, per image and on average.
 
-    Every pair that can be scored is; each file that cannot is named on its own line, and the
-    exit code is then 1.
+    Every pair that can be scored is; each file that cannot, and each file without its pair
+    in the other folder, is named on its own line, and the exit code is then 1 (unless
+    ``--allow-subset`` accepts unmatched files).
     """
     import pandas as pd
 
@@ -190,10 +191,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write(args.out, lambda p: table.to_csv(p, index=False))
         print(f"wrote {args.out}")
-    if found.problems:
+    if found.problems or (found.unmatched and not args.allow_subset):
         print(
-            f"{len(found.problems)} file(s) not scored (above); the mean is over the "
-            f"{len(table)} scored",
+            f"{len(found.problems)} file(s) not scored and {len(found.unmatched)} without a "
+            f"pair (above): the mean is over the {len(table)} scored only"
+            + ("" if found.problems else "; --allow-subset accepts a subset"),
             file=sys.stderr,
         )
         return EXIT_FAILED

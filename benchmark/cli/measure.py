@@ -51,7 +51,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     bad = check.failed(report)
     if len(bad):
         print(
-            f"FAILED: {len(bad)} gated value(s) moved beyond their tolerance or are missing:",
+            f"FAILED: {len(bad)} value(s) moved beyond their tolerance, are missing, or were "
+            "computed by code that has changed since (stale: re-run the suite):",
             file=sys.stderr,
         )
         for row in bad.itertuples():

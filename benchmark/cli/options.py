@@ -105,6 +105,12 @@ def compute_options() -> argparse.ArgumentParser:
         "measure a method's spread over seeds (make update-expected)",
     )
     group.add_argument(
+        "--reuse-stale",
+        action="store_true",
+        help="keep the results of cells whose code has changed since they were computed "
+        "(marked stale in results.csv and the tables) instead of recomputing them",
+    )
+    group.add_argument(
         "--allow-suspect",
         action="store_true",
         help="exit 0 even when the full profile flags suspect cells (a network output more than "

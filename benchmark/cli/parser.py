@@ -71,6 +71,12 @@ def _data_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentPars
         help="gray, rgb (whole image) or sr-y (DIP's super-resolution protocol)",
     )
     p.add_argument("--out", type=Path, help="also write the per-image scores to this CSV")
+    p.add_argument(
+        "--allow-subset",
+        action="store_true",
+        help="exit 0 when some files have no pair in the other folder (the mean is then over "
+        "the matched pairs only)",
+    )
     p.set_defaults(func=data.cmd_score)
 
 
@@ -84,7 +90,12 @@ def _run_commands(
     p.add_argument(
         "--profile", default="full", choices=PROFILES, help=f"{PROFILE_HELP} (default: full)"
     )
-    p.add_argument("--out", type=Path, help="run folder (default: reports/<profile>/<suite>/)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run folder (default: runs/<profile>/<suite>/ in the current folder; "
+        "dipbench publish copies a complete run into the committed reports)",
+    )
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="only these images")
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
     p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
@@ -128,14 +139,18 @@ def _run_commands(
         choices=PROFILES,
         help=f"{PROFILE_HELP} (default: full on a CUDA GPU, else quick, with an estimate of full)",
     )
-    p.add_argument("--out", type=Path, help="reports folder (default: reports/)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder of the run folders and their index (default: runs/ in the current folder)",
+    )
     p.set_defaults(func=runs.cmd_reproduce)
 
     p = sub.add_parser("report", help="(re)write a run folder's tables and figures from its cells")
     p.add_argument(
         "dir",
         type=Path,
-        help="a run folder (reports/<profile>/<suite>), or with --index a reports folder",
+        help="a run folder (runs/<profile>/<suite>), or with --index a folder of run folders",
     )
     p.add_argument(
         "--index",
@@ -144,6 +159,22 @@ def _run_commands(
     )
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.set_defaults(func=runs.cmd_report)
+
+    p = sub.add_parser(
+        "publish",
+        help="copy complete runs' reports into the committed reports folder",
+        description="Copy the report of each complete run folder (every cell successful and "
+        "computed by the current code) into REPORTS/<profile>/<suite>, replacing that folder "
+        "whole, then rewrite REPORTS/README.md. The one step that changes committed reports.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders")
+    p.add_argument(
+        "--reports",
+        type=Path,
+        default=Path("reports"),
+        help="the reports folder (default: reports/ in the current folder)",
+    )
+    p.set_defaults(func=runs.cmd_publish)
 
 
 def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:

@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "degradations, or the selection removed them all"
         )
     jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
-    todo = runner.pending(cells, out, args.device, args.threads)
+    _print_stale(runner.stale(cells, out, args.device, args.threads), args.reuse_stale)
+    todo = runner.pending(cells, out, args.device, args.threads, reuse_stale=args.reuse_stale)
     print(
         f"{suite.name} ({suite.profile}): {len(cells)} cells, {len(cells) - len(todo)} already "
         f"done, {len(todo)} to run -> {out}"
@@ -95,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         slurm=slurm,
         show_progress=not args.quiet,
         batch=args.batch,
+        reuse_stale=args.reuse_stale,
     )
     failed = table[table.status != "ok"]
     print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
@@ -122,6 +124,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _refuse_suspects(suspect, suite.profile, args.allow_suspect):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _print_stale(found: Sequence[tuple[Any, list[str]]], reused: bool) -> None:
+    """Say how many finished cells were computed by code that has changed since, and which
+    files changed."""
+    if not found:
+        return
+    files: dict[str, int] = {}
+    for _, changed in found:
+        for name in changed:
+            files[name] = files.get(name, 0) + 1
+    what = "kept, marked stale (--reuse-stale)" if reused else "recomputed"
+    print(
+        f"{len(found)} finished cell(s) were computed by code "
+        f"that has changed since ({', '.join(f'{n}: {k}' for n, k in sorted(files.items()))}): "
+        f"{what}"
+    )
 
 
 def _refuse_suspects(suspects: list[str], profile: str, allowed: bool) -> bool:
@@ -170,6 +189,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             "device (a rough estimate: 128x128 steps scaled by pixels); PROFILE=full forces it."
         )
     root = args.out or runner.default_out(profile, "x").parent.parent
+    print(f"run folders go to {root}/{profile}/; dipbench publish copies them into reports/")
     done = runner.reproduce(
         suites,
         root,
@@ -178,6 +198,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         threads=args.threads,
         show_progress=not args.quiet,
         batch=args.batch,
+        reuse_stale=args.reuse_stale,
     )
     _print_suspects(done.suspects)
     if done.index is None:
@@ -202,7 +223,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from benchmark import report
 
     if args.index:
-        print(f"wrote {report.write_index(args.dir)}")
+        try:
+            print(f"wrote {report.write_index(args.dir)}")
+        except FileNotFoundError as err:
+            print(f"dipbench report: {err}", file=sys.stderr)
+            return EXIT_FAILED
         return EXIT_OK
     try:
         written = report.write_report(args.dir, figures=not args.no_figures)
@@ -214,3 +239,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Copy complete runs' reports into the reports folder and rewrite its index."""
+    from benchmark import report
+    from benchmark.report.publish import PublishError, publish
+
+    refused = 0
+    for run in args.runs:
+        try:
+            target = publish(run, args.reports)
+        except FileNotFoundError as err:
+            print(f"dipbench publish: {err}", file=sys.stderr)
+            refused += 1
+        except PublishError as err:
+            print(f"dipbench publish: {err}", file=sys.stderr)
+            refused += 1
+        else:
+            print(f"published {run} -> {target}")
+    if refused < len(args.runs):
+        print(f"wrote {report.write_index(args.reports)}")
+    return EXIT_FAILED if refused else EXIT_OK

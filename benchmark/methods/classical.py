@@ -98,7 +98,12 @@ def bm3d(observation: Observation, *, seed: int = 0, **_: Any) -> np.ndarray:
     return _bm3d(y, noise_sigma(observation))
 
 
-@register("cbm3d", tasks=("denoising",), description="CBM3D, package bm3d (color images)")
+@register(
+    "cbm3d",
+    tasks=("denoising",),
+    description="CBM3D, package bm3d (color images)",
+    channels=(3,),
+)
 def cbm3d(observation: Observation, *, seed: int = 0, **options: Any) -> np.ndarray:
     """CBM3D: :func:`bm3d` restricted to colour images, the name the papers' tables use."""
     if observation.y.shape[2] != 3:

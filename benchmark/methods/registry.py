@@ -54,7 +54,14 @@ class MethodInfo:
     check_options : callable or None
         ``check_options(task, factor, **options)`` raises ``KeyError``/``TypeError``/
         ``ValueError`` on options the method would refuse, when a suite loads; None: the
-        keyword-only parameters of ``function`` are the accepted options.
+        named keyword parameters of ``function`` are the accepted options, even when it also
+        takes ``**options``.
+    any_options : bool
+        Accept any option a suite gives (its ``**options`` are its own business): no check
+        at load. Default False.
+    channels : tuple of int
+        The channel counts of the images it takes (``(3,)`` for a color-only method);
+        ``()``: any. A suite whose protocol gives other images is refused when it loads.
     """
 
     name: str
@@ -68,6 +75,8 @@ class MethodInfo:
     fit_many: Callable[..., list[Any]] | None = None
     setting: Callable[..., tuple[dict[str, Any], Any]] | None = None
     check_options: Callable[..., None] | None = None
+    any_options: bool = False
+    channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.label:

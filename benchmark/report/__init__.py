@@ -19,7 +19,8 @@ import pandas as pd
 from benchmark.report.comparison import write_comparison, write_es_table
 from benchmark.report.figures import figure_curves, figure_grid, figure_snapshots
 from benchmark.report.files import load_run
-from benchmark.report.tables import PAPER_NUMBERS, WITHIN_DB, published, write_tables
+from benchmark.report.published import PAPER_NUMBERS, WITHIN_DB, published
+from benchmark.report.tables import write_tables
 from benchmark.runner.records import atomic_write, cells_dir
 
 __all__ = [
@@ -67,22 +68,28 @@ def write_report(out: Path, *, figures: bool = True) -> list[Path]:
 
 
 def summary_line(out: Path) -> str:
-    """One line for the index: what the suite reproduces and how close it came."""
+    """One line for the index: what the suite reproduces and how close it came, and whether
+    its numbers were made by the current code."""
     meta, records = load_run(out)
     comparison = out / "paper_comparison.csv"
     ok = sum(r.get("status") == "ok" for r in records)
-    if not records and (out / "results.csv").is_file():
+    results = pd.read_csv(out / "results.csv") if (out / "results.csv").is_file() else None
+    if not records and results is not None:
         # A committed report without its records: count from the table it was made with.
-        results = pd.read_csv(out / "results.csv")
         ok = results[results.status == "ok"].key.nunique()
     line = f"{ok}/{len(meta.get('keys') or records)} cells"
+    if results is not None:
+        line += f"; {code_status(results, meta)}"
     if comparison.is_file() and comparison.stat().st_size > 1:
         table = pd.read_csv(comparison)
+        if "complete" in table:  # a mean over other images than the paper's never compares
+            table.loc[~table.complete.astype(bool), "difference"] = float("nan")
         if len(table) and table.difference.notna().any():
+            # a mean only where ours covers the paper's images (else its difference is NaN)
             means = table[(table.image == "mean") & table.difference.notna()]
             shown = means if len(means) else table[table.difference.notna()]
             parts = [
-                f"{r.ours} {r['our psnr']:.2f} vs {r.published} {r['their psnr']:.2f} dB"
+                f"{r.image}: {r.ours} {r['our psnr']:.2f} vs {r.published} {r['their psnr']:.2f} dB"
                 for _, r in shown.head(3).iterrows()
             ]
             within = (table.difference.abs() <= WITHIN_DB).sum()
@@ -93,9 +100,42 @@ def summary_line(out: Path) -> str:
     return line
 
 
+def code_status(results: pd.DataFrame, meta: dict) -> str:
+    """Whether a results table was computed by the current code (its ``code`` column against
+    each method's fingerprint now)."""
+    from benchmark.provenance import code_identity
+
+    if "code" not in results or results.code.isna().all():
+        return "code fingerprint not recorded (computed before dipbench recorded one)"
+    names = {m["key"]: m["method"] for m in meta.get("methods", [])}
+    rows = results[results.status == "ok"]
+    changed = []
+    for key, codes in rows.groupby("method").code:
+        try:
+            current = code_identity(names.get(key, key))["fingerprint"]
+        except (KeyError, ImportError):
+            current = None
+        if set(codes.astype(str)) != {current}:
+            changed.append(key)
+    if changed:
+        return f"**computed by code that has changed since** ({', '.join(changed)}): re-run"
+    return "computed by the current code"
+
+
 def write_index(root: Path) -> Path:
-    """``README.md`` of a reports folder: every run folder with its tables and figures."""
+    """``README.md`` of a reports folder: every run folder with its tables and figures.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` holds no run folder (``<profile>/<suite>/suite.json``): its README.md,
+        if any, is not ours to overwrite.
+    """
     root = Path(root)
+    if not any(root.glob("*/*/suite.json")):
+        raise FileNotFoundError(
+            f"{root} holds no run folder (<profile>/<suite>/suite.json): no index written"
+        )
     lines = [
         "# dipbench reports",
         "",

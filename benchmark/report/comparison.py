@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report.files import cell_arrays, write_lines
-from benchmark.report.tables import (
+from benchmark.report.published import (
     PAPER_LABELS,
-    WINDOW_NOTE,
     WITHIN_DB,
     published,
-    results_table,
-    row_label,
+    published_mean_size,
+    same_images,
 )
+from benchmark.report.tables import WINDOW_NOTE, results_table, row_label
 from benchmark.runner.records import atomic_write
 
 
@@ -64,9 +64,9 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
         if theirs.image != "mean":
             mine = mine[mine.image == theirs.image]
         ours = mine.psnr.mean() if len(mine) else np.nan
-        complete = theirs.image != "mean" or mine.image.nunique() == len(
-            [i for i in meta["images"] if i.startswith(theirs.dataset + "/")]
-        )
+        n_ours = mine.image.nunique()
+        n_theirs = 1 if theirs.image != "mean" else published_mean_size(theirs.dataset)
+        complete = theirs.image != "mean" or same_images(set(mine.image), theirs.dataset)
         rows.append(
             {
                 "dataset": theirs.dataset,
@@ -76,8 +76,11 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
                 "ours": row_label(meta, method, output),
                 "their psnr": theirs.psnr,
                 "our psnr": ours,
-                "difference": ours - theirs.psnr,
+                # a mean is set against a mean over the same images only
+                "difference": ours - theirs.psnr if complete else np.nan,
                 "complete": bool(complete),
+                "n ours": n_ours,
+                "n theirs": n_theirs,
             }
         )
     table = pd.DataFrame(rows)
@@ -91,24 +94,13 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
             f"({len(table) - scored} without our number).",
             "",
         ]
-        shown = table.copy()
-        for c in ("their psnr", "our psnr", "difference"):
-            pattern = "{:+.2f}" if c == "difference" else "{:.2f}"
-            shown[c] = shown[c].map(lambda v, p=pattern: "" if pd.isna(v) else p.format(v))
-        lines.append("| " + " | ".join(shown.columns[:-1]) + " |")
-        lines.append("|" + "---|" * (len(shown.columns) - 1))
-        for r in shown.itertuples(index=False):
-            values = list(r)[:-1]
-            lines.append(
-                "| "
-                + " | ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
-                + " |"
-            )
+        lines += _comparison_markdown(table)
         if (~table.complete).any():
             lines += [
                 "",
-                "A mean over fewer images than the paper's is marked incomplete "
-                "in table.csv (`complete = False`).",
+                "A published mean is compared only with our mean over the same images: where "
+                "this run covers other images (`n ours` of `n theirs`), the row says so and "
+                "gives no difference (`complete = False` in paper_comparison.csv).",
             ]
     if len(not_run):
         lines += [
@@ -127,6 +119,22 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
     write_lines(out / "paper_comparison.md", lines)
     atomic_write(out / "paper_comparison.csv", lambda p: table.to_csv(p, index=False))
     return out / "paper_comparison.md"
+
+
+def _comparison_markdown(table: pd.DataFrame) -> list[str]:
+    """The comparison as a Markdown table; a mean over other images reads "not comparable"."""
+    columns = ["dataset", "image", "level", "published", "ours", "their psnr", "our psnr"]
+    lines = ["| " + " | ".join([*columns, "difference"]) + " |", "|" + "---|" * 8]
+    for r in table.to_dict("records"):
+        values = [f"{v:g}" if isinstance(v, float) else str(v) for v in (r[c] for c in columns)]
+        values[-2] = f"{r['their psnr']:.2f}"
+        values[-1] = "" if pd.isna(r["our psnr"]) else f"{r['our psnr']:.2f}"
+        if r["complete"]:
+            difference = "" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}"
+        else:
+            difference = f"n = {r['n ours']} of {r['n theirs'] or '?'}: not comparable"
+        lines.append("| " + " | ".join([*values, difference]) + " |")
+    return lines
 
 
 def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path | None:

@@ -33,19 +33,37 @@ def _reports(record: dict[str, Any], output: str) -> bool:
     return any(row["output"] == output for row in record.get("rows", []))
 
 
+CURVE_METRIC = {
+    "gray": "PSNR (dB)",
+    "rgb": "PSNR (dB)",
+    "sr-y": "PSNR, whole image RGB (dB)",
+}
+
+
+def curve_caption(protocol: str) -> str:
+    """What the curves show, against what the table shows."""
+    if protocol == "sr-y":
+        return (
+            "curves: whole-image RGB PSNR every few steps; the table scores sr-y (Y channel, "
+            "border removed), so its numbers sit above the curves; ★ the table's oracle"
+        )
+    return "curves: PSNR of each output every few steps (the table's metric); ★ the table's oracle"
+
+
 def figure_curves(
     out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = 4
 ) -> list[Path]:
-    """PSNR against iterations of every fitted network, one figure per degradation level.
+    """PSNR against iterations of every fitted network, one figure per (degradation, level).
 
-    Each fit's output; for a fit that reports its EMA (DIP), the EMA too, its ES-WMV pick
-    and the oracle peak marked.
+    Each fit's output; for a fit that reports its EMA (DIP), the EMA too and its ES-WMV pick;
+    the table's oracle marked at its iteration on the curve of the output it came from.
     """
     written = []
     by_level: dict[tuple, list[dict[str, Any]]] = {}
     for r in _network_records(out, records):
         by_level.setdefault((r["cell"]["degradation"], r["cell"]["level"]), []).append(r)
-    for (degradation, level), recs in _middle_levels(by_level).items():
+    protocol = str(meta.get("protocol", ""))
+    for (degradation, level), recs in by_level.items():
         images = list(dict.fromkeys(f"{r['cell']['dataset']}/{r['cell']['image']}" for r in recs))
         images = images[:max_images]
         fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.4), squeeze=False)
@@ -63,14 +81,17 @@ def figure_curves(
                     es = r.get("info", {}).get("es_iteration")
                     if es:
                         ax.axvline(es, color="gray", lw=0.8, ls=":", label="ES-WMV pick")
-                    peak = int(np.nanargmax(c["curve_psnr_last"]))
-                    ax.plot(it[peak], c["curve_psnr_last"][peak], "k*", ms=8, label="oracle peak")
+                mark_oracle(ax, r, c, name)
             ax.set_title(image.split("/")[-1], fontsize=9)
             ax.set_xlabel("iteration")
-            ax.set_ylabel("PSNR (dB)")
+            ax.set_ylabel(CURVE_METRIC.get(protocol, f"PSNR ({protocol})"))
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}", fontsize=10)
+        fig.suptitle(
+            f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}\n"
+            + curve_caption(protocol),
+            fontsize=9,
+        )
         fig.tight_layout()
         path = out / f"curves_{degradation}_{level:g}.png"
         save_figure(fig, path)
@@ -78,13 +99,26 @@ def figure_curves(
     return written
 
 
-def _middle_levels(by_level: dict[tuple, list]) -> dict[tuple, list]:
-    """One level per degradation kind (the middle one) keeps the figures few."""
-    kinds: dict[str, list[float]] = {}
-    for kind, level in by_level:
-        kinds.setdefault(kind, []).append(level)
-    chosen = {(k, sorted(levels)[(len(levels) - 1) // 2]) for k, levels in kinds.items()}
-    return {key: recs for key, recs in by_level.items() if key in chosen}
+def mark_oracle(ax: Any, record: dict[str, Any], curves: dict[str, np.ndarray], name: str) -> None:
+    """The table's oracle: a star at its iteration on the curve of the output it came from
+    (the per-step output or the EMA), labelled with the table's number."""
+    info = record.get("info", {})
+    score = next((row["psnr"] for row in record["rows"] if row["output"] == "oracle"), None)
+    iteration = info.get("oracle_iteration")
+    if score is None or iteration is None:
+        return
+    from_ema = info.get("oracle_output") == "ema"
+    curve = curves.get("curve_psnr_ema" if from_ema else "curve_psnr_last")
+    if curve is None or not len(curve):
+        return
+    at = int(np.abs(curves["curve_iteration"] - iteration).argmin())
+    ax.plot(
+        curves["curve_iteration"][at],
+        curve[at],
+        "k*",
+        ms=8,
+        label=f"{name} oracle (table: {score:.2f} dB at {iteration})",
+    )
 
 
 def _method_label(meta: dict[str, Any], key: str) -> str:
@@ -133,7 +167,7 @@ def figure_grid(
                 ax.axis("off")
         else:
             _show(row[0], view["target"], f"{image}: clean")
-            _show(row[1], view["observation"], f"degraded {float(view['psnr']):.2f} dB")
+            _show(row[1], view["observation"], input_caption(meta, float(view["psnr"])))
         for ax, method in zip(row[2:], methods, strict=True):
             record = recs.get(method)
             pixels = None if record is None else output_image(out, record)
@@ -143,11 +177,23 @@ def figure_grid(
             default = record.get("default_output", "out")
             score = next((x["psnr"] for x in record["rows"] if x["output"] == default), np.nan)
             _show(ax, pixels, f"{row_label(meta, method, default)} {score:.2f} dB")
-    fig.suptitle(f"{meta['suite']} ({meta['profile']}): {first[0]} {first[1]:g}", fontsize=9)
+    fig.suptitle(
+        f"{meta['suite']} ({meta['profile']}): {first[0]} {first[1]:g}; PSNR under protocol "
+        f"{meta.get('protocol', '?')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = out / "grid.png"
     save_small(fig, path)
     return path
+
+
+def input_caption(meta: dict[str, Any], psnr: float) -> str:
+    """What the grid's degraded panel shows: a low-resolution input is shown (and scored)
+    with its pixels repeated to the output's size."""
+    if meta.get("task") == "super_resolution":
+        return f"LR input, pixels repeated {psnr:.2f} dB"
+    return f"degraded input {psnr:.2f} dB"
 
 
 def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:

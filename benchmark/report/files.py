@@ -17,12 +17,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmark.runner.records import atomic_write, cells_dir, read_record, views_dir  # noqa: E402
+from benchmark.runner.records import (  # noqa: E402
+    atomic_write,
+    cells_dir,
+    read_record,
+    views_dir,
+    with_staleness,
+)
 from benchmark.runner.views import VIEW_FIELDS  # noqa: E402
 
 
 def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The run's ``suite.json`` and the records of its grid (all records if it lists none)."""
+    """The run's ``suite.json`` and the records of its grid (all records if it lists none),
+    each with ``stale`` set when its code has changed since it was computed."""
     out = Path(out)
     meta_path = out / "suite.json"
     if not meta_path.is_file():
@@ -36,7 +43,7 @@ def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if meta.get("keys")
         else sorted(folder.glob("*.json"))
     )
-    records = [r for r in (read_record(p) for p in paths) if r is not None]
+    records = [with_staleness(r) for r in (read_record(p) for p in paths) if r is not None]
     meta["missing_cells"] = len(paths) - len(records)
     return meta, records
 

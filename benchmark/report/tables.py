@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.report.published import (
+    PAPER_LABELS,
+    published,
+    published_mean_size,
+    same_images,
+)
 from benchmark.runner.records import atomic_write, record_rows
-
-PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.csv"
-
 
 OUTPUT_LABELS = {
     "out": "",
@@ -22,26 +25,6 @@ OUTPUT_LABELS = {
     "es": "ES-WMV",
     "best_loss": "best loss",
     "oracle": "oracle",
-}
-
-
-PAPER_LABELS = {
-    "dip": "DIP",
-    "dip_ema": "DIP EMA",
-    "dip_ema_2runs": "DIP EMA, 2 runs",
-    "dip_released": "DIP",
-    "papyan_csc": "Papyan et al.",
-    "cbm3d": "CBM3D",
-    "nlm": "NLM",
-    "bicubic": "Bicubic",
-    "srresnet": "SRResNet",
-    "glasner": "Glasner et al.",
-    "lapsrn": "LapSRN",
-    "no_prior": "No prior",
-    "tv_prior": "TV prior",
-    "deep_decoder": "Deep Decoder",
-    "bm3d": "BM3D",
-    "noisy": "Noisy input",
 }
 
 
@@ -72,55 +55,21 @@ NOT_DETECTED_NOTE = (
 )
 
 
-WITHIN_DB = 0.5
-
-
 WINDOW_NOTE = "W = 100 outputs, patience P = 1000 iterations unless the suite sets others"
+
+
+STALE_MARK = "¶"
+
+
+STALE_NOTE = (
+    f"{STALE_MARK} stale: computed by code that has changed since (kept with --reuse-stale, or "
+    "left by a run that did not finish); run the suite again to recompute it."
+)
 
 
 def results_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """results.csv rows from records alone."""
     return pd.DataFrame([row for r in records for row in record_rows(r)])
-
-
-def published(meta: dict[str, Any]) -> pd.DataFrame:
-    """The published rows of ``paper_numbers.csv`` that belong to this suite, with our dataset
-    names (e.g. ``set5`` becomes ``set5_x4_gt``) and, where the suite's ``paper.degradations``
-    says a published method saw another input than the paper's degradation name suggests, our
-    name of that input (DIP's bicubic row was computed on ``downsample_bicubic``, not on DIP's
-    Lanczos ``downsample``)."""
-    paper = meta.get("paper") or {}
-    if not paper.get("source"):
-        return pd.DataFrame(
-            columns=[
-                "dataset",
-                "image",
-                "degradation",
-                "level",
-                "method",
-                "psnr",
-                "kind",
-                "table",
-                "paper_dataset",
-            ]
-        )
-    numbers = pd.read_csv(PAPER_NUMBERS)
-    numbers = numbers[
-        (numbers.paper == paper["source"]) & numbers.table.isin(paper.get("tables", []))
-    ]
-    rename = paper.get("datasets", {})
-    inputs = paper.get("degradations", {})
-    rows = []
-    for ours in meta["datasets"]:
-        theirs = rename.get(ours, ours)
-        part = numbers[numbers.dataset == theirs].copy()
-        part["dataset"] = ours
-        part["paper_dataset"] = theirs
-        part["degradation"] = [
-            inputs.get(m, d) for m, d in zip(part.method, part.degradation, strict=True)
-        ]
-        rows.append(part)
-    return pd.concat(rows, ignore_index=True) if rows else numbers.iloc[:0]
 
 
 def row_label(meta: dict[str, Any], method: str, output: str) -> str:
@@ -165,9 +114,11 @@ def wide_table(
         {row_label(meta, m, "out").split(" (")[0] for m in group[group.status != "ok"].method}
     )
     ours = ours.reindex(index=order + [f for f in failed if f not in order], columns=columns)
+    ours.insert(0, "source", ["ours (oracle)" if r.endswith("†") else "ours" for r in ours.index])
+    if metric == "psnr":
+        ours = pd.concat([trivial_row(meta, group, columns), ours])
     ours["mean"] = ours[columns].mean(axis=1)
     ours["n"] = ours[columns].notna().sum(axis=1)
-    ours.insert(0, "source", ["ours (oracle)" if r.endswith("†") else "ours" for r in ours.index])
     if metric != "psnr" or paper.empty:
         return ours
     degradation, level = group.degradation.iloc[0], float(group.level.iloc[0])
@@ -180,12 +131,16 @@ def wide_table(
     if mine.empty:
         return ours
     rows = {}
+    ours_images = {d: set(group.image[group.dataset == d]) for d in datasets}
     for (method, kind), part in mine.groupby(["method", "kind"], sort=False):
         label = f"{PAPER_LABELS.get(method, method)} ({'paper' if kind == 'published' else kind})"
         values = {c: np.nan for c in columns}
         for r in part.itertuples():
             if r.image == "mean":
                 values["mean"] = r.psnr
+                if not same_images(ours_images.get(r.dataset, set()), r.dataset):
+                    # a published mean over other images: said so beside both means
+                    ours.attrs["published_mean_of"] = published_mean_size(r.dataset) or 0
             else:
                 column = r.image if len(datasets) == 1 else f"{r.dataset}/{r.image}"
                 if column in values:
@@ -197,15 +152,42 @@ def wide_table(
         values["source"] = "paper" if kind == "published" else kind
         rows[label] = values
     theirs = pd.DataFrame.from_dict(rows, orient="index")[ours.columns]
-    return pd.concat([theirs, ours])
+    table = pd.concat([theirs, ours])
+    table.attrs = dict(ours.attrs)
+    return table
+
+
+TRIVIAL_LABELS = {
+    "observation": "the degraded input",
+    "bicubic": "bicubic upsampling of the LR input",
+    "telea": "Telea inpainting of the masked input",
+}
+
+
+def trivial_row(meta: dict[str, Any], group: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The run's own trivial baseline of each image (the noisy input, bicubic of the
+    low-resolution input, Telea inpainting: the task's ``trivial_baseline``), once per
+    observation; empty for records that did not compute it."""
+    rows = group[group.status == "ok"].assign(column=_column_names(group))
+    if "trivial_psnr" not in rows or rows.trivial_psnr.isna().all():
+        return pd.DataFrame(columns=["source", *columns])
+    once = rows.dropna(subset=["trivial_psnr"]).drop_duplicates(["dataset", "image", "repetition"])
+    values = once.groupby("column", sort=False).trivial_psnr.mean().reindex(columns)
+    name = str(meta.get("trivial") or "")
+    what = TRIVIAL_LABELS.get(name, name or "the task's trivial answer")
+    label = f"trivial baseline: {what} (this run)"
+    return pd.DataFrame([{"source": "ours (trivial)", **values.to_dict()}], index=[label])
 
 
 def _marks(meta: dict[str, Any], group: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """``{(row label, column): mark}``: suspect cells, and ES-WMV values that detected nothing."""
+    """``{(row label, column): mark}``: suspect cells, ES-WMV values that detected nothing,
+    and cells computed by code that has changed since."""
     group = group.assign(column=_column_names(group))
     marks: dict[tuple[str, str], str] = {}
     for r in group[group.status == "ok"].itertuples():
         mark = ""
+        if getattr(r, "stale", False) is True:
+            mark += STALE_MARK
         if isinstance(r.suspect, str) and r.suspect:
             mark += SUSPECT_MARK
         if r.output == "es" and pd.notna(r.es_detected) and not bool(r.es_detected):
@@ -227,6 +209,7 @@ def _markdown(
 ) -> str:
     marks = marks or {}
     columns = [c for c in table.columns if c not in ("source", "n")]
+    published_of = table.attrs.get("published_mean_of")
     header = "| method | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     for label, row in table.iterrows():
@@ -234,10 +217,19 @@ def _markdown(
         for c in columns:
             value = row[c]
             if pd.isna(value):
-                cells.append("failed" if row["source"].startswith("ours") and c != "mean" else "")
+                ran = row["source"] in ("ours", "ours (oracle)")
+                cells.append("failed" if ran and c != "mean" else "")
             else:
                 text = f"{value:.{digits}f}" + marks.get((label, c), "")
-                if c == "mean" and row["source"].startswith("ours") and row["n"] < len(columns) - 1:
+                ours = row["source"].startswith("ours")
+                if c == "mean" and published_of is not None:
+                    text += (
+                        f" (n={int(row['n'])} of {published_of or '?'}: not comparable with "
+                        "the published mean)"
+                        if ours
+                        else f" (n={published_of or '?'})"
+                    )
+                elif c == "mean" and ours and row["n"] < len(columns) - 1:
                     text += f" (n={int(row['n'])})"
                 cells.append(text)
         name = label if row["source"].startswith("ours") else f"*{label}*"
@@ -275,14 +267,33 @@ def _header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
             "cell(s) not run; their entries read `failed` or are empty, and a mean over "
             "fewer images says `(n=...)`"
         )
-    lines += [
-        "",
-        "Rows in *italics* are published numbers. " + ORACLE_NOTE,
-        "",
-        SUSPECT_NOTE + " " + NOT_DETECTED_NOTE,
-        "",
-    ]
-    return lines
+    stale = [r for r in ok if r.get("stale")]
+    if stale:
+        lines.append(
+            f"- **stale:** {len(stale)} cell(s) computed by code that has changed since "
+            f"(marked {STALE_MARK})"
+        )
+    return lines + ["", *_notes(records, stale), ""]
+
+
+def _notes(records: list[dict[str, Any]], stale: list[dict[str, Any]]) -> list[str]:
+    """The notes of the marks the tables use (a note for a mark that is absent is noise)."""
+    rows = [row for r in records for row in r.get("rows", [])]
+    notes = []
+    if any(r.get("trivial") for r in records):
+        notes.append(
+            "The trivial baseline row is the task's trivial answer (the degraded input, bicubic "
+            "of the low-resolution input, Telea inpainting) scored in this run, per image."
+        )
+    if any(row["output"] == "oracle" for row in rows):
+        notes.append(ORACLE_NOTE)
+    if any(r.get("suspect") for r in records):
+        notes.append(SUSPECT_NOTE)
+    if any(r.get("info", {}).get("es_stop_iteration", 0) is None for r in records):
+        notes.append(NOT_DETECTED_NOTE)
+    if stale:
+        notes.append(STALE_NOTE)
+    return [line for note in notes for line in (note, "")][:-1]
 
 
 def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
@@ -290,6 +301,7 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
     results = results_table(records)
     paper = published(meta)
     md = _header(meta, records)
+    header_lines = len(md)
     frames = []
     for key, group in _groups(meta, results):
         title = group_title(key, group)
@@ -313,6 +325,8 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
                     dataset="+".join(sorted(set(group.dataset))),
                 )
             )
+    if any((~f.source.astype(str).str.startswith("ours")).any() for f in frames):
+        md[header_lines - 1 : header_lines - 1] = ["", "Rows in *italics* are published numbers."]
     atomic_write(out / "table.md", lambda p: p.write_text("\n".join(md)))
     csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     front = ["degradation", "level", "dataset", "metric", "method", "source"]

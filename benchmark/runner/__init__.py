@@ -30,6 +30,7 @@ from benchmark.runner.planning import (
     batches,
     default_jobs,
     pending,
+    stale,
     unavailable_reason,
 )
 from benchmark.runner.records import (
@@ -54,6 +55,7 @@ __all__ = [
     "reproduce",
     "run_cell",
     "run_suite",
+    "stale",
     "unavailable_reason",
     "versions",
 ]
@@ -120,6 +122,11 @@ def reproduce(
             continue
         out = Path(root) / suite.profile / suite.name
         log(f"== {suite.name} ({suite.profile}) -> {out}")
+        device, threads = options.get("device", "auto"), options.get("threads", 1)
+        found = stale(suite.cells(), out, device, threads)
+        if found:
+            verb = "kept, marked stale" if options.get("reuse_stale") else "recomputed"
+            log(f"{len(found)} finished cell(s) computed by code that has changed since: {verb}")
         table, _ = run_suite(suite, out, **options)
         report.write_report(out)
         result.folders.append(out)

@@ -24,6 +24,7 @@ from benchmark.arrays import crop_to_size, to_uint8
 from benchmark.degradations import Observation, degrade
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
+from benchmark.provenance import code_identity
 from benchmark.runner.claims import claimed
 from benchmark.runner.records import (
     atomic_write,
@@ -94,6 +95,7 @@ def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) ->
         "cell": asdict(cell),
         "version": __version__,
         "versions": versions(),
+        "code": code_identity(cell.method),
         "git_revision": revision,
         "device": device_name,
         "started": time.time(),
@@ -109,8 +111,8 @@ def _succeeded(
     observation: Observation,
 ) -> None:
     record.update(_score(cell, result, target))
+    record["trivial"] = trivial_baseline(cell, observation, target)  # the table's own row
     if result.curves:  # a fitted network: hold it against its task's trivial baseline
-        record["trivial"] = trivial_baseline(cell, observation, target)
         record["suspect"] = suspect_reasons(cell, record)
     record["status"] = "ok"
     _save_outputs(cells_dir(out) / record["key"], result)

@@ -16,7 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.runner.records import cells_dir, process_is_running, read_record, record_path
+from benchmark.runner.records import (
+    cells_dir,
+    is_finished,
+    process_is_running,
+    read_record,
+    record_path,
+)
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell
@@ -78,7 +84,7 @@ def claimed(cells: Sequence[Cell], out: Path, device: str, threads: int) -> Iter
     mine = []
     for cell in cells:
         record = read_record(record_path(cell, out, device, threads))
-        if record is not None and record.get("status") == "ok":
+        if is_finished(record, cell.method):
             continue  # another run finished it since this one planned
         if claim(claim_path(cell, out, device, threads)):
             mine.append(cell)

@@ -39,8 +39,10 @@ def execute(
     slurm: dict[str, Any] | None = None,
     show_progress: bool = True,
     batch: int | str = "auto",
+    reuse_stale: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the cells that have no successful record yet; return the new records.
+    """Run the cells that have no successful record by the current code yet; return the new
+    records.
 
     Parameters
     ----------
@@ -61,6 +63,9 @@ def execute(
         Network cells fitted together (see ``planning.batches`` and ``planning.auto_batch``); 1 fits
         every cell alone. Batched cells equal lone cells (bit for bit on the CPU, up to float
         rounding on CUDA); their records say ``info.batch``.
+    reuse_stale : bool
+        Keep successful records computed by code that has changed since (marked ``stale``
+        in results.csv and the tables) instead of recomputing them.
     """
     if executor not in EXECUTORS:
         raise KeyError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
@@ -68,7 +73,7 @@ def execute(
     folder.mkdir(parents=True, exist_ok=True)
     for written_by_a_run in (folder, Path(out)):  # records, and the report's files
         remove_stale_temporaries(written_by_a_run)
-    todo = pending(cells, out, device, threads)
+    todo = pending(cells, out, device, threads, reuse_stale=reuse_stale)
     if not todo:
         return []
     revision = git_revision()

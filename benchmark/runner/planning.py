@@ -14,20 +14,42 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import images
 from benchmark.methods.registry import get_method
-from benchmark.runner.records import read_record, record_path
+from benchmark.runner.records import is_finished, read_record, record_path, stale_files
 from benchmark.tasks import get_task
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell, Suite
 
 
-def pending(cells: Sequence[Cell], out: Path, device: str, threads: int = 1) -> list[Cell]:
-    """The cells without a successful record (failed ones are retried)."""
-    done = []
+def pending(
+    cells: Sequence[Cell], out: Path, device: str, threads: int = 1, *, reuse_stale: bool = False
+) -> list[Cell]:
+    """The cells without a successful record by the current code (failed ones are retried,
+    stale ones recomputed unless ``reuse_stale``)."""
+    return [
+        cell
+        for cell in cells
+        if not is_finished(
+            read_record(record_path(cell, out, device, threads)),
+            cell.method,
+            reuse_stale=reuse_stale,
+        )
+    ]
+
+
+def stale(
+    cells: Sequence[Cell], out: Path, device: str, threads: int = 1
+) -> list[tuple[Cell, list[str]]]:
+    """The cells whose successful record was computed by code that has changed since, each
+    with the files that changed."""
+    found = []
     for cell in cells:
         record = read_record(record_path(cell, out, device, threads))
-        done.append(record is not None and record.get("status") == "ok")
-    return [c for c, ok in zip(cells, done, strict=True) if not ok]
+        if record is not None and record.get("status") == "ok":
+            changed = stale_files(record, cell.method)
+            if changed:
+                found.append((cell, changed))
+    return found
 
 
 def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -> int:

@@ -3,10 +3,13 @@
 Each finished cell is one record, ``<out>/cells/<key>.json``, written atomically (temporary
 file, then rename), next to its output image ``<key>.png``, its curves and snapshots
 ``<key>.npz`` (methods that fit a network) and the view of its observation
-``views/<observation key>.npz`` (see :mod:`benchmark.runner.cell`). The key hashes everything
-that determines the result (package version included), so a re-run skips finished cells and
-never reuses stale ones. ``results.csv`` is collected from the records of the current grid and
-``suite.json`` says what the folder is a run of. The report reads these files and nothing else.
+``views/<observation key>.npz`` (see :mod:`benchmark.runner.cell`). The key hashes what the
+cell is (image, degradation, level, method, options, seeds, package version); each record also
+carries the fingerprint of the code that computed it (:mod:`benchmark.provenance`), so a re-run
+skips finished cells whose code is unchanged and recomputes the others. ``results.csv`` is
+collected from the records of the current grid (a record whose code has changed since is
+marked ``stale``) and ``suite.json`` says what the folder is a run of. The report reads these
+files and nothing else.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import pandas as pd
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
+from benchmark.provenance import changed_files, code_identity
+from benchmark.tasks import get_task
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell, Suite
@@ -58,17 +63,21 @@ RESULT_COLUMNS = [
     "trivial_psnr",
     "suspect",
     "es_detected",
+    "stale",
+    "code",
     "key",
     "version",
     "git_revision",
 ]
 
 
+RUNS = Path("runs")
+
+
 def default_out(profile: str, suite: str) -> Path:
-    """``reports/<profile>/<suite>`` of the source checkout, or of the working folder."""
-    checkout = Path(__file__).resolve().parents[2]
-    base = checkout / "reports" if (checkout / "pyproject.toml").is_file() else Path("reports")
-    return base / profile / suite
+    """``runs/<profile>/<suite>`` in the working folder: never the committed ``reports/``
+    (which ``dipbench publish`` replaces, from a complete run only)."""
+    return RUNS / profile / suite
 
 
 def cells_dir(out: Path) -> Path:
@@ -110,6 +119,24 @@ def read_record(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def stale_files(record: dict[str, Any], method: str) -> list[str]:
+    """The files whose change since ``record`` was written makes it stale (empty: its code is
+    the current code). A method that cannot be imported any more is stale too."""
+    try:
+        current = code_identity(method)
+    except (KeyError, ImportError, OSError, SyntaxError) as err:
+        return [f"(cannot read the method's code: {err})"]
+    return changed_files(record.get("code"), current)
+
+
+def is_finished(record: dict[str, Any] | None, method: str, *, reuse_stale: bool = False) -> bool:
+    """Whether a record stands for its cell: computed successfully, by the current code
+    (or by any code when ``reuse_stale``)."""
+    if record is None or record.get("status") != "ok":
+        return False
+    return reuse_stale or not stale_files(record, method)
 
 
 def remove_stale_temporaries(folder: Path) -> None:
@@ -204,18 +231,25 @@ def collect(cells: Iterable[Cell], out: Path, device: str, threads: int = 1) -> 
     """One row per (cell, output) for the cells of this grid that have a record.
 
     Cells without a record are absent; failed cells give one row with ``status = failed``
-    and their error.
+    and their error; a record whose code has changed since is marked ``stale``.
     """
     rows = []
     for cell in cells:
         record = read_record(record_path(cell, out, device, threads))
         if record is None:
             continue
-        rows.extend(record_rows(record))
+        rows.extend(record_rows(with_staleness(record)))
     table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     for column in ("severity", "iterations", "stop_iteration", "best_iteration"):
         table[column] = table[column].astype("Int64")
     return table
+
+
+def with_staleness(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with ``stale`` set: whether its code differs from the current code."""
+    if record.get("status") == "ok":
+        record["stale"] = bool(stale_files(record, record["cell"]["method"]))
+    return record
 
 
 def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -246,6 +280,8 @@ def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "es_detected": (
             info["es_stop_iteration"] is not None if "es_stop_iteration" in info else None
         ),
+        "stale": bool(record.get("stale", False)),
+        "code": (record.get("code") or {}).get("fingerprint", ""),
         "key": record["key"],
         "version": record.get("version"),
         "git_revision": record.get("git_revision"),
@@ -269,6 +305,19 @@ def write_results(table: pd.DataFrame, out: Path) -> Path:
     return path
 
 
+def suite_source(source: Path, out: Path) -> str:
+    """Where the suite file is, without the machine's own paths: ``benchmark/suites/x.toml``
+    for a packaged suite, else relative to the run folder."""
+    source = Path(source).resolve()
+    package = Path(__file__).resolve().parents[1]
+    if source.is_relative_to(package):
+        return str(source.relative_to(package.parent))
+    try:
+        return os.path.relpath(source, Path(out).resolve())
+    except ValueError:  # another drive (Windows)
+        return source.name
+
+
 def write_manifest(
     suite: Suite, out: Path, cells: Sequence[Cell], device: str, threads: int
 ) -> None:
@@ -289,7 +338,8 @@ def write_manifest(
             "notes": suite.notes,
             "report": suite.report,
             "methods": [asdict(m) for m in suite.methods],
-            "source": str(suite.source),
+            "trivial": get_task(suite.task).trivial_baseline,
+            "source": suite_source(suite.source, Path(out)),
             "device": device,
             "threads": threads,
             "keys": [record_path(c, out, device, threads).stem for c in cells],
