@@ -61,7 +61,19 @@ def read_results(paths: Iterable[Path]) -> pd.DataFrame:
             raise FileNotFoundError(f"no results at {path}")
     if not files:
         raise FileNotFoundError("no results.csv found in " + ", ".join(map(str, paths)))
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    return pd.concat([_read_one_results(f) for f in files], ignore_index=True)
+
+
+def _read_one_results(path: Path) -> pd.DataFrame:
+    """One results.csv, refused (``FileNotFoundError`` naming it) when it is not one."""
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise FileNotFoundError(f"{path} is not a results.csv ({err})") from None
+    missing = [c for c in [*KEY, "psnr", "status"] if c not in table.columns]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a results.csv: no column(s) {missing}")
+    return table
 
 
 class ExpectedFileError(ValueError):
@@ -84,18 +96,35 @@ def read_expected(path: Path) -> pd.DataFrame:
         raise ExpectedFileError(f"no expected file {path}; {remake}") from None
     except pd.errors.EmptyDataError:
         raise ExpectedFileError(f"{path} is empty; {remake}") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, IsADirectoryError) as err:
+        raise ExpectedFileError(f"{path} is not a CSV file ({err}); {remake}") from None
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise ExpectedFileError(f"{path} has no column(s) {missing}; {remake}")
     if table.empty:
         raise ExpectedFileError(f"{path} has no rows: a check that cannot fail; {remake}")
-    table["gated"] = table.gated.astype(str).str.lower().isin(["true", "1"])
+    flags = table.gated.astype(str).str.strip().str.lower()
+    unknown = sorted(set(flags) - {"true", "false", "1", "0"})
+    if unknown:
+        raise ExpectedFileError(
+            f"{path}: gated must be True or False, not {unknown[0]!r}; {remake}"
+        )
+    table["gated"] = flags.isin(["true", "1"])
+    for column in ("level", "expected_psnr", "tolerance"):
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        if (numbers.isna() & table[column].notna()).any():
+            bad = table[column][numbers.isna() & table[column].notna()].iloc[0]
+            raise ExpectedFileError(f"{path}: {column} {bad!r} is not a number; {remake}")
+        table[column] = numbers
     gated = table[table.gated]
-    holes = gated[gated.expected_psnr.isna() | gated.tolerance.isna() | (gated.tolerance < 0)]
+    holes = gated[
+        ~np.isfinite(gated.expected_psnr) | ~np.isfinite(gated.tolerance) | (gated.tolerance < 0)
+    ]
     if len(holes):
         first = holes.iloc[0]
         raise ExpectedFileError(
             f"{path}: {len(holes)} gated value(s) without an expected PSNR or a tolerance "
+            "(or with one that is not a finite number) "
             f"(first: {first.suite} {first.dataset}/{first.image} {first.method}/{first.output}); "
             + remake
         )

@@ -344,9 +344,23 @@ def register_degradation(
 def degrade(
     image: np.ndarray, kind: str, level: float, rng: np.random.Generator, **options: Any
 ) -> Degraded:
-    """Apply the degradation ``kind`` at ``level``; unknown kinds list the known ones."""
+    """Apply the degradation ``kind`` at ``level``; unknown kinds list the known ones.
+
+    Raises
+    ------
+    ValueError
+        The degraded image equals the clean one (a mask that removes no pixel, a noise that
+        adds none): every method would score as if perfect.
+    """
     try:
         function = DEGRADATIONS[kind]
     except KeyError:
         raise KeyError(f"unknown degradation {kind!r}; known: {', '.join(DEGRADATIONS)}") from None
-    return function(image, level, rng, **options)
+    degraded = function(image, level, rng, **options)
+    y, target = degraded.observation.y, degraded.target
+    if y.shape == target.shape and np.array_equal(y, target):
+        raise ValueError(
+            f"{kind} at level {level:g} leaves this image unchanged (nothing to restore): "
+            "choose another level"
+        )
+    return degraded

@@ -71,7 +71,10 @@ def run_variant(
         (exit 1 with results) are recorded there and left to the comparison.
     """
     folder = out / variant.name
+    refuse_foreign(folder)
     shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / OWNER_MARK).write_text("written by dipbench expect; emptied by its next run\n")
     env = {**os.environ, **variant.env}
     for suite in suites:
         name = Path(suite).stem if suite.endswith(".toml") else suite
@@ -90,6 +93,24 @@ def run_variant(
     return folder
 
 
+OWNER_MARK = ".dipbench-expect"  # in each variant folder: ours to empty on the next run
+
+
+def refuse_foreign(folder: Path) -> None:
+    """A variant folder is emptied before its run: only one that ``expect`` made may be.
+
+    Raises
+    ------
+    RuntimeError
+        ``folder`` exists and has no :data:`OWNER_MARK` (a user's folder, or a file).
+    """
+    if folder.exists() and not (folder / OWNER_MARK).is_file():
+        raise RuntimeError(
+            f"{folder} exists and was not written by dipbench expect: it is left as it is; "
+            "choose another --work folder"
+        )
+
+
 def measure(
     suites: Sequence[str],
     profile: str,
@@ -101,6 +122,8 @@ def measure(
     quiet: bool = True,
 ) -> pd.DataFrame:
     """Run the reference and every variant, then derive the expected table."""
+    for variant in [REFERENCE, *variants(seeds)]:  # before the first run, not an hour in
+        refuse_foreign(out / variant.name)
     folders = {
         v.name: run_variant(v, suites, profile, out, jobs=jobs, quiet=quiet)
         for v in [REFERENCE, *variants(seeds)]

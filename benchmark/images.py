@@ -125,26 +125,6 @@ def find(set_name: str, name: str, registry: list[Entry] | None = None) -> Entry
     )
 
 
-# The CIFAR-10 test archive: in no mirror, so its row comes from its official page.
-CIFAR10_ROW = {
-    "set": "cifar10",
-    "name": "cifar-10-python",
-    "file": "cifar10/cifar-10-python.tar.gz",
-    "width": 32,
-    "height": 32,
-    "mode": "RGB",
-    "kind": "archive",
-    "sha256": "",
-    "md5": "c58f30108f718f92721af3b95e74349a",
-    "pixel_sha256": "",
-    "bytes": 170498071,
-    "repo": "",
-    "commit": "",
-    "path_in_repo": "",
-    "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-}
-
-
 def build_registry(mirror: Path) -> pd.DataFrame:
     """The registry from a mirror's ``MANIFEST.csv`` (each image's URL at a pinned commit and
     the sha256 of its bytes) and ``PIXEL_SHA256.csv`` (file size, sha256 of the decoded
@@ -156,8 +136,8 @@ def build_registry(mirror: Path) -> pd.DataFrame:
     table = manifest.merge(pixels, on="file", how="left").rename(columns={"raw_url": "url"})
     table["kind"] = "image"
     table["md5"] = ""
-    table = pd.concat([table, pd.DataFrame([CIFAR10_ROW])], ignore_index=True)
-    return table[list(CIFAR10_ROW)]
+    table = pd.concat([table, pd.DataFrame([archives.CIFAR10_ROW])], ignore_index=True)
+    return table[list(archives.CIFAR10_ROW)]
 
 
 def registry_row(path: Path, set_name: str, url: str, file: str | None = None) -> dict[str, Any]:
@@ -269,13 +249,25 @@ def fetch(entry: Entry, *, root: Path | None = None, mirror: str | None = None) 
         The file could not be fetched or does not match its checksum; nothing is left behind.
     """
     path = cached_path(entry, root)
+    url = source_url(entry, mirror)
+    folders = {"DIPBENCH_DATA": path.parents[1]}
+    if not url.startswith(("http://", "https://")):
+        folders["DIPBENCH_MIRROR"] = Path(url).parents[1]
+    for name, folder in folders.items():
+        if folder.exists() and not folder.is_dir():
+            raise DownloadError(f"{name} names {folder}, a file: it must be a folder")
     status = "downloaded"
     if path.exists():
         if is_valid(path, entry):
             return path, "cached"
+        if _is_the_source(path, url):  # the cache is the mirror: never delete its file
+            raise DownloadError(
+                f"{entry.set}/{entry.name}: {path} fails its checksum, and it is the mirror's "
+                "own file (DIPBENCH_DATA is the mirror folder): it is left as it is. Point "
+                "DIPBENCH_DATA at another folder and repair the mirror."
+            )
         path.unlink()  # corrupt or truncated copy: never serve it
         status = "replaced"
-    url = source_url(entry, mirror)
     is_http = url.startswith(("http://", "https://"))
     inner = (
         pooch.HTTPDownloader(progressbar=entry.bytes > _LARGE_FILE, timeout=60)
@@ -323,6 +315,13 @@ def fetch(entry: Entry, *, root: Path | None = None, mirror: str | None = None) 
         ) from err
     path.chmod(0o666 & ~_umask())  # pooch's temporary file is 0600; a cache is shared
     return path, status
+
+
+def _is_the_source(path: Path, url: str) -> bool:
+    """Whether the cached ``path`` is the very file it would be fetched from."""
+    if url.startswith(("http://", "https://")):
+        return False
+    return Path(url).expanduser().resolve() == path.resolve()
 
 
 def _umask() -> int:

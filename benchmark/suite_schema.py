@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,47 @@ def check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
             )
     if "imagenet_c" in entry and not all(v in (1, 2, 3, 4, 5) for v in values):
         raise SuiteError(f"{path}: degradation {kind!r}: ImageNet-C severities are 1..5")
+    if len({float(v) for v in values}) < len(values):
+        raise SuiteError(f"{path}: degradation {kind!r}: a level is listed twice in {values}")
+    if "levels" in entry:
+        check_levels(kind, values, f"{path}: degradation {kind!r}")
     return dict(entry)
+
+
+def check_levels(kind: str, values: Sequence[float], where: str) -> None:
+    """A level that degrades nothing (0, a negative one) or a fraction that is not one would
+    run as if fine and score an undegraded image."""
+    level_name = list(inspect.signature(DEGRADATIONS[kind]).parameters)[1]
+    for value in values:
+        if not value > 0:
+            raise SuiteError(f"{where}: level {value!r} degrades nothing; levels are > 0")
+        if level_name == "fraction" and not value < 1:
+            raise SuiteError(f"{where}: level {value!r} is a fraction of the pixels: 0 < f < 1")
+
+
+def check_suite_name(name: Any, path: Path) -> str:
+    """A suite's name becomes a folder name: a plain name, never a path."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise SuiteError(
+            f"{path}: suite name {name!r} is not a plain name (letters, digits, '.', '_' and "
+            "'-', starting with a letter or digit): it names the run folder"
+        )
+    return name
+
+
+def check_labels(methods: Sequence[MethodSpec], path: Path) -> None:
+    """Two methods with one label would share a table row (a mean neither produced); a '|'
+    would break the Markdown table."""
+    seen: dict[str, str] = {}
+    for spec in methods:
+        if "|" in spec.label or "\n" in spec.label:
+            raise SuiteError(f"{path}: method {spec.key!r}: label {spec.label!r} holds '|'")
+        if spec.label in seen:
+            raise SuiteError(
+                f"{path}: methods {seen[spec.label]!r} and {spec.key!r} share the label "
+                f"{spec.label!r}: give each its own"
+            )
+        seen[spec.label] = spec.key
 
 
 def check_method_options(

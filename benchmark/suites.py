@@ -28,9 +28,11 @@ from benchmark.suite_schema import (
     SuiteError,
     check_degradation,
     check_known,
+    check_labels,
     check_method_channels,
     check_method_options,
     check_protocol_channels,
+    check_suite_name,
     check_types,
     method_spec,
 )
@@ -118,7 +120,7 @@ def load_suite(
     if profile not in PROFILES:
         raise SuiteError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
     merged = _merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile, {}))
-    name = merged.get("name", path.stem)
+    name = check_suite_name(merged.get("name", path.stem), path)
     for key in ("task", "protocol", "datasets", "degradations", "methods"):
         if key not in merged:
             raise SuiteError(f"{path}: suite {name!r} has no {key!r}")
@@ -159,6 +161,7 @@ def load_suite(
     for spec in methods:
         check_method_options(spec, merged["task"], degradations, path)
     check_method_channels(methods, chosen, path)
+    check_labels(methods, path)
     if methods_subset:
         keys = [m.key for m in methods]
         missing = sorted(set(methods_subset) - set(keys))

@@ -3,9 +3,13 @@ never a success that did nothing (issue: "Bad input gets a clear error and loses
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -424,12 +428,16 @@ def test_a_dying_worker_is_recorded_as_a_failed_cell_and_the_run_goes_on(
 # --- interrupted and committed run folders --------------------------------------------------
 
 INTERRUPTING_METHODS = """
+import os
+import time
+
 CALLS = []
 
 def stops_on_peppers(observation, *, seed=0, **options):
     CALLS.append(1)
-    if len(CALLS) > 1:  # the second cell (peppers: cells run image by image)
-        raise KeyboardInterrupt
+    if len(CALLS) > 1:  # the second cell (peppers: cells run image by image, in one worker)
+        open(os.environ["DIPBENCH_TEST_MARK"], "w").close()
+        time.sleep(120)  # until the run is stopped
     return observation.y
 """
 
@@ -456,6 +464,16 @@ def test_an_interrupted_run_is_still_a_run_folder(
         """)
     )
     out = tmp_path / "run"
+    mark = tmp_path / "peppers-started"
+    monkeypatch.setenv("DIPBENCH_TEST_MARK", str(mark))
+
+    def stop_when_peppers_starts() -> None:  # SIGTERM, as a scheduler or kill would
+        deadline = time.monotonic() + 120
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_peppers_starts, daemon=True).start()
     argv = ["run", str(suite), "--jobs", "1", "--out", str(out), "-q", "--no-report"]
     assert main(argv) == 130
     assert "every finished cell is kept" in capsys.readouterr().err

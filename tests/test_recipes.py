@@ -343,7 +343,7 @@ def test_unknown_names_list_the_known_ones(mirror: Path, tmp_path: Path) -> None
     with pytest.raises(KeyError, match="known: denoising, inpainting, super_resolution"):
         get_task("deblurring")
     suite = load_suite(str(_suite(tmp_path, '[methods.tv]\nmethod = "tv"')), "full")
-    with pytest.raises(KeyError, match="known: local, slurm"):
+    with pytest.raises(KeyError, match="known: local, inline, slurm"):
         runner.execute(suite.cells(), tmp_path / "run", executor="pbs")
     with pytest.raises(ValueError, match="registered twice"):
         register_task(TASKS["denoising"])

@@ -42,5 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # closed stdout (at exit) go nowhere.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except OSError as err:  # a full disk, a read-only folder: what the system said, no trace
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"dipbench {args.command}: cannot go on:{where}: {err.strerror or err}; every "
+            "finished cell is kept",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

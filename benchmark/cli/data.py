@@ -161,7 +161,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     """
     import pandas as pd
 
-    from benchmark import metrics
+    from benchmark import metrics, score_files
     from benchmark.runner.records import atomic_write
 
     try:
@@ -170,8 +170,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise UsageError(err.args[0]) from err
     if args.out and not args.out.parent.is_dir():
         raise UsageError(f"--out {args.out}: the folder {args.out.parent} does not exist")
+    for folder in (args.gt, args.pred):
+        if args.out and args.out.resolve().is_relative_to(folder.resolve()):
+            raise UsageError(
+                f"--out {args.out} is inside the input folder {folder}: the scores would "
+                "overwrite or join the images; write them elsewhere"
+            )
     try:
-        found = metrics.score_folders(args.gt, args.pred, args.protocol)
+        found = score_files.score_folders(args.gt, args.pred, args.protocol)
     except FileNotFoundError as err:
         raise UsageError(str(err)) from err
     table = found.table

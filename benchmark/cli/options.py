@@ -22,6 +22,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def seconds(value: str) -> float:
+    """An argparse type: a finite number of seconds, at least 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or more seconds, got {value}")
+    return number
+
+
 def device(value: str) -> str:
     """An argparse type: a device that exists here, checked before any work starts."""
     from benchmark.methods.fit import resolve_device
@@ -103,6 +114,14 @@ def compute_options() -> argparse.ArgumentParser:
         help="draw each method's own randomness (network initialisation, input noise) from "
         "stream K; the degraded inputs stay the same. 0 (default): the suite's seeds. Used to "
         "measure a method's spread over seeds (make update-expected)",
+    )
+    group.add_argument(
+        "--cell-timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="stop a cell that runs longer and record it as failed (0: no limit; default by "
+        "profile: ci 600, quick 10800, full 86400)",
     )
     group.add_argument(
         "--reuse-stale",

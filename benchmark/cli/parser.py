@@ -108,8 +108,9 @@ def _run_commands(
     slurm.add_argument(
         "--executor",
         default="local",
-        choices=["local", "slurm"],
-        help="local processes, or one Slurm job array through submitit",
+        choices=["local", "inline", "slurm"],
+        help="local: isolated worker processes (default); inline: this process, without "
+        "isolation (for a debugger); slurm: one Slurm job array through submitit",
     )
     slurm.add_argument("--slurm-partition", help="Slurm partition")
     slurm.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job (default: 1)")

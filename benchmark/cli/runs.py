@@ -39,6 +39,9 @@ def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace,
     torch.set_num_threads(args.threads)  # as each cell will run
     try:
         measured = estimate(todo, args.device, args.batch)
+    except (ValueError, RuntimeError) as err:  # e.g. a network the image cannot take
+        print(f"no estimate: a cell cannot run ({err}); its cells will fail with that reason")
+        return
     finally:
         torch.set_num_threads(previous)
     hours = measured.wall(jobs) / 3600
@@ -72,6 +75,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             "degradations, or the selection removed them all"
         )
     jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
+    try:  # before any estimate or cell: the folder must be this run's to write
+        from benchmark.runner.manifest import check_same_run, read_manifest
+
+        check_same_run(read_manifest(out), suite, out, args.threads)
+    except runner.RunFolderError as err:
+        raise UsageError(str(err)) from err
     _print_stale(runner.stale(cells, out, args.device, args.threads), args.reuse_stale)
     todo = runner.pending(cells, out, args.device, args.threads, reuse_stale=args.reuse_stale)
     print(
@@ -97,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         batch=args.batch,
         reuse_stale=args.reuse_stale,
+        cell_timeout=args.cell_timeout,
     )
     failed = table[table.status != "ok"]
     print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
@@ -189,6 +199,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             "device (a rough estimate: 128x128 steps scaled by pixels); PROFILE=full forces it."
         )
     root = args.out or runner.default_out(profile, "x").parent.parent
+    from benchmark import report
+
+    try:
+        report.check_index_writable(root)  # before hours of work, not after
+    except FileExistsError as err:
+        raise UsageError(str(err)) from err
     print(f"run folders go to {root}/{profile}/; dipbench publish copies them into reports/")
     done = runner.reproduce(
         suites,
@@ -199,6 +215,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         batch=args.batch,
         reuse_stale=args.reuse_stale,
+        cell_timeout=args.cell_timeout,
     )
     _print_suspects(done.suspects)
     if done.index is None:
@@ -225,7 +242,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.index:
         try:
             print(f"wrote {report.write_index(args.dir)}")
-        except FileNotFoundError as err:
+        except (FileNotFoundError, FileExistsError) as err:
             print(f"dipbench report: {err}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
@@ -259,5 +276,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         else:
             print(f"published {run} -> {target}")
     if refused < len(args.runs):
-        print(f"wrote {report.write_index(args.reports)}")
+        try:
+            print(f"wrote {report.write_index(args.reports)}")
+        except FileExistsError as err:
+            print(f"dipbench publish: {err}", file=sys.stderr)
+            refused += 1
     return EXIT_FAILED if refused else EXIT_OK

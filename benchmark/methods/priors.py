@@ -107,7 +107,15 @@ def _typed(cls: type, values: Mapping[str, Any], what: str) -> Any:
     if unknown:
         raise KeyError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(names))}")
     check_types(cls, values, what)
-    return replace(cls(), **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    config = replace(
+        cls(), **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    )
+    for name, value in values.items():  # counts and sizes: a skip branch may be 0, no other
+        least = 0 if "skip" in name else 1
+        numbers = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and v < least for v in numbers):
+            raise ValueError(f"{what} option {name} = {value!r}: must be at least {least}")
+    return config
 
 
 _NETWORK_CONFIGS: dict[str, type] = {"skip": SkipConfig, "decoder": DecoderConfig}

@@ -146,6 +146,8 @@ def get_method(name: str) -> MethodInfo:
     plain method solving every task)."""
     if ":" in name:
         module_name, _, attribute = name.partition(":")
+        if not module_name or not attribute:
+            raise KeyError(f"method {name!r} is not package.module:function")
         try:
             function = getattr(_import_user_module(module_name), attribute)
         except (ImportError, AttributeError) as err:
@@ -153,6 +155,8 @@ def get_method(name: str) -> MethodInfo:
                 f"cannot import method {name!r}: {err} (the module must be importable: in the "
                 "current folder, installed, or on PYTHONPATH)"
             ) from err
+        if not callable(function):
+            raise KeyError(f"method {name!r} is a {type(function).__name__}, not a function")
         registered = next((m for m in METHODS.values() if m.function is function), None)
         if registered is not None:
             return registered
@@ -191,7 +195,8 @@ def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -
     info = get_method(name)
     if observation.task not in info.tasks:
         raise ValueError(f"method {name!r} solves {', '.join(info.tasks)}, not {observation.task}")
-    check_image(observation.y, "observation")
+    # unclipped noise (gaussian with clip = false) leaves [0, 1]: finite is what matters
+    check_image(observation.y, "observation", unit_range=observation.params.get("clip", True))
     get_task(observation.task).forward(observation)  # raises if a mask or factor is missing
     if observation.mask is not None:
         check_mask(observation.mask, observation.y.shape)

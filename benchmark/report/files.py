@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +50,30 @@ def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return meta, records
 
 
+DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
+
+
+def damaged(path: Path, err: BaseException) -> None:
+    """Say that a file of the run folder cannot be read (the report goes on without it)."""
+    print(
+        f"warning: {path} cannot be read ({type(err).__name__}: {err}); the report leaves it "
+        "out (delete it and run the suite again to remake it)",
+        file=sys.stderr,
+    )
+
+
 def cell_arrays(out: Path, key: str) -> dict[str, np.ndarray]:
-    """A cell's curves and snapshots (``<key>.npz``; empty for a method without them)."""
+    """A cell's curves and snapshots (``<key>.npz``; empty for a method without them, or
+    when the file is damaged: said on stderr)."""
     path = cells_dir(out) / f"{key}.npz"
     if not path.is_file():
         return {}
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except DAMAGED as err:
+        damaged(path, err)
+        return {}
 
 
 def has_curves(out: Path, key: str) -> bool:
@@ -63,8 +82,12 @@ def has_curves(out: Path, key: str) -> bool:
     path = cells_dir(out) / f"{key}.npz"
     if not path.is_file():
         return False
-    with np.load(path) as data:
-        return "curve_iteration" in data.files
+    try:
+        with np.load(path) as data:
+            return "curve_iteration" in data.files
+    except DAMAGED as err:
+        damaged(path, err)
+        return False
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
@@ -104,10 +127,13 @@ def load_views(out: Path) -> dict[tuple, dict[str, Any]]:
     thumbnails, the input's ``psnr``), by (dataset, image, degradation, level, repetition)."""
     views = {}
     for path in sorted(views_dir(out).glob("*.npz")):
-        with np.load(path) as data:
-            view = {k: data[k] for k in data.files}
-        cell = json.loads(str(view.pop("cell")))
-        views[tuple(cell[name] for name in VIEW_FIELDS)] = view
+        try:
+            with np.load(path) as data:
+                view = {k: data[k] for k in data.files}
+            cell = json.loads(str(view.pop("cell")))
+            views[tuple(cell[name] for name in VIEW_FIELDS)] = view
+        except DAMAGED as err:
+            damaged(path, err)
     return views
 
 
@@ -116,5 +142,10 @@ def output_image(out: Path, record: dict[str, Any]) -> np.ndarray | None:
     png = cells_dir(out) / f"{record['key']}.png"
     if not png.is_file():
         return None
-    pixels = np.asarray(Image.open(png))
+    try:
+        with Image.open(png) as im:
+            pixels = np.asarray(im)
+    except DAMAGED as err:
+        damaged(png, err)
+        return None
     return pixels[..., None] if pixels.ndim == 2 else pixels

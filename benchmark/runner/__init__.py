@@ -26,6 +26,12 @@ import pandas as pd
 from benchmark.runner.cell import run_cell
 from benchmark.runner.claims import claimed_elsewhere
 from benchmark.runner.executors import execute
+from benchmark.runner.manifest import (
+    RunFolderError,
+    check_same_run,
+    read_manifest,
+    write_manifest,
+)
 from benchmark.runner.planning import (
     batches,
     default_jobs,
@@ -34,11 +40,10 @@ from benchmark.runner.planning import (
     unavailable_reason,
 )
 from benchmark.runner.records import (
-    collect,
+    collect_keys,
     default_out,
     record_path,
     versions,
-    write_manifest,
     write_results,
 )
 from benchmark.runner.views import save_views
@@ -46,6 +51,7 @@ from benchmark.suites import Suite
 
 __all__ = [
     "ReproduceResult",
+    "RunFolderError",
     "batches",
     "claimed_elsewhere",
     "default_jobs",
@@ -71,14 +77,22 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
     shows are saved too (:mod:`~benchmark.runner.views`), from the successful cells.
 
     Returns the collected table and the records computed by this call.
+
+    Raises
+    ------
+    RunFolderError
+        ``out`` is another suite's or profile's run folder, a folder of other files, or a
+        file: nothing is written.
     """
     cells = suite.cells()
     device, threads = options.get("device", "auto"), options.get("threads", 1)
-    write_manifest(suite, out, cells, device, threads)
+    previous = read_manifest(out)
+    check_same_run(previous, suite, out, threads)
+    keys = write_manifest(suite, out, cells, device, threads, previous)
     try:
         records = execute(cells, out, **options)
     finally:
-        table = collect(cells, out, device, threads)
+        table = collect_keys(keys, out)  # a narrower run keeps the folder's other results
         write_results(table, out)
     done = set(table.key[table.status == "ok"])
     save_views([c for c in cells if record_path(c, out, device, threads).stem in done], out)
@@ -127,7 +141,12 @@ def reproduce(
         if found:
             verb = "kept, marked stale" if options.get("reuse_stale") else "recomputed"
             log(f"{len(found)} finished cell(s) computed by code that has changed since: {verb}")
-        table, _ = run_suite(suite, out, **options)
+        try:
+            table, _ = run_suite(suite, out, **options)
+        except RunFolderError as err:
+            log(f"skipped {suite.name}: {err}")
+            result.skipped.append(suite.name)
+            continue
         report.write_report(out)
         result.folders.append(out)
         result.failed += [

@@ -84,6 +84,8 @@ def run_cell(
         _succeeded(record, cell, result, target, out, observation)
     except Exception as err:  # noqa: BLE001  a failed cell must not sink the run
         _failed(record, err)
+    except SystemExit as err:  # a method's sys.exit() ends its cell, not the run
+        _failed(record, RuntimeError(f"the method called sys.exit({err.code!r})"))
     return _finish(record, out, time.perf_counter() - started)
 
 
@@ -115,6 +117,7 @@ def _succeeded(
     if result.curves:  # a fitted network: hold it against its task's trivial baseline
         record["suspect"] = suspect_reasons(cell, record)
     record["status"] = "ok"
+    record["arrays"] = bool(result.curves or result.snapshots)  # <key>.npz is written
     _save_outputs(cells_dir(out) / record["key"], result)
 
 
@@ -248,6 +251,8 @@ def _compute_cells(
             )
         except Exception as err:  # noqa: BLE001  e.g. out of memory: every cell fails alike
             results = [err] * len(group)
+        except SystemExit as err:
+            results = [RuntimeError(f"the method called sys.exit({err.code!r})")] * len(group)
         seconds = (time.perf_counter() - started) / len(group)
         for (cell, record, observation, target), result in zip(group, results, strict=True):
             try:

@@ -1,8 +1,8 @@
 """Claims: several runs on one folder split its grid.
 
-A run claims a cell by creating ``<key>.lock`` beside the cell's record (owner's pid and host)
-before computing it; another run skips claimed cells. A claim whose process is gone is stale
-and taken over.
+A run claims a cell by creating ``<key>.lock`` beside the cell's record (owner's pid, host and
+the process's start time) before computing it; another run skips claimed cells. A claim whose
+process is gone, or whose pid now belongs to a process started later, is stale and taken over.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from benchmark.runner.records import (
     cells_dir,
+    damaged_outputs,
     is_finished,
     process_is_running,
     read_record,
@@ -40,7 +41,12 @@ def claim(path: Path) -> bool:
     """Claim a cell by creating its lock file (owner's pid and host); False if a live owner
     holds it. A claim whose process is gone (same host), or from another host and older than
     ``FOREIGN_CLAIM_HOURS``, is stale and taken over."""
-    owner = {"pid": os.getpid(), "host": platform.node(), "since": time.time()}
+    owner = {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "since": time.time(),
+        "process_start": process_start(os.getpid()),
+    }
     for _ in range(2):
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
@@ -62,8 +68,24 @@ def _stale(path: Path) -> bool:
     except (OSError, ValueError):
         return True  # unreadable, or half-written by a process that died
     if owner.get("host") == platform.node():
-        return not process_is_running(int(owner.get("pid", -1)))
+        pid = int(owner.get("pid", -1))
+        if not process_is_running(pid):
+            return True
+        # the pid may since belong to another process: its start time tells them apart
+        started = owner.get("process_start")
+        return started is not None and started != process_start(pid)
     return age > FOREIGN_CLAIM_HOURS * 3600
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from Linux's ``/proc``), or
+    None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name in (...) may hold spaces
+    return int(fields[19]) if len(fields) > 19 else None  # field 22 of proc(5)
 
 
 def release(path: Path) -> None:
@@ -84,7 +106,7 @@ def claimed(cells: Sequence[Cell], out: Path, device: str, threads: int) -> Iter
     mine = []
     for cell in cells:
         record = read_record(record_path(cell, out, device, threads))
-        if is_finished(record, cell.method):
+        if is_finished(record, cell.method) and not damaged_outputs(out, record):
             continue  # another run finished it since this one planned
         if claim(claim_path(cell, out, device, threads)):
             mine.append(cell)

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import images
 from benchmark.methods.registry import get_method
-from benchmark.runner.records import is_finished, read_record, record_path, stale_files
+from benchmark.runner.records import (
+    damaged_outputs,
+    is_finished,
+    read_record,
+    record_path,
+    set_aside,
+    stale_files,
+)
 from benchmark.tasks import get_task
 
 if TYPE_CHECKING:
@@ -26,15 +33,22 @@ def pending(
 ) -> list[Cell]:
     """The cells without a successful record by the current code (failed ones are retried,
     stale ones recomputed unless ``reuse_stale``)."""
-    return [
-        cell
-        for cell in cells
-        if not is_finished(
-            read_record(record_path(cell, out, device, threads)),
-            cell.method,
-            reuse_stale=reuse_stale,
-        )
-    ]
+    todo = []
+    for cell in cells:
+        path = record_path(cell, out, device, threads)
+        record = read_record(path)
+        if not is_finished(record, cell.method, reuse_stale=reuse_stale):
+            todo.append(cell)
+        elif damaged := damaged_outputs(out, record):
+            there = [p for p in damaged if p.exists()]  # a missing one: set aside already
+            if there:
+                print(
+                    f"damaged: {', '.join(map(str, there))} (set aside as .damaged); its "
+                    "cell is computed again"
+                )
+                set_aside(there)
+            todo.append(cell)
+    return todo
 
 
 def stale(

@@ -19,21 +19,21 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
 from benchmark.provenance import changed_files, code_identity
-from benchmark.tasks import get_task
 
 if TYPE_CHECKING:
-    from benchmark.suites import Cell, Suite
+    from benchmark.suites import Cell
 
 
 RESULT_COLUMNS = [
@@ -114,11 +114,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """A cell record, or None if it is absent or unreadable (a corrupt record is recomputed)."""
+    """A cell record, or None if it is absent, unreadable or not a record (valid JSON of
+    another shape): such a cell is recomputed and its file replaced."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    if not isinstance(record, dict) or not {"key", "cell", "status"} <= set(record):
+        return None
+    if not isinstance(record["cell"], dict) or not isinstance(record.get("rows", []), list):
+        return None
+    return record
 
 
 def stale_files(record: dict[str, Any], method: str) -> list[str]:
@@ -139,14 +145,44 @@ def is_finished(record: dict[str, Any] | None, method: str, *, reuse_stale: bool
     return reuse_stale or not stale_files(record, method)
 
 
+def damaged_outputs(out: Path, record: dict[str, Any]) -> list[Path]:
+    """The output image and arrays of a finished cell that are missing or cannot be read (a
+    killed copy, a full disk): the cell is then recomputed."""
+    png = cells_dir(out) / f"{record['key']}.png"
+    found = []
+    try:
+        with Image.open(png) as im:
+            im.verify()
+    except Exception:  # noqa: BLE001  Pillow raises many kinds for a bad file
+        found.append(png)
+    npz = png.with_suffix(".npz")
+    if record.get("arrays") and not npz.exists():
+        found.append(npz)
+    elif npz.exists():
+        try:
+            with np.load(npz) as data:
+                data.files  # noqa: B018  the archive's directory sits at its end
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            found.append(npz)
+    return found
+
+
+def set_aside(paths: Sequence[Path]) -> None:
+    """Rename damaged files of the run's own to ``<name>.damaged`` (kept for a look)."""
+    for path in paths:
+        if path.exists():
+            os.replace(path, path.with_name(path.name + ".damaged"))
+
+
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files whose writing process is gone (killed runs)."""
-    for tmp in folder.glob(".*.tmp"):
+    """Delete temporary files of :func:`atomic_write` (``.<name>.<pid>.tmp``) whose writing
+    process is gone (killed runs); any other file, a user's ``.notes.tmp`` too, is kept."""
+    for tmp in folder.glob(".*.*.tmp"):
         try:
             pid = int(tmp.name.rsplit(".", 2)[-2])
         except ValueError:
-            pid = None
-        if pid is None or not process_is_running(pid):
+            continue  # not a name atomic_write makes
+        if not process_is_running(pid):
             tmp.unlink(missing_ok=True)
 
 
@@ -227,19 +263,7 @@ def record_path(cell: Cell, out: Path, device: str, threads: int) -> Path:
     return cells_dir(out) / f"{cell.key(compute_kind(cell, device, threads))}.json"
 
 
-def collect(cells: Iterable[Cell], out: Path, device: str, threads: int = 1) -> pd.DataFrame:
-    """One row per (cell, output) for the cells of this grid that have a record.
-
-    Cells without a record are absent; failed cells give one row with ``status = failed``
-    and their error; a record whose code has changed since is marked ``stale``.
-    """
-    rows = []
-    for cell in cells:
-        record = read_record(record_path(cell, out, device, threads))
-        if record is None:
-            continue
-        rows.extend(record_rows(with_staleness(record)))
-    table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
     for column in ("severity", "iterations", "stop_iteration", "best_iteration"):
         table[column] = table[column].astype("Int64")
     return table
@@ -305,43 +329,15 @@ def write_results(table: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-def suite_source(source: Path, out: Path) -> str:
-    """Where the suite file is, without the machine's own paths: ``benchmark/suites/x.toml``
-    for a packaged suite, else relative to the run folder."""
-    source = Path(source).resolve()
-    package = Path(__file__).resolve().parents[1]
-    if source.is_relative_to(package):
-        return str(source.relative_to(package.parent))
-    try:
-        return os.path.relpath(source, Path(out).resolve())
-    except ValueError:  # another drive (Windows)
-        return source.name
+def collect_keys(keys: Sequence[str], out: Path) -> pd.DataFrame:
+    """One row per (cell, output) for the records of ``keys`` that exist.
 
-
-def write_manifest(
-    suite: Suite, out: Path, cells: Sequence[Cell], device: str, threads: int
-) -> None:
-    """``suite.json``: what the run folder is a run of, and the keys of its grid."""
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(
-        Path(out) / "suite.json",
-        {
-            "suite": suite.name,
-            "profile": suite.profile,
-            "title": suite.title,
-            "task": suite.task,
-            "protocol": suite.protocol,
-            "datasets": list(suite.datasets),
-            "images": [f"{d}/{i}" for d, i in suite.images],
-            "crop": suite.crop,
-            "paper": suite.paper,
-            "notes": suite.notes,
-            "report": suite.report,
-            "methods": [asdict(m) for m in suite.methods],
-            "trivial": get_task(suite.task).trivial_baseline,
-            "source": suite_source(suite.source, Path(out)),
-            "device": device,
-            "threads": threads,
-            "keys": [record_path(c, out, device, threads).stem for c in cells],
-        },
-    )
+    Cells without a record are absent; failed cells give one row with ``status = failed``
+    and their error; a record whose code has changed since is marked ``stale``.
+    """
+    rows = []
+    for key in keys:
+        record = read_record(cells_dir(out) / f"{key}.json")
+        if record is not None:
+            rows.extend(record_rows(with_staleness(record)))
+    return _typed(pd.DataFrame(rows, columns=RESULT_COLUMNS))

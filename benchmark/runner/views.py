@@ -9,6 +9,7 @@ folder and never re-makes an observation (nor needs the test images).
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,8 +67,8 @@ def save_views(cells: Sequence[Cell], out: Path) -> int:
     written = 0
     for cell in grid_cells(cells):
         path = views_dir(out) / f"{cell.observation_key}.npz"
-        if path.is_file():
-            continue
+        if path.is_file() and _readable(path):
+            continue  # a damaged view (a full disk, a killed copy) is made again
         observation, target = prepare(cell)
         shown = observation_view(observation, target)
         identity = {name: getattr(cell, name) for name in VIEW_FIELDS}
@@ -81,6 +82,14 @@ def save_views(cells: Sequence[Cell], out: Path) -> int:
         atomic_write(path, lambda p, arrays=arrays: _savez(p, arrays))
         written += 1
     return written
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with np.load(path) as data:
+            return all(data[name] is not None for name in data.files)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -106,8 +106,8 @@ def test_a_mutation_fails_the_check(
 ) -> None:
     suite_file, method = MUTATIONS[mutation](tmp_path, monkeypatch)
     out = tmp_path / "run"
-    # One job: the cells run in this process, where the monkeypatch holds.
-    argv = ["run", str(suite_file), "--profile", "ci", "--methods", method, "--jobs", "1"]
+    # Inline: the cells run in this process, where the monkeypatch holds.
+    argv = ["run", str(suite_file), "--profile", "ci", "--methods", method, "--executor", "inline"]
     assert main([*argv, "--out", str(out), "-q", "--no-report"]) == 0
     expected = pd.read_csv(EXPECTED)
     suite = suite_file.stem

@@ -124,6 +124,7 @@ class Loop:
         net0 = nets[0]
         ph = padded_size(h, net0.multiple, net0.minimum)
         pw = padded_size(w, net0.multiple, net0.minimum)
+        check_padding(h, w, ph, pw, net0.multiple)
         self.crop = (
             slice((ph - h) // 2, (ph - h) // 2 + h),
             slice((pw - w) // 2, (pw - w) // 2 + w),
@@ -203,6 +204,20 @@ class Loop:
     def psnr_obs(self, losses: torch.Tensor) -> np.ndarray:
         """The host's copy of each cell's PSNR against the observation (one device sync)."""
         return psnr_from_mse(losses.detach() / self.problem.data_fraction).cpu().numpy()
+
+
+MAX_PADDED_PIXELS = 4096 * 4096  # above this, and 16x the image, padding is a mistake
+
+
+def check_padding(h: int, w: int, ph: int, pw: int, multiple: int) -> None:
+    """Refuse a network whose input size multiple would pad the image to many times its
+    size (``scales = 12`` on a 32-pixel crop pads to 8192x8192: tens of GB), before any
+    memory is taken."""
+    if ph * pw > MAX_PADDED_PIXELS and ph * pw > 16 * h * w:
+        raise ValueError(
+            f"this network takes sizes that are multiples of {multiple}: the {h}x{w} image "
+            f"would be padded to {ph}x{pw}; use fewer scales (layers) or a larger image"
+        )
 
 
 def fit(

@@ -1,0 +1,132 @@
+"""The run folder's manifest, ``suite.json``: what the folder is a run of (suite, profile,
+threads), its grid's keys and where its suite file is. One run folder holds one suite at one
+profile: a run into another suite's folder, a folder of other files or a file is refused, and
+a narrower run (``--images``, ``--methods``) keeps the keys of the earlier ones."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmark.runner.records import default_out, record_path, write_json
+from benchmark.tasks import get_task
+
+if TYPE_CHECKING:
+    from benchmark.suites import Cell, Suite
+
+
+def suite_source(source: Path, out: Path) -> str:
+    """Where the suite file is, without the machine's own paths: ``benchmark/suites/x.toml``
+    for a packaged suite, else relative to the run folder."""
+    source = Path(source).resolve()
+    package = Path(__file__).resolve().parents[1]
+    if source.is_relative_to(package):
+        return str(source.relative_to(package.parent))
+    try:
+        return os.path.relpath(source, Path(out).resolve())
+    except ValueError:  # another drive (Windows)
+        return source.name
+
+
+class RunFolderError(ValueError):
+    """A folder that is not this run's to write: another suite's or profile's run folder, a
+    folder of other files, or a file."""
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    """The run folder's ``suite.json`` (None for a new folder).
+
+    Raises
+    ------
+    RunFolderError
+        ``out`` is a file, a folder of other files (no ``suite.json``), or its ``suite.json``
+        cannot be read.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a run folder")
+    manifest = out / "suite.json"
+    if not manifest.exists():
+        if out.is_dir() and any(p.name != "cells" for p in out.iterdir()):
+            raise RunFolderError(
+                f"{out} holds files and no suite.json: it is not a run folder, and a run "
+                "would overwrite its tables; choose an empty or new --out folder"
+            )
+        return None
+    try:
+        meta = json.loads(manifest.read_text())
+        if not isinstance(meta, dict) or "suite" not in meta or "profile" not in meta:
+            raise ValueError("not a run manifest")
+        return meta
+    except (OSError, ValueError) as err:
+        raise RunFolderError(
+            f"{manifest} cannot be read as a run manifest ({err}): move the folder aside or "
+            "choose another --out"
+        ) from err
+
+
+def check_same_run(meta: dict[str, Any] | None, suite: Suite, out: Path, threads: int) -> None:
+    """One run folder holds one suite at one profile and one thread count (cell keys do not
+    name them): anything else is refused with the command that would work."""
+    if meta is None:
+        return
+    mine = (suite.name, suite.profile, threads)
+    theirs = (meta.get("suite"), meta.get("profile"), meta.get("threads", threads))
+    if mine != theirs:
+        raise RunFolderError(
+            f"{out} is a run folder of {theirs[0]} ({theirs[1]}, {theirs[2]} thread(s)), not of "
+            f"{suite.name} ({suite.profile}, {threads} thread(s)): run into another folder, "
+            f"e.g. --out {default_out(suite.profile, suite.name)}"
+        )
+
+
+def write_manifest(
+    suite: Suite,
+    out: Path,
+    cells: Sequence[Cell],
+    device: str,
+    threads: int,
+    previous: dict[str, Any] | None = None,
+) -> list[str]:
+    """``suite.json``: what the run folder is a run of, and the keys of its grid. A narrower
+    run (``--images``, ``--methods``) into a folder of the same suite keeps the keys, images
+    and methods of the earlier runs. Returns the keys."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    previous = previous or {}
+    keys = _union(
+        previous.get("keys", []), [record_path(c, out, device, threads).stem for c in cells]
+    )
+    images = _union(previous.get("images", []), [f"{d}/{i}" for d, i in suite.images])
+    methods = {m["key"]: m for m in previous.get("methods", [])}
+    methods.update({m.key: asdict(m) for m in suite.methods})
+    write_json(
+        Path(out) / "suite.json",
+        {
+            "suite": suite.name,
+            "profile": suite.profile,
+            "title": suite.title,
+            "task": suite.task,
+            "protocol": suite.protocol,
+            "datasets": _union(previous.get("datasets", []), list(suite.datasets)),
+            "images": images,
+            "crop": suite.crop,
+            "paper": suite.paper,
+            "notes": suite.notes,
+            "report": suite.report,
+            "methods": list(methods.values()),
+            "trivial": get_task(suite.task).trivial_baseline,
+            "source": suite_source(suite.source, Path(out)),
+            "device": device,
+            "threads": threads,
+            "keys": keys,
+        },
+    )
+    return keys
+
+
+def _union(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys([*first, *second]))
