@@ -81,7 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_same_run(read_manifest(out), suite, out, args.threads)
     except runner.RunFolderError as err:
         raise UsageError(str(err)) from err
-    _print_stale(runner.stale(cells, out, args.device, args.threads), args.reuse_stale)
+    found = runner.stale(cells, out, args.device, args.threads)
+    if found:
+        print(runner.stale_summary(found, args.reuse_stale))
     todo = runner.pending(cells, out, args.device, args.threads, reuse_stale=args.reuse_stale)
     print(
         f"{suite.name} ({suite.profile}): {len(cells)} cells, {len(cells) - len(todo)} already "
@@ -134,23 +136,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if _refuse_suspects(suspect, suite.profile, args.allow_suspect):
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _print_stale(found: Sequence[tuple[Any, list[str]]], reused: bool) -> None:
-    """Say how many finished cells were computed by code that has changed since, and which
-    files changed."""
-    if not found:
-        return
-    files: dict[str, int] = {}
-    for _, changed in found:
-        for name in changed:
-            files[name] = files.get(name, 0) + 1
-    what = "kept, marked stale (--reuse-stale)" if reused else "recomputed"
-    print(
-        f"{len(found)} finished cell(s) were computed by code "
-        f"that has changed since ({', '.join(f'{n}: {k}' for n, k in sorted(files.items()))}): "
-        f"{what}"
-    )
 
 
 def _refuse_suspects(suspects: list[str], profile: str, allowed: bool) -> bool:

@@ -37,6 +37,7 @@ from benchmark.runner.planning import (
     default_jobs,
     pending,
     stale,
+    stale_summary,
     unavailable_reason,
 )
 from benchmark.runner.records import (
@@ -62,6 +63,7 @@ __all__ = [
     "run_cell",
     "run_suite",
     "stale",
+    "stale_summary",
     "unavailable_reason",
     "versions",
 ]
@@ -139,8 +141,7 @@ def reproduce(
         device, threads = options.get("device", "auto"), options.get("threads", 1)
         found = stale(suite.cells(), out, device, threads)
         if found:
-            verb = "kept, marked stale" if options.get("reuse_stale") else "recomputed"
-            log(f"{len(found)} finished cell(s) computed by code that has changed since: {verb}")
+            log(stale_summary(found, bool(options.get("reuse_stale"))))
         try:
             table, _ = run_suite(suite, out, **options)
         except RunFolderError as err:

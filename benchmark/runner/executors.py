@@ -119,8 +119,9 @@ def _execute_local(
     name a method, task or degradation registered at run time in this process only run
     here, one after another (said once)."""
     jobs = int(options.get("jobs") or 1)
-    local = [u for u in units if not runs_in_a_worker(u[0])]
-    isolated = [u for u in units if runs_in_a_worker(u[0])]
+    in_a_worker = [runs_in_a_worker(u[0]) for u in units]
+    isolated = [u for u, elsewhere in zip(units, in_a_worker, strict=True) if elsewhere]
+    local = [u for u, elsewhere in zip(units, in_a_worker, strict=True) if not elsewhere]
     records: list[dict[str, Any]] = []
     if isolated:
         timeout = options.get("cell_timeout")

@@ -66,6 +66,20 @@ def stale(
     return found
 
 
+def stale_summary(found: Sequence[tuple[Cell, list[str]]], reused: bool) -> str:
+    """One line: how many finished cells were computed by code that has changed since, which
+    files changed, and what the run does with them."""
+    files: dict[str, int] = {}
+    for _, changed in found:
+        for name in changed:
+            files[name] = files.get(name, 0) + 1
+    what = "kept, marked stale (--reuse-stale)" if reused else "recomputed"
+    return (
+        f"{len(found)} finished cell(s) were computed by code that has changed since "
+        f"({', '.join(f'{n}: {k}' for n, k in sorted(files.items()))}): {what}"
+    )
+
+
 def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -> int:
     """How many cells of this size ``--batch auto`` fits together.
 

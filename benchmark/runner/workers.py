@@ -208,16 +208,6 @@ def _death_cause(process: Any) -> str:
     return f"its worker process exited with code {code}"
 
 
-# A worker's progress slot: (shared array of [done, total] per worker, this worker's index).
-_PROGRESS: tuple[Any, int] | None = None
-
-
-def _report_progress(done: int, total: int) -> None:
-    if _PROGRESS is not None:
-        shared, slot = _PROGRESS
-        shared[2 * slot], shared[2 * slot + 1] = done, total
-
-
 def _worker_main(
     conn: Connection, threads: int, device: str | None, shared: Any, slot: int
 ) -> None:
@@ -225,12 +215,13 @@ def _worker_main(
     pipe closes, or when the run that started it is gone (even killed by SIGKILL)."""
     import torch
 
-    global _PROGRESS
+    def report_progress(done: int, total: int) -> None:  # into this worker's shared slot
+        shared[2 * slot], shared[2 * slot + 1] = done, total
+
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
     torch.set_num_threads(threads)
-    _PROGRESS = (shared, slot)
     while True:
         try:
             message = conn.recv()
@@ -246,7 +237,7 @@ def _worker_main(
             device or run_device,
             revision=revision,
             threads=threads,
-            progress=_report_progress,
+            progress=report_progress,
         )
         conn.send(records)
 
