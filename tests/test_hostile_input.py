@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -610,3 +611,48 @@ def test_every_cell_is_isolated_whatever_the_jobs(mirror: Path, here: Path, jobs
         else:
             assert row.status == "ok"
     assert code_of(["report", str(out)]) == 0
+
+
+FULL_DISK = """
+import errno, os, sys
+from benchmark.cli import main
+from benchmark.runner import records
+
+replaced = 0
+real_replace = os.replace
+
+
+def fills_the_disk(source, target):  # the disk fills up after {after} files were written
+    global replaced
+    replaced += 1
+    if replaced > {after}:
+        raise OSError(errno.ENOSPC, "No space left on device", str(source))
+    real_replace(source, target)
+
+
+records.os = type(os)("os_on_a_full_disk")
+records.os.__dict__.update(os.__dict__, replace=fills_the_disk)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("after", [0, 3])
+def test_a_full_disk_is_a_message_and_a_rerun_completes(
+    mirror: Path, here: Path, after: int
+) -> None:
+    """Every write of the run folder goes through ``records.atomic_write``; the disk fills
+    after ``after`` of them (in-process cells, so the filled disk reaches the cells too)."""
+    suite = suite_file(here, "[methods.median]\n[methods.tv]")
+    out = here / "out"
+    argv = ["run", str(suite), "--out", str(out), "-q", "--executor", "inline"]
+    script = here / "full_disk.py"
+    script.write_text(FULL_DISK.format(after=after))
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+    assert not list(out.rglob("*.tmp"))  # no half-written file is left behind
+    for path in (out / "cells").glob("*.json"):
+        assert json.loads(path.read_text())["status"] in ("ok", "failed")
+    assert code_of(argv) == 0  # the disk has room again: the run completes
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 4 and (results.status == "ok").all()

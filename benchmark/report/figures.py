@@ -86,7 +86,8 @@ def figure_curves(
             ax.set_xlabel("iteration")
             ax.set_ylabel(CURVE_METRIC.get(protocol, f"PSNR ({protocol})"))
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+        if axes[0][0].get_legend_handles_labels()[0]:  # none when every cell failed
+            axes[0][0].legend(fontsize=7)
         fig.suptitle(
             f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}\n"
             + curve_caption(protocol),

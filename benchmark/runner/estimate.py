@@ -164,7 +164,10 @@ def measure_step(
     dev = resolve_device(device)
     gflop = step_gflop(nets[0], observations[0]) if dev.type == "cpu" else 0.0
     with device_settings(dev, cfg, gflop):
-        loop = Loop(nets, observations, cfg, list(range(shape.batch)), dev, targets)
+        try:
+            loop = Loop(nets, observations, cfg, list(range(shape.batch)), dev, targets)
+        except MemoryError:  # refused before any work: its cells fail at once, with the reason
+            return 0.0
         train(loop, None, range(1, warmup + 1))
         _synchronize(dev)
         started, done, elapsed = clock(), 0, 0.0

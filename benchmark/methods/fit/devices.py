@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +64,12 @@ def step_gflop(net: nn.Module, observation: Observation) -> float:
 
 def step_gflop_at(net: nn.Module, h: int, w: int) -> float:
     """:func:`step_gflop` for an ``h`` x ``w`` output."""
+    return 3 * _on_meta(net, h, w, _count_flops) / 1e9
+
+
+def _on_meta(net: nn.Module, h: int, w: int, count: Callable[[nn.Module, tuple], int]) -> int:
+    """``count(meta_copy, input_shape)`` for ``net`` at an ``h`` x ``w`` output, on a copy
+    on the meta device (nothing is computed or allocated)."""
     ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
     shape = (1, net.input_channels, ph // net.input_downscale, pw // net.input_downscale)
     cfg = getattr(net, "cfg", None)
@@ -69,23 +78,39 @@ def step_gflop_at(net: nn.Module, h: int, w: int) -> float:
     except TypeError:
         cfg = None
     if cfg is not None and getattr(net, "groups", 1) == 1:
-        # Counting takes 0.2 s, as much as ten steps of a CIFAR-size cell: once per
+        # Counting takes 0.1-0.2 s, as much as ten steps of a CIFAR-size cell: once per
         # architecture and size (a network built from a frozen config is that config's).
-        return _architecture_gflop(type(net), cfg, shape)
-    return _count_gflop(copy.deepcopy(net).to("meta"), shape)
+        return _architecture_count(type(net), cfg, shape, count)
+    return count(copy.deepcopy(net).to("meta"), shape)
 
 
 @functools.lru_cache(maxsize=256)
-def _architecture_gflop(kind: type[nn.Module], cfg: Any, shape: tuple[int, ...]) -> float:
+def _architecture_count(
+    kind: type[nn.Module], cfg: Any, shape: tuple[int, ...], count: Callable
+) -> int:
     with torch.device("meta"):
         net = kind(cfg)
-    return _count_gflop(net, shape)
+    return count(net, shape)
 
 
-def _count_gflop(meta: nn.Module, shape: tuple[int, ...]) -> float:
+def _count_flops(meta: nn.Module, shape: tuple[int, ...]) -> int:
+    """The forward pass's FLOPs (the backward pass computes about twice as many)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta(torch.empty(shape, device="meta"))
-    return 3 * counter.get_total_flops() / 1e9
+    return counter.get_total_flops()
+
+
+def _count_saved_bytes(meta: nn.Module, shape: tuple[int, ...]) -> int:
+    """Bytes of the tensors autograd saves for the backward pass."""
+    saved: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        saved[id(tensor)] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        meta(torch.empty(shape, device="meta"))
+    return sum(saved.values())
 
 
 def cpu_convolution_backend(cfg: FitConfig, gflop: float) -> str:
@@ -121,3 +146,120 @@ def device_settings(dev: torch.device, cfg: FitConfig, gflop: float) -> Iterator
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+# A step's peak over the tensors autograd saves (the backward pass's gradient buffers and
+# temporaries): with it a whole fit's estimate is 1.06-1.12x its measured peak on this CPU
+# (DIP and the Deep Decoder, 256-384 px, AVX-512 and AVX2 kernels); rounded up for others.
+STEP_MEMORY_FACTOR = 1.75
+# Per parameter: the weight, its gradient, Adam's two moments and the checkpoint's three.
+PARAMETER_COPIES = 7
+
+
+def step_memory_at(net: nn.Module, h: int, w: int, cells: int = 1) -> tuple[int, int]:
+    """Bytes one step of ``cells`` stacked copies of ``net`` needs for an ``h`` x ``w``
+    output, as ``(per padded pixel, fixed)``: the tensors autograd saves (counted on the meta
+    device) times :data:`STEP_MEMORY_FACTOR`, and the parameters with their gradients and
+    Adam's moments."""
+    ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
+    saved = _on_meta(net, h, w, _count_saved_bytes)
+    parameters = sum(p.numel() * p.element_size() for p in net.parameters())
+    return int(
+        STEP_MEMORY_FACTOR * saved * cells / (ph * pw)
+    ) + 1, PARAMETER_COPIES * parameters * cells
+
+
+MEMORY_LIMIT = "DIPBENCH_MEMORY_LIMIT"  # a cap on a fit's memory, e.g. "8G" on a shared machine
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def memory_limit() -> int | None:
+    """``DIPBENCH_MEMORY_LIMIT`` in bytes (a number with an optional K, M, G or T)."""
+    text = os.environ.get(MEMORY_LIMIT, "").strip().upper().removesuffix("B").removesuffix("I")
+    if not text:
+        return None
+    unit = text[-1] if text[-1] in _UNITS else ""
+    try:
+        return int(float(text.removesuffix(unit)) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(
+            f"{MEMORY_LIMIT}={os.environ[MEMORY_LIMIT]!r} is not a size: write e.g. 8G or 512M"
+        ) from None
+
+
+def available_memory(dev: torch.device) -> int | None:
+    """Bytes free for a fit on ``dev`` now (None: not known here): on a GPU what CUDA says
+    is free, on the CPU the smaller of the kernel's MemAvailable and what the cgroup's limit
+    leaves; never more than ``DIPBENCH_MEMORY_LIMIT``."""
+    free: list[int] = []
+    limit = memory_limit()
+    if limit is not None:
+        free.append(limit)
+    if dev.type == "cuda":
+        free.append(int(torch.cuda.mem_get_info(dev)[0]))
+    elif dev.type == "cpu":
+        free += _cpu_free_memory()
+    return min(free) if free else None
+
+
+def _cpu_free_memory() -> list[int]:
+    free: list[int] = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    free.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def fit_memory(
+    net: nn.Module, h: int, w: int, cells: int = 1, floats_per_pixel: int = 0
+) -> tuple[int, int]:
+    """The bytes a fit of ``cells`` stacked copies of ``net`` takes for an ``h`` x ``w``
+    output, as ``(per padded pixel, fixed)``: one step (:func:`step_memory_at`) and
+    ``floats_per_pixel`` more per cell (the trackers, ES-WMV's window, snapshots)."""
+    per_pixel, fixed = step_memory_at(net, h, w, cells)
+    return per_pixel + 4 * floats_per_pixel * cells, fixed
+
+
+def check_memory(
+    net: nn.Module, h: int, w: int, cells: int, dev: torch.device, floats_per_pixel: int = 0
+) -> None:
+    """Refuse a fit that would not fit in ``dev``'s free memory (:func:`fit_memory`), before
+    any is taken, with the largest square image that would: an out-of-memory kill takes the
+    machine's other work with it on a CPU, and a CUDA error names no size that would work.
+    """
+    free = available_memory(dev)
+    if free is None:
+        return
+    per_pixel, fixed = fit_memory(net, h, w, cells, floats_per_pixel)
+    ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
+    needed = per_pixel * ph * pw + fixed
+    if needed <= free:
+        return
+    gib = 2**30
+    if cells > 1 and needed / cells <= free:
+        hint = f"fit fewer cells together (--batch {max(1, int(free * cells // needed))})"
+    else:
+        # One cell; a side that is a multiple of the network's is not padded further.
+        pixels = max(0, free - fixed // cells) * cells // per_pixel
+        side = math.isqrt(pixels) // net.multiple * net.multiple
+        hint = (
+            f"the largest square image that fits is about {side}x{side} (a suite's `crop`)"
+            if side >= net.minimum
+            else "no image size fits this network here: use a smaller network"
+        )
+    raise MemoryError(
+        f"a fit of {cells} cell(s) of {h}x{w} (padded to {ph}x{pw}) needs about "
+        f"{needed / gib:.2f} GiB on {dev.type} and {free / gib:.2f} GiB is free"
+        f"{' under DIPBENCH_MEMORY_LIMIT' if os.environ.get(MEMORY_LIMIT) else ''}: {hint}"
+    )

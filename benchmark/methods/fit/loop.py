@@ -15,6 +15,7 @@ from benchmark.degradations import Observation
 from benchmark.forward import ForwardModel, Identity, Masking
 from benchmark.methods.fit.config import MEMORY_FORMATS, FitConfig, FitError
 from benchmark.methods.fit.devices import (
+    check_memory,
     device_settings,
     resolve_device,
     step_gflop,
@@ -125,6 +126,10 @@ class Loop:
         ph = padded_size(h, net0.multiple, net0.minimum)
         pw = padded_size(w, net0.multiple, net0.minimum)
         check_padding(h, w, ph, pw, net0.multiple)
+        # The trackers' image-sized buffers: ES-WMV's window, a dozen states and scratch
+        # buffers, the snapshots.
+        buffers = cfg.es_window + 12 + len(cfg.snapshots)
+        check_memory(net0, h, w, self.cells, dev, buffers * self.problem.channels)
         self.crop = (
             slice((ph - h) // 2, (ph - h) // 2 + h),
             slice((pw - w) // 2, (pw - w) // 2 + w),
