@@ -15,6 +15,7 @@ from benchmark import degradations as deg
 from benchmark.cli import main
 from benchmark.methods import run
 from benchmark.methods.fit import FitConfig, FitError, fit, make_input, to_numpy
+from benchmark.methods.fit.config import scaled_schedule
 from benchmark.methods.fit.trackers import Trackers
 from benchmark.methods.networks import (
     DecoderConfig,
@@ -24,7 +25,7 @@ from benchmark.methods.networks import (
     count_parameters,
     padded_size,
 )
-from benchmark.methods.priors import build_network, get_preset, load_presets
+from benchmark.methods.priors import build_network, get_preset, load_presets, resolve_setting
 from benchmark.metrics import psnr
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -249,6 +250,27 @@ def _weights_at_check_points(
     return states, remember
 
 
+def test_last_is_the_final_weights_at_the_last_perturbed_input() -> None:
+    """The authors' read-out: ``net(net_input)`` after the loop, ``net_input`` still the last
+    step's perturbed input (issue 26: at the clean input, DIP denoising loses about 1 dB);
+    the best-loss output of a final best step is the Deep Decoder code's: at the clean input."""
+    clean = _image(24, 20, 3)
+    obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
+    net = seeded(Sabotaged())
+    cfg = FitConfig(iterations=30, lr=0.01, reg_noise_std=0.05, backtrack_db=math.inf)
+    seed = 3
+    result = fit(net, obs, cfg, seed=seed, device="cpu")  # a lone cell trains ``net`` in place
+    z = make_input(cfg.input, 4, (24, 20), cfg.input_scale, torch.Generator().manual_seed(seed))
+    noise = torch.Generator().manual_seed(seed + 1)  # the fit's stream: one draw per step
+    perturbation = torch.empty_like(z)
+    for _ in range(cfg.iterations):
+        perturbation.normal_(0.0, cfg.reg_noise_std, generator=noise)
+    with torch.no_grad():
+        at_last_input, at_clean_input = to_numpy(net(z + perturbation)), to_numpy(net(z))
+    np.testing.assert_allclose(result.outputs["last"], at_last_input, atol=1e-6)
+    assert np.abs(at_last_input - at_clean_input).max() > 1e-3  # the two read-outs differ
+
+
 def test_backtracking_restores_the_last_good_weights() -> None:
     clean = _image(24, 20, 3)
     obs = deg.gaussian(clean, 10, np.random.default_rng(0)).observation
@@ -301,14 +323,15 @@ def test_best_loss_keeps_the_output_of_the_weights_after_the_best_step() -> None
     losses = [1.0, 0.999, 0.5, 0.6, 0.4999]  # 0.999 and 0.4999 are not 0.5% better
     for it, loss in enumerate(losses, start=1):
         trackers.update(it, base + it, torch.tensor([loss]))
-    trackers.finish(5, base + 100)
+    trackers.finish(5, base + 100, base + 200)
     assert int(trackers.best_loss_it) == 3 and float(trackers.best_loss) == 0.5
     torch.testing.assert_close(trackers.best_loss_out, base + 4)  # the output after step 3
     trackers = Trackers(cfg, base, None)
     for it, loss in enumerate([1.0, 0.9], start=1):
         trackers.update(it, base + it, torch.tensor([loss]))
-    trackers.finish(2, base + 100)
-    torch.testing.assert_close(trackers.best_loss_out, base + 100)  # the final weights'
+    trackers.finish(2, base + 100, base + 200)
+    # The final weights' output at the clean input, where the DD code evaluates its best net.
+    torch.testing.assert_close(trackers.best_loss_out, base + 200)
 
 
 def test_a_transient_nan_is_survived_and_a_persistent_one_fails() -> None:
@@ -344,3 +367,54 @@ def test_curves_and_snapshots_are_recorded() -> None:
     assert result.snapshots[30].shape == result.outputs["last"].shape
     assert "oracle" in result.outputs and result.info["oracle_iteration"] >= 1
     assert result.default == "best_loss"
+
+
+# --- schedules scale with the budget ---------------------------------------------------------
+
+
+PRESET_FIT = {"iterations": 40000, "reg_noise_decay_every": 500, "check_every": 50}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # A fortieth of the length: every setting counted in iterations, a fortieth too.
+        (
+            {"iterations": 1000},
+            {"reg_noise_decay_every": 12, "check_every": 1, "es_window": 2, "es_patience": 25},
+        ),
+        (
+            {"iterations": 20000},
+            {"reg_noise_decay_every": 250, "check_every": 25, "es_window": 50, "es_patience": 500},
+        ),
+        # A setting the call names is the call's; a fit as long or longer keeps the preset's.
+        (
+            {"iterations": 20000, "es_patience": 7},
+            {"reg_noise_decay_every": 250, "check_every": 25, "es_window": 50},
+        ),
+        ({"iterations": 40000}, {}),
+        ({"iterations": 80000}, {}),
+        ({}, {}),
+    ],
+)
+def test_a_shortened_fit_scales_its_schedules(overrides: dict, expected: dict) -> None:
+    assert scaled_schedule(PRESET_FIT, overrides) == expected
+
+
+def test_check_every_scales_only_where_a_preset_sets_it() -> None:
+    # The denoising notebook compares every step; our 25 is a check interval, not a schedule.
+    scaled = scaled_schedule({"iterations": 3000}, {"iterations": 1000})
+    assert scaled == {"es_window": 33, "es_patience": 333}
+
+
+def test_every_preset_resolves_its_shortened_schedule() -> None:
+    presets = [p for table in load_presets().values() for p in table.values()]
+    for preset in presets:
+        iterations = preset.fit.get("iterations", FitConfig().iterations)
+        _, _, cfg = resolve_setting(
+            preset.method, "denoising", preset=preset.name, fit_options={"iterations": 10}
+        )
+        ratio = 10 / iterations
+        assert cfg.es_patience == max(1, round(1000 * ratio))
+        decay = preset.fit.get("reg_noise_decay_every", 0)
+        assert cfg.reg_noise_decay_every == (max(1, round(decay * ratio)) if decay else 0)

@@ -337,3 +337,13 @@ def test_a_committed_run_folder_reports_the_same_on_a_fresh_clone(
     rebuilt = {p.name: p.read_bytes() for p in cloned.iterdir() if p.is_file()}
     assert set(rebuilt) == set(made)
     assert [name for name in made if rebuilt[name] != made[name]] == []
+
+
+def test_a_shortened_fit_says_which_schedules_it_scaled(mirror: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dd"
+    argv = ["run", "inpainting-table1", "--profile", "ci", "--methods", "dd"]
+    assert main([*argv, "--images", "house", "--out", str(out), "-q", "--allow-suspect"]) == 0
+    notes = (out / "table.md").read_text()
+    # ci: 200 of the preset's 40000 iterations, so a two-hundredth of each schedule.
+    assert "Deep Decoder: input-noise decay every 500 -> 2" in notes
+    assert "ES-WMV patience 1000 -> 5" in notes

@@ -15,6 +15,7 @@ from torch import nn
 
 from benchmark.degradations import Observation
 from benchmark.methods.fit import FitConfig, FitError, fit_many
+from benchmark.methods.fit.config import scaled_schedule
 from benchmark.methods.networks import (
     BATCHNORM_INITS,
     DecoderConfig,
@@ -159,10 +160,13 @@ def resolve_setting(
     fit_options: Mapping[str, Any] | None = None,
 ) -> tuple[Preset, dict[str, Any], FitConfig]:
     """The preset a call uses (named, or the task's default), its network table and its
-    fit settings, with the call's overrides applied."""
+    fit settings, with the call's overrides applied: a call that shortens the fit scales
+    the preset's schedules with it (:func:`~benchmark.methods.fit.config.scaled_schedule`)."""
     chosen = get_preset(method, preset or default_preset(method, task, factor))
     net_options = {**chosen.network, **(network or {})}
-    return chosen, net_options, FitConfig.from_mapping({**chosen.fit, **(fit_options or {})})
+    overrides = dict(fit_options or {})
+    fit = {**chosen.fit, **overrides, **scaled_schedule(chosen.fit, overrides)}
+    return chosen, net_options, FitConfig.from_mapping(fit)
 
 
 def check_setting(
@@ -243,10 +247,16 @@ def run_prior_many(
         monitor_references=monitor_references,
         progress=progress,
     )
+    scaled = scaled_schedule(chosen.fit, fit_options or {})
     for result in results:
         if isinstance(result, Restoration):
             result.default = output or chosen.output
             result.info["preset"] = chosen.name
+            if scaled:  # what the table notes say: each scaled setting, preset -> this fit
+                result.info["schedule_scaled"] = {
+                    name: [chosen.fit.get(name, getattr(FitConfig(), name)), value]
+                    for name, value in scaled.items()
+                }
     return results
 
 

@@ -55,7 +55,10 @@ NOT_DETECTED_NOTE = (
 )
 
 
-WINDOW_NOTE = "W = 100 outputs, patience P = 1000 iterations unless the suite sets others"
+WINDOW_NOTE = (
+    "W = 100 outputs, patience P = 1000 iterations unless the suite sets others or a fit "
+    "shorter than its preset scales them (the table notes say so)"
+)
 
 
 STALE_MARK = "¶"
@@ -273,10 +276,12 @@ def _header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
             f"- **stale:** {len(stale)} cell(s) computed by code that has changed since "
             f"(marked {STALE_MARK})"
         )
-    return lines + ["", *_notes(records, stale), ""]
+    return lines + ["", *_notes(meta, records, stale), ""]
 
 
-def _notes(records: list[dict[str, Any]], stale: list[dict[str, Any]]) -> list[str]:
+def _notes(
+    meta: dict[str, Any], records: list[dict[str, Any]], stale: list[dict[str, Any]]
+) -> list[str]:
     """The notes of the marks the tables use (a note for a mark that is absent is noise)."""
     rows = [row for r in records for row in r.get("rows", [])]
     notes = []
@@ -293,7 +298,37 @@ def _notes(records: list[dict[str, Any]], stale: list[dict[str, Any]]) -> list[s
         notes.append(NOT_DETECTED_NOTE)
     if stale:
         notes.append(STALE_NOTE)
+    scaled = _scaled_schedules(meta, records)
+    if scaled:
+        notes.append(
+            "Fits shorter than their preset scale every setting counted in iterations in "
+            "proportion (a schedule meant for the paper's length is another method in a short "
+            f"fit): {scaled}."
+        )
     return [line for note in notes for line in (note, "")][:-1]
+
+
+SCHEDULE_NAMES = {
+    "reg_noise_decay_every": "input-noise decay every",
+    "check_every": "backtracking check every",
+    "es_window": "ES-WMV window",
+    "es_patience": "ES-WMV patience",
+}
+
+
+def _scaled_schedules(meta: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """``DIP: ES-WMV window 100 -> 33, ...; Deep Decoder: ...`` from the records' infos."""
+    labels = {m["key"]: m["label"] for m in meta.get("methods", [])}
+    found: dict[str, str] = {}
+    for record in records:
+        scaled = record.get("info", {}).get("schedule_scaled")
+        key = record["cell"]["method_key"]
+        if scaled and key not in found:
+            found[key] = ", ".join(
+                f"{SCHEDULE_NAMES.get(name, name)} {old} -> {new}"
+                for name, (old, new) in scaled.items()
+            )
+    return "; ".join(f"{labels.get(key, key)}: {text}" for key, text in found.items())
 
 
 def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:

@@ -43,10 +43,19 @@ def test_expected_file_gates_the_stable_values() -> None:
     gated = expected[expected.gated]
     assert gated.tolerance.notna().all() and (gated.tolerance > 0).all()
     assert (expected.n_variants >= 11).all()  # 8 seeds and 3 kernel settings measured
-    # Every suite's DIP is gated through at least one suite mean.
+    # Every suite's DIP is gated through at least one suite mean, and the Deep Decoder's
+    # reported output (best loss) through its suite mean in every suite that runs it.
     means = gated[gated.statistic == "mean"]
     for suite in set(expected[expected.method == "dip"].suite):
         assert len(means[(means.suite == suite) & (means.method == "dip")]), suite
+    # Not yet in super-resolution: under ATEN_CPU_CAPABILITY=default one of its fits was
+    # restored 9 times by backtracking (which the DD code does not have) and fell 5 dB.
+    runs_dd = expected[
+        expected.method.str.startswith("dd") & (expected.suite != "super-resolution")
+    ]
+    for suite, method in set(runs_dd[["suite", "method"]].itertuples(index=False)):
+        mine = means[(means.suite == suite) & (means.method == method)]
+        assert (mine.output == "best_loss").any(), f"{suite} {method}"
     # Classical methods are deterministic: every cell gated, at the floor or near it.
     classical = expected[
         (expected.statistic == "cell") & ~expected.method.isin(["dip", "dd", "dd_k64"])

@@ -16,9 +16,10 @@ The operator comes from each observation's forward model (``Observation.physics`
 
 From a single run it returns several outputs:
 
-``last``       the output of the final weights: one forward pass of the un-perturbed input
-               after the last step (and after a restore of the last good weights, if the
-               final check made one), never a diverged or rejected iterate;
+``last``       the output of the final weights, as the authors' code reads it out: one
+               forward pass of the last step's input (with input noise, the last perturbed
+               ``z``) after the last step (and after a restore of the last good weights, if
+               the final check made one), never a diverged or rejected iterate;
 ``ema``        the exponential moving average ``avg = d * avg + (1 - d) * out`` (d = 0.99);
 ``es``         ES-WMV (no ground truth): the output at the iteration whose window of the last
                W outputs has the smallest variance, frozen once the variance has not improved

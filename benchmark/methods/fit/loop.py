@@ -201,10 +201,19 @@ class Loop:
         return out[:, :, self.crop[0], self.crop[1]].unflatten(1, (self.cells, -1))[0].float()
 
     @torch.no_grad()
-    def final_output(self) -> torch.Tensor:
-        """Every cell's output from its final weights: the un-perturbed input ``z``, one
-        forward pass (BatchNorm in training mode, as in every step and in DIP's code)."""
-        return self._outputs(self.z)
+    def final_output(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every cell's output from its final weights, one forward pass per input: at the
+        last step's input and at the clean ``z`` (the same pass without input noise).
+
+        The first is ``last`` as the authors' DIP code reads it out (the notebooks'
+        ``net(net_input)`` after the loop, where ``net_input`` is still the last perturbed
+        input); the second is what the Deep Decoder's code evaluates its best weights at
+        (``net(net_input_saved)``). BatchNorm in training mode, as in every step and in both
+        codes."""
+        clean = self._outputs(self.z)
+        if self.cfg.reg_noise_std > 0:
+            return self._outputs(self.z_in), clean
+        return clean, clean
 
     def psnr_obs(self, losses: torch.Tensor) -> np.ndarray:
         """The host's copy of each cell's PSNR against the observation (one device sync)."""
@@ -324,8 +333,8 @@ def fit_many(
             iterations, restores, refit = train(loop, progress)
         except FitError as err:
             return [err]
-        final = loop.final_output()
-        loop.trackers.finish(iterations, final)
+        final, at_clean_input = loop.final_output()
+        loop.trackers.finish(iterations, final, at_clean_input)
     seconds = (time.perf_counter() - started) / cells
     results: list[Restoration | FitError] = []
     for b in range(cells):

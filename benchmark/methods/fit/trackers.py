@@ -160,10 +160,11 @@ class Trackers:
         self.oracle_from_ema.masked_fill_(better, from_ema)
 
     @torch.no_grad()
-    def finish(self, it: int, final: torch.Tensor) -> None:
-        """Take the final weights' output: it settles a pending best-loss step and is a
-        candidate of the oracle."""
-        self._keep_if(self.best_pending, final, self.best_loss_out)
+    def finish(self, it: int, final: torch.Tensor, at_clean_input: torch.Tensor) -> None:
+        """Take the final weights' outputs, at the last step's input (``last``, a candidate
+        of the oracle) and at the clean input (settles a pending best-loss step, as the Deep
+        Decoder's code evaluates its best weights)."""
+        self._keep_if(self.best_pending, at_clean_input, self.best_loss_out)
         self.best_pending.zero_()
         if self.reference is not None:
             self._oracle_update(it, final, from_ema=False)
