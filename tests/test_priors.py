@@ -398,13 +398,17 @@ PRESET_FIT = {"iterations": 40000, "reg_noise_decay_every": 500, "check_every": 
     ],
 )
 def test_a_shortened_fit_scales_its_schedules(overrides: dict, expected: dict) -> None:
-    assert scaled_schedule(PRESET_FIT, overrides) == expected
+    scaled = scaled_schedule(PRESET_FIT, overrides)
+    assert {name: new for name, (_, new) in scaled.items()} == expected
+    assert all(
+        old == PRESET_FIT.get(name, getattr(FitConfig(), name)) for name, (old, _) in scaled.items()
+    )
 
 
 def test_check_every_scales_only_where_a_preset_sets_it() -> None:
     # The denoising notebook compares every step; our 25 is a check interval, not a schedule.
     scaled = scaled_schedule({"iterations": 3000}, {"iterations": 1000})
-    assert scaled == {"es_window": 33, "es_patience": 333}
+    assert scaled == {"es_window": (100, 33), "es_patience": (1000, 333)}
 
 
 def test_every_preset_resolves_its_shortened_schedule() -> None:

@@ -165,7 +165,8 @@ def resolve_setting(
     chosen = get_preset(method, preset or default_preset(method, task, factor))
     net_options = {**chosen.network, **(network or {})}
     overrides = dict(fit_options or {})
-    fit = {**chosen.fit, **overrides, **scaled_schedule(chosen.fit, overrides)}
+    scaled = {name: new for name, (_, new) in scaled_schedule(chosen.fit, overrides).items()}
+    fit = {**chosen.fit, **overrides, **scaled}
     return chosen, net_options, FitConfig.from_mapping(fit)
 
 
@@ -253,10 +254,7 @@ def run_prior_many(
             result.default = output or chosen.output
             result.info["preset"] = chosen.name
             if scaled:  # what the table notes say: each scaled setting, preset -> this fit
-                result.info["schedule_scaled"] = {
-                    name: [chosen.fit.get(name, getattr(FitConfig(), name)), value]
-                    for name, value in scaled.items()
-                }
+                result.info["schedule_scaled"] = {name: list(pair) for name, pair in scaled.items()}
     return results
 
 

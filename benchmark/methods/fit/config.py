@@ -96,10 +96,13 @@ _ALWAYS_SCALED = ("es_window", "es_patience")
 _SMALLEST = {"es_window": 2}  # a variance needs two outputs
 
 
-def scaled_schedule(preset_fit: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, int]:
+def scaled_schedule(
+    preset_fit: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, tuple[int, int]]:
     """The iteration-count settings of a fit that ``overrides`` shortens below its preset's
-    ``iterations``, scaled by the same ratio (rounded, at least 1; 0 stays "never"); a
-    setting the overrides name is theirs. Empty when the fit is not shortened."""
+    ``iterations``, as ``{name: (preset's value, scaled value)}``: scaled by the same ratio
+    (rounded, at least 1; 0 stays "never"); a setting the overrides name is theirs. Empty
+    when the fit is not shortened."""
     default = FitConfig()
     full = int(preset_fit.get("iterations", default.iterations))
     short = int(overrides.get("iterations", full))
@@ -111,5 +114,5 @@ def scaled_schedule(preset_fit: Mapping[str, Any], overrides: Mapping[str, Any])
             continue
         value = int(preset_fit.get(name, getattr(default, name)))
         if value > 0:
-            scaled[name] = max(_SMALLEST.get(name, 1), round(value * short / full))
+            scaled[name] = (value, max(_SMALLEST.get(name, 1), round(value * short / full)))
     return scaled

@@ -156,19 +156,6 @@ STEP_MEMORY_FACTOR = 1.75
 PARAMETER_COPIES = 7
 
 
-def step_memory_at(net: nn.Module, h: int, w: int, cells: int = 1) -> tuple[int, int]:
-    """Bytes one step of ``cells`` stacked copies of ``net`` needs for an ``h`` x ``w``
-    output, as ``(per padded pixel, fixed)``: the tensors autograd saves (counted on the meta
-    device) times :data:`STEP_MEMORY_FACTOR`, and the parameters with their gradients and
-    Adam's moments."""
-    ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
-    saved = _on_meta(net, h, w, _count_saved_bytes)
-    parameters = sum(p.numel() * p.element_size() for p in net.parameters())
-    return int(
-        STEP_MEMORY_FACTOR * saved * cells / (ph * pw)
-    ) + 1, PARAMETER_COPIES * parameters * cells
-
-
 MEMORY_LIMIT = "DIPBENCH_MEMORY_LIMIT"  # a cap on a fit's memory, e.g. "8G" on a shared machine
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -225,10 +212,14 @@ def fit_memory(
     net: nn.Module, h: int, w: int, cells: int = 1, floats_per_pixel: int = 0
 ) -> tuple[int, int]:
     """The bytes a fit of ``cells`` stacked copies of ``net`` takes for an ``h`` x ``w``
-    output, as ``(per padded pixel, fixed)``: one step (:func:`step_memory_at`) and
-    ``floats_per_pixel`` more per cell (the trackers, ES-WMV's window, snapshots)."""
-    per_pixel, fixed = step_memory_at(net, h, w, cells)
-    return per_pixel + 4 * floats_per_pixel * cells, fixed
+    output, as ``(per padded pixel, fixed)``: a step's tensors that autograd saves (counted
+    on the meta device) times :data:`STEP_MEMORY_FACTOR`, ``floats_per_pixel`` more per cell
+    (the trackers, ES-WMV's window, snapshots), and the parameters' copies."""
+    ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
+    saved = _on_meta(net, h, w, _count_saved_bytes)
+    per_pixel = int(STEP_MEMORY_FACTOR * saved / (ph * pw)) + 1 + 4 * floats_per_pixel
+    parameters = sum(p.numel() * p.element_size() for p in net.parameters())
+    return per_pixel * cells, PARAMETER_COPIES * parameters * cells
 
 
 def check_memory(
@@ -241,6 +232,7 @@ def check_memory(
     free = available_memory(dev)
     if free is None:
         return
+    limited = free == memory_limit()
     per_pixel, fixed = fit_memory(net, h, w, cells, floats_per_pixel)
     ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
     needed = per_pixel * ph * pw + fixed
@@ -261,5 +253,5 @@ def check_memory(
     raise MemoryError(
         f"a fit of {cells} cell(s) of {h}x{w} (padded to {ph}x{pw}) needs about "
         f"{needed / gib:.2f} GiB on {dev.type} and {free / gib:.2f} GiB is free"
-        f"{' under DIPBENCH_MEMORY_LIMIT' if os.environ.get(MEMORY_LIMIT) else ''}: {hint}"
+        f"{f' under {MEMORY_LIMIT}' if limited else ''}: {hint}"
     )
