@@ -19,8 +19,8 @@ with every schedule scaled as dipbench scales it), and scored under the suite's 
   so super-resolution cells run DIP only.
 
 Each row records the authors' commit, the settings, the seed, the device, torch's version and
-the thread count. Rows already in ``--out`` for the same cell, output and seed are replaced;
-other rows are kept.
+the thread count. A fit whose rows ``--out`` has already is skipped (``--again`` re-runs it and
+replaces its rows); other rows are kept, and each fit's rows are written as it finishes.
 
 Example (about 10 minutes per DIP fit of 1000 steps at 96x96 on one core here)::
 
@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True, help="CSV to add the rows to")
+    parser.add_argument(
+        "--again", action="store_true", help="re-run fits whose rows --out has already"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "dd": load_dd(args.dd) if args.dd else None,
     }
     runners = {"dip": run_dip, "dd": run_dd}
+    done = _finished(args.out)
     rows = []
     for cell in cells:
         if cell.method == "dd" and get_task(cell.task).factor(cell.level):
@@ -292,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         network, fit, settings = settings_of(cell)
         protocol = get_protocol(cell.protocol)
         for seed in seeds:
+            if not args.again and (cell.suite, cell.image, cell.degradation, cell.level,
+                                   cell.method_key, seed) in done:  # fmt: skip
+                continue
             start = time.perf_counter()
             outputs = runners[cell.method](
                 loaded[cell.method], observation, network, fit, seed, args.device
@@ -323,6 +330,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             _merge_into(args.out, rows[-len(outputs) :])
     return 0
+
+
+def _finished(out: Path) -> set[tuple]:
+    """The (suite, image, degradation, level, method, seed) fits ``out`` holds already."""
+    if not out.is_file():
+        return set()
+    rows = pd.read_csv(out)
+    columns = ["suite", "image", "degradation", "level", "method", "seed"]
+    return {tuple(r) for r in rows[columns].itertuples(index=False)}
 
 
 def _merge_into(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.report.authors import agreement
 from benchmark.report.comparison import write_comparison, write_es_table
 from benchmark.report.figures import figure_curves, figure_grid, figure_snapshots
 from benchmark.report.files import load_run
@@ -81,6 +82,10 @@ def summary_line(out: Path) -> str:
     line = f"{ok}/{len(meta.get('keys') or records)} cells"
     if results is not None:
         line += f"; {code_status(results, meta)}"
+    authors = out / "authors_comparison.csv"
+    if authors.is_file() and authors.stat().st_size > 1:
+        found = agreement(pd.read_csv(authors))
+        line += f"; {found}" if found else ""
     if comparison.is_file() and comparison.stat().st_size > 1:
         table = pd.read_csv(comparison)
         if "complete" in table:  # a mean over other images than the paper's never compares

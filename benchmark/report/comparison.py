@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.report.authors import authors_reference, compare_with_authors, comparison_lines
 from benchmark.report.files import cell_arrays, write_lines
 from benchmark.report.published import (
     PAPER_LABELS,
@@ -23,9 +24,16 @@ from benchmark.runner.records import atomic_write
 
 
 def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path:
-    """``paper_comparison.md``: ours minus published where the paper gives a number."""
+    """``paper_comparison.md``: ours against the authors' code at these settings where a
+    reference exists (also ``authors_comparison.csv``), then ours minus published where the
+    paper gives a number."""
     results = results_table(records)
     paper = published(meta)
+    authors = compare_with_authors(
+        authors_reference(meta, records), results, lambda m, o: row_label(meta, m, o)
+    )
+    if len(authors) or (out / "authors_comparison.csv").is_file():
+        atomic_write(out / "authors_comparison.csv", lambda p: authors.to_csv(p, index=False))
     compare = (meta.get("paper") or {}).get("compare", {})
     lines = [
         f"# {meta['title']}: ours minus published",
@@ -38,7 +46,10 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
         )
         + ".",
         "",
+        *comparison_lines(authors),
     ]
+    if len(authors):
+        lines += ["## Ours against the published numbers", ""]
     if paper.empty or not compare:
         lines.append("No published numbers to compare with for this suite.")
         write_lines(out / "paper_comparison.md", lines)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.report.authors import AUTHORS_SOURCE, authors_reference, authors_rows
 from benchmark.report.published import (
     PAPER_LABELS,
     published,
@@ -97,9 +98,15 @@ def _column_names(group: pd.DataFrame) -> pd.Series:
 
 
 def wide_table(
-    meta: dict[str, Any], group: pd.DataFrame, paper: pd.DataFrame, metric: str
+    meta: dict[str, Any],
+    group: pd.DataFrame,
+    paper: pd.DataFrame,
+    metric: str,
+    reference: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Rows: published methods (PSNR only), then ours; columns: images and ``mean``.
+    """Rows: published methods (PSNR only), the authors' code at these settings (where
+    ``reference`` has it, :mod:`~benchmark.report.authors`), then ours; columns: images and
+    ``mean``.
 
     A failed or missing cell is NaN; the mean is then over the images that have a value, and
     ``n`` says how many that is.
@@ -122,6 +129,12 @@ def wide_table(
         ours = pd.concat([trivial_row(meta, group, columns), ours])
     ours["mean"] = ours[columns].mean(axis=1)
     ours["n"] = ours[columns].notna().sum(axis=1)
+    if reference is not None and not reference.empty:
+        theirs = authors_rows(reference, group, columns, metric, lambda m, o: row_label(meta, m, o))
+        if not theirs.empty:
+            attrs = dict(ours.attrs)
+            ours = pd.concat([theirs[ours.columns], ours])
+            ours.attrs = attrs
     if metric != "psnr" or paper.empty:
         return ours
     degradation, level = group.degradation.iloc[0], float(group.level.iloc[0])
@@ -225,7 +238,9 @@ def _markdown(
             else:
                 text = f"{value:.{digits}f}" + marks.get((label, c), "")
                 ours = row["source"].startswith("ours")
-                if c == "mean" and published_of is not None:
+                if c == "mean" and row["source"] == AUTHORS_SOURCE:
+                    pass  # over every image of the table, or left empty
+                elif c == "mean" and published_of is not None:
                     text += (
                         f" (n={int(row['n'])} of {published_of or '?'}: not comparable with "
                         "the published mean)"
@@ -335,6 +350,7 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
     """``table.md`` and ``table.csv`` in the paper's layout."""
     results = results_table(records)
     paper = published(meta)
+    reference = authors_reference(meta, records)
     md = _header(meta, records)
     header_lines = len(md)
     frames = []
@@ -342,7 +358,7 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
         title = group_title(key, group)
         marks = _marks(meta, group)
         for metric, digits in (("psnr", 2), ("ssim", 4)):
-            table = wide_table(meta, group, paper, metric)
+            table = wide_table(meta, group, paper, metric, reference)
             md += [
                 f"## {title}: {metric.upper()}" + (" (dB)" if metric == "psnr" else ""),
                 "",
@@ -360,8 +376,19 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
                     dataset="+".join(sorted(set(group.dataset))),
                 )
             )
-    if any((~f.source.astype(str).str.startswith("ours")).any() for f in frames):
-        md[header_lines - 1 : header_lines - 1] = ["", "Rows in *italics* are published numbers."]
+    sources = set().union(*(set(f.source.astype(str)) for f in frames)) if frames else set()
+    italics = []
+    if sources - {"ours", "ours (oracle)", AUTHORS_SOURCE}:
+        italics.append("Rows in *italics* are published numbers.")
+    if AUTHORS_SOURCE in sources:
+        italics.append(
+            f'Rows in *italics* marked "{AUTHORS_SOURCE}" are the authors\' own networks and '
+            "loops run at this profile's settings on the same observations (the mean over "
+            "their seeds; `scripts/authors_reference.py`, commit and per-cell comparison in "
+            "paper_comparison.md): the one reference a reduced profile can match."
+        )
+    if italics:
+        md[header_lines - 1 : header_lines - 1] = ["", " ".join(italics)]
     atomic_write(out / "table.md", lambda p: p.write_text("\n".join(md)))
     csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     front = ["degradation", "level", "dataset", "metric", "method", "source"]

@@ -1,0 +1,124 @@
+"""The authors' code beside ours: its rows in the tables for the same observations only, the
+per-cell comparison and the index line; the committed reference made at today's settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark import report
+from benchmark.cli import main
+from benchmark.grid import Cell
+from benchmark.report import authors
+from benchmark.report.files import load_run
+from benchmark.runner.planning import network_setting
+from benchmark.suites import load_suite
+
+FIT_SETTINGS = (
+    "iterations", "lr", "reg_noise_std", "reg_noise_decay", "reg_noise_decay_every", "input",
+    "backtrack_db", "check_every",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def telea_run(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    out = tmp_path_factory.mktemp("telea")
+    argv = ["run", "inpainting-table1", "--profile", "ci", "--methods", "telea"]
+    assert main([*argv, "--out", str(out), "-q", "--jobs", "1"]) == 0
+    return out
+
+
+def _reference_rows(cell: dict, psnr: float, key: str) -> list[dict]:
+    return [
+        {
+            "suite": "inpainting-table1",
+            "profile": "ci",
+            "dataset": cell["dataset"],
+            "image": cell["image"],
+            "crop": cell["crop"],
+            "degradation": cell["degradation"],
+            "level": cell["level"],
+            "method": "telea",
+            "output": "out",
+            "seed": seed,
+            "psnr": psnr + seed - 1,
+            "ssim": 0.9,
+            "observation_key": key,
+            "settings": "{}",
+            "code": "test",
+            "commit": "abc",
+            "device": "cpu",
+            "torch": "x",
+            "threads": 1,
+            "seconds": 1.0,
+            "date": "2026-12-03",
+        }  # fmt: skip
+        for seed in (0, 1, 2)
+    ]
+
+
+def test_the_authors_rows_sit_beside_ours_for_the_same_observations_only(
+    telea_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(telea_run, run)
+    _, records = load_run(run)
+    by_image = {r["cell"]["image"]: r for r in records}
+    house, peppers = by_image["house"], by_image["peppers"]
+    ours = next(row["psnr"] for row in house["rows"] if row["output"] == "out")
+    rows = _reference_rows(house["cell"], ours + 0.2, Cell(**house["cell"]).observation_key)
+    # made for another observation (another degradation seed): never set beside ours
+    rows += _reference_rows(peppers["cell"], 10.0, "another-observation")
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame(rows).to_csv(data / "authors_reference_ci.csv", index=False)
+    monkeypatch.setattr(authors, "DATA", data)
+
+    assert main(["report", str(run)]) == 0
+    table = pd.read_csv(run / "table.csv")
+    theirs = table[(table.source == "authors' code") & (table.metric == "psnr")]
+    assert list(theirs.method) == ["Telea: authors' code, 3 seeds"]
+    assert theirs.house.iloc[0] == pytest.approx(ours + 0.2)  # the mean over their seeds
+    assert theirs.peppers.isna().all() and theirs["mean"].isna().all()  # not every image
+    compared = pd.read_csv(run / "authors_comparison.csv")
+    assert list(compared.image) == ["house"]
+    assert compared.difference.iloc[0] == pytest.approx(-0.2)
+    assert compared["their spread"].iloc[0] == pytest.approx(1.0)
+    assert (
+        "1 of 1 cells within 0.5 dB of the authors' code"
+        in (run / "paper_comparison.md").read_text()
+    )
+    md = (run / "table.md").read_text()
+    assert "| *Telea: authors' code, 3 seeds* |" in md
+    line = report.summary_line(run)
+    assert "authors' code at these settings: 1/1 cells within 0.5 dB" in line
+
+
+def test_the_committed_reference_was_made_at_todays_settings(mirror: Path) -> None:
+    """Every reference row's cell still exists with the same observation and settings: a
+    changed profile or preset makes its "authors' code" rows stale, and this says so."""
+    path = authors.reference_path("quick")
+    if not path.is_file():
+        pytest.skip("no committed reference for the quick profile")
+    reference = pd.read_csv(path)
+    for (suite, profile, image, method), rows in reference.groupby(
+        ["suite", "profile", "image", "method"]
+    ):
+        cells = load_suite(suite, profile, images_subset=[image], methods_subset=[method]).cells()
+        for row in rows.drop_duplicates(["dataset", "degradation", "level"]).itertuples():
+            (cell,) = [
+                c
+                for c in cells
+                if (c.dataset, c.degradation, c.level) == (row.dataset, row.degradation, row.level)
+            ]
+            assert cell.observation_key == row.observation_key, (suite, image, method)
+            network, fit = network_setting(cell)
+            settings = {"network": network, "fit": {k: getattr(fit, k) for k in FIT_SETTINGS}}
+            assert json.loads(row.settings) == json.loads(json.dumps(settings)), (
+                f"{suite} {image} {method}: the authors' reference was made at other settings; "
+                "re-run scripts/authors_reference.py for it"
+            )
