@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from benchmark import __version__
-from benchmark.cli import data, measure, runs
+from benchmark.cli import data, measure, restore, runs
 from benchmark.cli.options import (
     LONG_RUN_HOURS,
     PROFILE_HELP,
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     quiet, compute = quiet_options(), compute_options()
     _data_commands(sub, quiet)
     _run_commands(sub, quiet, compute)
+    restore.add_parser(sub, quiet)
     _measure_commands(sub, quiet)
     return parser
 

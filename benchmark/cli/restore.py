@@ -1,0 +1,275 @@
+"""``dipbench restore``: a method on your own image, no ground truth (:mod:`benchmark.restore`).
+
+Every input problem (an unreadable image or mask, a mask of another size or with no known
+pixel, a method that does not solve the task, an output that would replace a file this
+command did not write) is one line on stderr and exit 2, before any fit starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError
+
+TASKS = ("denoising", "inpainting", "super_resolution")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore INPUT with one method and write OUTPUT, OUTPUT.json and the optional figures."""
+    from benchmark import restore
+    from benchmark.score_files import ImageFileError
+
+    out = _check_output(args.input, args.out)
+    try:
+        image = restore.read_input(args.input)
+        mask = restore.read_mask(args.mask, image.pixels.shape) if args.mask else None
+        observation = restore.observation_for(
+            image.pixels, args.task, mask=mask, factor=args.factor, sigma=args.sigma
+        )
+    except (ImageFileError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    info = _check_method(args)
+    options: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    if info.fits_network:
+        fit_options: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
+        if args.task == "denoising" and args.output in (None, "es"):
+            # ES-WMV's output is frozen once it detects: the steps after it change nothing kept
+            fit_options["stop_early"] = True
+            if args.iterations:
+                # ES-WMV's window and patience measure how fast the output moves, not the
+                # budget: kept at the preset's, so a short fit falls back on the EMA rather
+                # than "detecting" in its first steps
+                _, preset_fit = info.setting(args.task, observation.factor, preset=args.preset)
+                fit_options["es_window"] = preset_fit.es_window
+                fit_options["es_patience"] = preset_fit.es_patience
+        options = {"preset": args.preset, "fit_options": fit_options, "device": args.device}
+        settings = _network_plan(args, info, observation)
+    elif args.task == "denoising" and args.sigma is None and args.method in _needs_sigma():
+        from benchmark.methods.classical import estimated_sigma
+
+        print(
+            f"noise level not given (--sigma): estimated from the image as "
+            f"{255 * estimated_sigma(observation.y):.1f} (0-255 scale)"
+        )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        restored = _run(args, info, observation, options)
+    except MemoryError as err:
+        print(f"dipbench restore: not started: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    restore.write_output(out, restored.image, image.depth)
+    device = str(restored.info.get("device", "cpu"))
+    record = restore.sidecar(
+        args.input, image, restored, method=args.method, task=args.task, seed=args.seed,
+        settings={**settings, "sigma": args.sigma, "factor": args.factor,
+                  "mask": str(args.mask) if args.mask else None},
+        device=device,
+    )  # fmt: skip
+    _sidecar_path(out).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    written = [out, _sidecar_path(out)]
+    if args.curve and restored.curves:
+        written.append(_curve_figure(out, restored))
+    if args.snapshots and restored.snapshots:
+        written.append(_snapshot_figure(out, restored))
+    stop = record["stopping"]
+    print(
+        f"{args.method} ({args.task}): kept `{restored.output}`: {restored.reason}"
+        + (f"; {stop['iterations']} iterations" if stop["iterations"] else "")
+        + (
+            f", ES-WMV stopped at {stop['es_stop_iteration']}"
+            if stop["es_stop_iteration"] and restored.output in ("es", "ema")
+            else ""
+        )
+        + f"; {restored.seconds:.1f} s"
+    )
+    print("wrote " + ", ".join(str(p) for p in written))
+    return EXIT_OK
+
+
+def _sidecar_path(out: Path) -> Path:
+    return out.with_name(out.name + ".json")
+
+
+def _check_output(source: Path, out: Path) -> Path:
+    """Refuse an output that is the input, or a file this command did not write (a file with
+    no dipbench sidecar beside it): nothing of the user's is ever replaced."""
+    from benchmark.restore import OUTPUT_SUFFIXES
+
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UsageError(f"--out {out}: write a .png or .tif(f) file")
+    if out.exists() and out.resolve() == Path(source).resolve():
+        raise UsageError(f"--out {out} is the input; choose another output file")
+    if out.exists() and not _written_by_us(out):
+        raise UsageError(
+            f"--out {out} exists and was not written by dipbench restore; choose another "
+            "output file (or move that one away)"
+        )
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    return out
+
+
+def _written_by_us(out: Path) -> bool:
+    try:
+        return "dipbench" in json.loads(_sidecar_path(out).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _check_method(args: argparse.Namespace) -> Any:
+    from benchmark.methods import METHODS, get_method
+
+    try:
+        info = get_method(args.method)
+    except KeyError as err:
+        raise UsageError(err.args[0]) from None
+    if args.task not in info.tasks:
+        fits = sorted(m for m, i in METHODS.items() if args.task in i.tasks)
+        raise UsageError(
+            f"{args.method} does not do {args.task}; methods that do: {', '.join(fits)}"
+        )
+    if not info.fits_network and (args.iterations or args.preset):
+        raise UsageError(f"--iterations and --preset are for network methods; {args.method} is not")
+    if args.output == "oracle":
+        raise UsageError("--output oracle needs the clean image; restore has none")
+    return info
+
+
+def _needs_sigma() -> set[str]:
+    return {"bm3d", "cbm3d", "nlm", "nlm_blind", "wavelet", "tv"}
+
+
+def _network_plan(args: argparse.Namespace, info: Any, observation: Any) -> dict[str, Any]:
+    """Say what the fit will be (preset, steps, size, device, the memory it needs) before it
+    starts; returns the settings for the sidecar."""
+    from benchmark.methods.fit import resolve_device
+    from benchmark.methods.fit.devices import available_memory, fit_memory
+    from benchmark.methods.networks import padded_size
+    from benchmark.methods.priors import build_network
+
+    fit_options = {"iterations": args.iterations} if args.iterations else {}
+    network, cfg = info.setting(
+        args.task, observation.factor, preset=args.preset, fit_options=fit_options
+    )
+    import torch
+
+    net = build_network(network, observation.y.shape[2], torch.Generator().manual_seed(0))
+    h, w = observation.output_shape[:2]
+    per_pixel, fixed = fit_memory(net, h, w)
+    needed = (
+        per_pixel
+        * padded_size(h, net.multiple, net.minimum)
+        * padded_size(w, net.multiple, net.minimum)
+        + fixed
+    )
+    dev = resolve_device(args.device)
+    free = available_memory(dev)
+    print(
+        f"{args.method}: {cfg.iterations} steps at {w}x{h} on {dev}; about "
+        f"{needed / 2**20:.0f} MiB"
+        + (f" of {free / 2**20:.0f} MiB free" if free else "")
+        + " (the bar's ETA is measured over the first steps)"
+    )
+    return {"network": network, "fit": {k: getattr(cfg, k) for k in vars(cfg)}}
+
+
+def _run(args: argparse.Namespace, info: Any, observation: Any, options: dict[str, Any]) -> Any:
+    from tqdm import tqdm
+
+    from benchmark.restore import restore_image
+
+    show = info.fits_network and not args.quiet and sys.stderr.isatty()
+    with tqdm(desc=args.method, unit="it", disable=not show, dynamic_ncols=True) as bar:
+        if info.fits_network:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            options = {**options, "progress": progress}
+        return restore_image(
+            observation, args.method, seed=args.seed, output=args.output, **options
+        )
+
+
+def _curve_figure(out: Path, restored: Any) -> Path:
+    """The training loss (and ES-WMV's running variance) against the iteration."""
+    from benchmark.report.files import plt
+
+    curves = restored.curves
+    its = curves.get("iteration")
+    path = out.with_name(out.stem + ".curve.png")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in curves.items():
+        if name.startswith(("loss", "es_variance", "variance")) and its is not None:
+            ax.semilogy(its, values, label=name)
+    ax.set_xlabel("iteration")
+    ax.legend() if ax.get_legend_handles_labels()[0] else None
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _snapshot_figure(out: Path, restored: Any) -> Path:
+    """The outputs at a few iterations, side by side."""
+    from benchmark.report.files import plt
+
+    shots = sorted(restored.snapshots.items())
+    path = out.with_name(out.stem + ".snapshots.png")
+    fig, axes = plt.subplots(1, len(shots), figsize=(2.2 * len(shots), 2.4), squeeze=False)
+    for ax, (it, image) in zip(axes[0], shots, strict=True):
+        ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{it}")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def add_parser(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:
+    """The ``restore`` sub-command."""
+    from benchmark.cli.options import device, positive_int
+
+    p = sub.add_parser(
+        "restore",
+        parents=[quiet],
+        help="restore your own image (no ground truth): DIP, DD or a classical method",
+        description="Restore INPUT (PNG, TIFF, JPEG; gray or RGB; 8/16-bit or float TIFF) and "
+        "write OUTPUT at the same depth, OUTPUT.json (input hash, method, settings, seed, "
+        "stopping decision, time, peak memory, code fingerprint) and optional figures.",
+    )
+    p.add_argument("input", type=Path, help="the image to restore")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--out", required=True, type=Path, help="output .png or .tif(f)")
+    p.add_argument("--method", default="dip", help="dip (default), dd or a classical method")
+    p.add_argument("--preset", help="a network preset (dipbench methods lists them)")
+    p.add_argument("--iterations", type=positive_int, help="network steps (default: preset's)")
+    p.add_argument("--seed", type=int, default=0, help="the method's seed (default 0)")
+    p.add_argument("--device", default="auto", type=device, help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--mask", type=Path, help="inpainting: the mask image, white = known")
+    p.add_argument("--factor", type=positive_int, help="super-resolution: the output is N x")
+    p.add_argument(
+        "--sigma", type=float, help="denoising: the noise level (0-255) for classical methods "
+        "that need one (estimated from the image when absent)",
+    )  # fmt: skip
+    p.add_argument(
+        "--output", choices=["last", "ema", "es", "best_loss", "out", "oracle"],
+        help="the output to keep (default: ES-WMV or the EMA for DIP denoising, the preset's "
+        "iterations for DIP inpainting and SR, the best-loss step for DD)",
+    )  # fmt: skip
+    p.add_argument("--curve", action="store_true", help="also write OUTPUT.curve.png")
+    p.add_argument("--snapshots", action="store_true", help="also write OUTPUT.snapshots.png")
+    p.set_defaults(func=cmd_restore)

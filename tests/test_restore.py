@@ -1,0 +1,194 @@
+"""``dipbench restore`` on a user's own files: gains over the degraded input, sizes and depths
+kept, clear refusals, and the same numbers as the benchmark's cells."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from benchmark import images
+from benchmark.cli import main
+from benchmark.metrics import get_protocol, psnr
+from benchmark.runner.cell import prepare, run_cell
+from benchmark.suites import load_suite
+
+
+@pytest.fixture(scope="module")
+def house(mirror: Path) -> np.ndarray:
+    """A 64x64 crop of House, gray, float32 in [0, 1]."""
+    clean = images.load_image("bm3d_gray11", "house")
+    h, w = clean.shape[:2]
+    return clean[h // 2 - 32 : h // 2 + 32, w // 2 - 32 : w // 2 + 32]
+
+
+def _save8(path: Path, image: np.ndarray) -> Path:
+    Image.fromarray(np.round(np.clip(image[..., 0], 0, 1) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _read(path: Path) -> np.ndarray:
+    data = np.asarray(Image.open(path), dtype=np.float32) / 255
+    return data[..., None] if data.ndim == 2 else data
+
+
+def _restore(*argv: str) -> None:
+    assert main(["restore", *argv, "-q"]) == 0
+
+
+def test_denoising_beats_the_noisy_input_and_says_how_it_stopped(
+    house: np.ndarray, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    noisy = _save8(tmp_path / "noisy.png", house + rng.normal(0, 25 / 255, house.shape))
+    noisy_psnr = psnr(house, _read(noisy))
+    _restore(str(noisy), "--task", "denoising", "--method", "bm3d", "--sigma", "25",
+             "--out", str(tmp_path / "bm3d.png"))  # fmt: skip
+    assert psnr(house, _read(tmp_path / "bm3d.png")) > noisy_psnr + 4
+    out = tmp_path / "dip.png"
+    _restore(str(noisy), "--task", "denoising", "--iterations", "300", "--device", "cpu",
+             "--out", str(out))  # fmt: skip
+    with Image.open(out) as im:
+        assert (im.size, im.mode) == ((64, 64), "L")
+    assert psnr(house, _read(out)) > noisy_psnr + 2
+    sidecar = json.loads((tmp_path / "dip.png.json").read_text())
+    assert sidecar["output"] in ("es", "ema") and sidecar["stopping"]["reason"]
+    assert sidecar["input"]["sha256"] and sidecar["code"]["fingerprint"]
+    assert sidecar["seed"] == 0 and sidecar["peak_memory_bytes"] > 0
+
+
+def test_inpainting_and_super_resolution_from_files(house: np.ndarray, tmp_path: Path) -> None:
+    known = np.random.default_rng(1).random(house.shape) > 0.5
+    holed = _save8(tmp_path / "holed.png", house * known)
+    mask = _save8(tmp_path / "mask.png", known.astype(np.float32))
+    _restore(str(holed), "--task", "inpainting", "--method", "biharmonic", "--mask", str(mask),
+             "--out", str(tmp_path / "filled.png"))  # fmt: skip
+    assert psnr(house, _read(tmp_path / "filled.png")) > psnr(house, _read(holed)) + 15
+    small = _save8(tmp_path / "small.png", house[::4, ::4])
+    for method in ("bicubic", "dip"):
+        out = tmp_path / f"{method}_x4.png"
+        extra = ["--iterations", "10", "--device", "cpu"] if method == "dip" else []
+        _restore(str(small), "--task", "super_resolution", "--factor", "4", "--method", method,
+                 *extra, "--out", str(out))  # fmt: skip
+        with Image.open(out) as im:
+            assert im.size == (64, 64)
+
+
+def test_sixteen_bit_rgb_in_sixteen_bit_rgb_out(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    image = (rng.random((20, 24, 3)) * 65535).astype(np.uint16)
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, image, photometric="rgb")
+    for suffix in (".png", ".tif"):
+        out = tmp_path / f"out{suffix}"
+        _restore(str(source), "--task", "denoising", "--method", "median", "--out", str(out))
+        written = tifffile.imread(out) if suffix == ".tif" else np.asarray(Image.open(out))
+        if suffix == ".png":
+            import cv2
+
+            written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., ::-1]
+        assert written.dtype == np.uint16 and written.shape == (20, 24, 3)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "inpainting", "--mask", "{small_mask}"], "the mask is 8x8, the image 16x16"),
+        (["--task", "inpainting", "--mask", "{black_mask}"], "has no known pixel"),
+        (["--task", "inpainting", "--mask", "{not_an_image}"], "not a readable image"),
+        (["--task", "inpainting"], "inpainting needs a mask"),
+        (["--task", "super_resolution"], "needs a factor"),
+        (["--task", "inpainting", "--method", "bm3d", "--mask", "{mask}"], "does not do"),
+        (["--task", "denoising", "--method", "nope"], "unknown method"),
+        (["--task", "denoising", "--out", "{input}"], "is the input"),
+        (["--task", "denoising", "--out", "{theirs}"], "was not written by dipbench"),
+        (["--task", "denoising", "--output", "oracle"], "needs the clean image"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    files = {
+        "input": _save8(tmp_path / "in.png", np.full((16, 16, 1), 0.5, np.float32)),
+        "mask": _save8(tmp_path / "mask.png", np.ones((16, 16, 1), np.float32)),
+        "small_mask": _save8(tmp_path / "small.png", np.ones((8, 8, 1), np.float32)),
+        "black_mask": _save8(tmp_path / "black.png", np.zeros((16, 16, 1), np.float32)),
+        "theirs": _save8(tmp_path / "theirs.png", np.zeros((16, 16, 1), np.float32)),
+    }
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    files["not_an_image"] = tmp_path / "junk.png"
+    before = {p: p.read_bytes() for p in files.values()}
+    argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out.png")]
+    with pytest.raises(SystemExit) as exit_:
+        main(["restore", str(files["input"]), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+    assert {p: p.read_bytes() for p in files.values()} == before  # nothing of theirs touched
+    assert not (tmp_path / "out.png").exists()
+
+
+SUITE = """
+name = "restore-{task}"
+title = "restore against a cell"
+task = "{task}"
+protocol = "gray"
+datasets = "bm3d_gray11"
+images = ["house"]
+crop = 32
+seed = 0
+
+[[degradations]]
+kind = "{kind}"
+levels = [{level}]
+
+[methods.{method}]
+{options}
+"""
+
+FEW_STEPS = "fit = { iterations = 12 }"
+CASES = {
+    "dip denoising": ("denoising", "gaussian", 25, "dip", FEW_STEPS),
+    "dip inpainting": ("inpainting", "bernoulli", 0.5, "dip", FEW_STEPS),
+    "dip super-resolution": ("super_resolution", "downsample", 4, "dip", FEW_STEPS),
+    "bm3d denoising": ("denoising", "gaussian", 25, "bm3d", ""),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_restore_gives_the_benchmark_cells_numbers(case: str, mirror: Path, tmp_path: Path) -> None:
+    """A synthetic degradation of a standard image, saved as a float TIFF (and its mask),
+    restored by the command: its PSNR is the cell's, for the output the command kept."""
+    task, kind, level, method, options = CASES[case]
+    suite_file = tmp_path / "suite.toml"
+    suite_file.write_text(
+        SUITE.format(task=task, kind=kind, level=level, method=method, options=options)
+    )
+    (cell,) = load_suite(str(suite_file)).cells()
+    record = run_cell(cell, tmp_path / "run", "cpu")
+    assert record["status"] == "ok", record.get("error")
+    cell_psnr = {row["output"]: row["psnr"] for row in record["rows"]}
+    observation, target = prepare(cell)
+    source = tmp_path / "observed.tif"
+    tifffile.imwrite(source, observation.y[..., 0])
+    argv = [str(source), "--task", task, "--method", method, "--seed", str(cell.method_seed)]
+    if method == "dip":
+        argv += ["--iterations", "12", "--device", "cpu"]
+    if task == "inpainting":
+        argv += ["--mask", str(_save8(tmp_path / "mask.png", observation.mask))]
+    if task == "super_resolution":
+        argv += ["--factor", str(observation.factor)]
+    if method == "bm3d":
+        argv += ["--sigma", str(level)]
+    out = tmp_path / "restored.tif"
+    _restore(*argv, "--out", str(out))
+    kept = json.loads((tmp_path / "restored.tif.json").read_text())["output"]
+    restored = tifffile.imread(out)[..., None].astype(np.float32)
+    ours = get_protocol(cell.protocol).score(restored, target)["psnr"]
+    assert ours == pytest.approx(cell_psnr[kept], abs=1e-6), (kept, cell_psnr)
