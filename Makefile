@@ -2,15 +2,17 @@
 #   make reproduce   download the images, run the suites, write the reports
 #   make test        lint and tests (what CI runs)
 #
-# torch: the CPU build by default. A GPU user picks a CUDA build, for example
-#   make reproduce TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+# torch: from PyTorch's CPU wheel index where no NVIDIA GPU is found (nvidia-smi), else the
+# default build (CUDA). TORCH_PIP_ARGS overrides either, e.g. a given CUDA version:
+#   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
 # (see the README).
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
-TORCH_PIP_ARGS ?=
+NVIDIA_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH_PIP_ARGS ?= $(if $(NVIDIA_GPU),,--index-url https://download.pytorch.org/whl/cpu)
 STAMP := $(VENV)/.installed
 
 # Offline machines: use the mirror beside the checkout when DIPBENCH_MIRROR is not set.

@@ -246,7 +246,12 @@ def chosen_cells(args: argparse.Namespace) -> list[Cell]:
         images_subset=args.images.split(",") if args.images else None,
         methods_subset=args.methods.split(","),
     )
-    return [c for c in suite.cells() if c.method in ("dip", "dd")]
+    levels = {float(v) for v in args.levels.split(",")} if args.levels else None
+    return [
+        c
+        for c in suite.cells()
+        if c.method in ("dip", "dd") and (levels is None or float(c.level) in levels)
+    ]
 
 
 def settings_of(cell: Cell) -> tuple[dict[str, Any], Any, str]:
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--images", help="comma-separated image names (default: every image)")
     parser.add_argument("--methods", default="dip,dd", help="suite method keys (default dip,dd)")
+    parser.add_argument("--levels", help="comma-separated degradation levels (default: every one)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated torch seeds")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
