@@ -3,6 +3,7 @@ never a success that did nothing (issue: "Bad input gets a clear error and loses
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -111,6 +112,30 @@ def test_nothing_downloaded_is_a_failure(
     assert main(["download", "set5", "--skip-unavailable", "-q"]) == 1
     err = capsys.readouterr().err
     assert "nothing could be fetched" in err and "DIPBENCH_MIRROR" in err
+
+
+def test_run_without_its_images_stops_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("DIPBENCH_MIRROR", str(tmp_path / "no-such-mirror"))
+    monkeypatch.setenv("DIPBENCH_DATA", str(tmp_path / "empty-cache"))  # nothing cached either
+    argv = ["run", "super-resolution", "--profile", "quick", "--images", "baby"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "dipbench download set5_x4_gt set5_x8_gt" in captured.err
+    assert len((captured.out + captured.err).strip().splitlines()) <= 3
+    assert not (tmp_path / "run").exists()  # no run folder, no table
+
+
+def test_run_picks_its_profile_by_device(
+    mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["run", "inpainting-table1", "--methods", "telea", "--images", "house", "--device"]
+    assert main([*argv, "cpu", "--out", str(tmp_path / "run"), "-q", "--no-report"]) == 0
+    assert "profile quick: no CUDA GPU here (cpu)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "suite.json").read_text())["profile"] == "quick"
 
 
 def test_reproduce_with_no_runnable_suite_is_a_failure(
@@ -625,8 +650,8 @@ def test_a_long_run_needs_yes_and_says_its_estimate(
     tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "run"
-    argv = ["run", "inpainting-table1", "--methods", "dip", "--device", "cpu", "--out", str(out)]
-    assert _exit_code(argv) == 2  # the full profile: days of CPU time; stdin is no terminal
+    argv = ["run", "inpainting-table1", "--methods", "dip", "--device", "cpu", "--profile", "full"]
+    assert _exit_code([*argv, "--out", str(out)]) == 2  # days of CPU; no terminal
     captured = capsys.readouterr()
     assert "estimated time: about" in captured.out
     assert "add --yes to start it" in captured.err

@@ -89,7 +89,9 @@ def _run_commands(
     p = sub.add_parser("run", parents=[compute, quiet], help="run a suite's grid (resumable)")
     p.add_argument("suite", help="a packaged suite name (see dipbench list) or a suite .toml file")
     p.add_argument(
-        "--profile", default="full", choices=PROFILES, help=f"{PROFILE_HELP} (default: full)"
+        "--profile",
+        choices=PROFILES,
+        help=f"{PROFILE_HELP} (default: full on a CUDA GPU, else quick, as reproduce)",
     )
     p.add_argument(
         "--out",

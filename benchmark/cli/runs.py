@@ -62,10 +62,63 @@ def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace,
     )
 
 
+def _default_profile(args: argparse.Namespace) -> str:
+    """``--profile`` when given, else full on a CUDA GPU and quick elsewhere (said once)."""
+    if args.profile:
+        return args.profile
+    from benchmark.methods.fit import resolve_device
+
+    device = resolve_device(args.device)
+    profile = "full" if device.type == "cuda" else "quick"
+    why = "a CUDA GPU" if profile == "full" else f"no CUDA GPU here ({device})"
+    print(f"profile {profile}: {why}; --profile full|quick|ci chooses another")
+    return profile
+
+
+def _check_images(cells: Sequence[Any]) -> None:
+    """Fetch every image the cells need before any work; what cannot be had is one message
+    naming the download command (exit 2), and no run folder is written."""
+    import logging
+
+    import pooch
+
+    from benchmark import images
+
+    needed = {(c.dataset, c.image) for c in cells}
+    entries = [
+        e
+        for e in images.select(images.load_registry(), sorted({d for d, _ in needed}))
+        if e.kind != "image" or (e.set, e.name) in needed
+    ]
+    missing: dict[str, str] = {}
+    pooch_log = pooch.get_logger()
+    level = pooch_log.level
+    pooch_log.setLevel(logging.WARNING)  # no "Downloading ..." line per failing file
+    try:
+        for entry in entries:
+            if entry.set in missing:
+                continue
+            try:
+                images.fetch(entry)
+            except images.DownloadError as err:
+                missing[entry.set] = str(err).split(" Set DIPBENCH_MIRROR")[0].rstrip(".")
+    finally:
+        pooch_log.setLevel(level)
+    if missing:
+        sets = " ".join(sorted(missing))
+        first = next(iter(missing.values()))
+        raise UsageError(
+            f"images not available here: {', '.join(sorted(missing))} ({first}). Run "
+            f"`dipbench download {sets}` where the internet is reachable, or set "
+            "DIPBENCH_MIRROR to a folder laid out as <set>/<file>"
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) a suite's grid; failed cells are listed and make the exit code 1."""
     from benchmark import runner
 
+    args.profile = _default_profile(args)
     suite = _load_suite(args)
     out = args.out or runner.default_out(suite.profile, suite.name)
     cells = suite.cells()
@@ -74,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"suite {suite.name!r} ({suite.profile}) has no cell: its methods run on none of its "
             "degradations, or the selection removed them all"
         )
+    _check_images(cells)
     jobs = args.jobs if args.jobs is not None else runner.default_jobs(args.device)
     try:  # before any estimate or cell: the folder must be this run's to write
         from benchmark.runner.manifest import check_same_run, read_manifest
