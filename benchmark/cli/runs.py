@@ -78,32 +78,9 @@ def _default_profile(args: argparse.Namespace) -> str:
 def _check_images(cells: Sequence[Any]) -> None:
     """Fetch every image the cells need before any work; what cannot be had is one message
     naming the download command (exit 2), and no run folder is written."""
-    import logging
+    from benchmark.runner import missing_images
 
-    import pooch
-
-    from benchmark import images
-
-    needed = {(c.dataset, c.image) for c in cells}
-    entries = [
-        e
-        for e in images.select(images.load_registry(), sorted({d for d, _ in needed}))
-        if e.kind != "image" or (e.set, e.name) in needed
-    ]
-    missing: dict[str, str] = {}
-    pooch_log = pooch.get_logger()
-    level = pooch_log.level
-    pooch_log.setLevel(logging.WARNING)  # no "Downloading ..." line per failing file
-    try:
-        for entry in entries:
-            if entry.set in missing:
-                continue
-            try:
-                images.fetch(entry)
-            except images.DownloadError as err:
-                missing[entry.set] = str(err).split(" Set DIPBENCH_MIRROR")[0].rstrip(".")
-    finally:
-        pooch_log.setLevel(level)
+    missing = missing_images(cells)
     if missing:
         sets = " ".join(sorted(missing))
         first = next(iter(missing.values()))

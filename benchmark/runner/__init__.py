@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.runner.availability import missing_images, unavailable_reason
 from benchmark.runner.cell import run_cell
 from benchmark.runner.claims import claimed_elsewhere
 from benchmark.runner.executors import execute
@@ -38,7 +39,6 @@ from benchmark.runner.planning import (
     pending,
     stale,
     stale_summary,
-    unavailable_reason,
 )
 from benchmark.runner.records import (
     collect_keys,
@@ -64,6 +64,7 @@ __all__ = [
     "run_suite",
     "stale",
     "stale_summary",
+    "missing_images",
     "unavailable_reason",
     "versions",
 ]

@@ -25,7 +25,7 @@ from benchmark.runner.records import (
 from benchmark.tasks import get_task
 
 if TYPE_CHECKING:
-    from benchmark.suites import Cell, Suite
+    from benchmark.suites import Cell
 
 
 def pending(
@@ -185,14 +185,3 @@ def default_jobs(device: str) -> int:
 
         return torch.cuda.device_count()
     return 1
-
-
-def unavailable_reason(suite: Suite) -> str | None:
-    """Why a suite's images cannot be had here (None if they can): fetches what is missing."""
-    registry = images.load_registry()
-    for entry in images.select(registry, suite.datasets):
-        try:
-            images.fetch(entry)
-        except images.DownloadError as err:
-            return str(err)
-    return None

@@ -1,0 +1,59 @@
+"""A run's images, fetched before any work: what cannot be had is said once per set, and
+pooch's "Downloading ..." line is not printed for a file that then fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from benchmark import images
+
+if TYPE_CHECKING:
+    from benchmark.suites import Suite
+
+
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """pooch's per-file INFO lines off (a failure is reported by the caller, once)."""
+    import pooch
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def missing_images(cells: Sequence[Any]) -> dict[str, str]:
+    """``{set: reason}`` for the sets of which an image the cells need cannot be had here;
+    fetches (and verifies) every other one into the cache."""
+    needed = {(c.dataset, c.image) for c in cells}
+    entries = [
+        e
+        for e in images.select(images.load_registry(), sorted({d for d, _ in needed}))
+        if e.kind != "image" or (e.set, e.name) in needed
+    ]
+    missing: dict[str, str] = {}
+    with quiet_downloads():
+        for entry in entries:
+            if entry.set in missing:
+                continue
+            try:
+                images.fetch(entry)
+            except images.DownloadError as err:
+                missing[entry.set] = str(err).split(" Set DIPBENCH_MIRROR")[0].rstrip(".")
+    return missing
+
+
+def unavailable_reason(suite: Suite) -> str | None:
+    """Why a suite's images cannot be had here (None if they can), fetching what is missing."""
+    with quiet_downloads():
+        for entry in images.select(images.load_registry(), suite.datasets):
+            try:
+                images.fetch(entry)
+            except images.DownloadError as err:
+                return str(err)
+    return None
