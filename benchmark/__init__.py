@@ -3,7 +3,7 @@
 Stages of the data flow, one module each: ``images`` (registry, download, load) ->
 ``degradations`` (observations of a ``tasks`` entry, through its ``forward`` model) ->
 ``methods`` -> ``metrics`` -> ``runner`` (records) -> ``report`` (tables, figures) -> ``check``;
-``suites`` and ``grid`` make the cells, ``cli`` is a thin shell. README, "Design".
+``suites`` and ``grid`` make the cells, ``cli`` is a thin shell (docs/design.md).
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -1,6 +1,6 @@
-"""The README's recipes, walked through: a method, a network method, a task, a dataset and an
-executor, each added from outside the package (this file and a user module), then run,
-scored and reported like the built-in ones."""
+"""The recipes of docs/design.md, walked through: a method, a network method, a task, a
+dataset and an executor, each added from outside the package (this file and a user module),
+then run, scored and reported like the built-in ones."""
 
 from __future__ import annotations
 
