@@ -126,6 +126,7 @@ class Suite:
     source: Path
     report: dict[str, Any] = field(default_factory=dict)
     method_seed: int = 0  # 0: the suite's method seeds; K > 0: stream K (same degraded inputs)
+    profile_defined: bool = True  # False: the suite has no [profiles.<profile>] (full settings)
 
     def cells(self) -> list[Cell]:
         """The grid, image-major (so a suite's first results cover whole images)."""

@@ -174,6 +174,7 @@ def load_suite(
     return Suite(
         name=name,
         profile=profile,
+        profile_defined=profile == "full" or profile in profiles,
         title=merged.get("title", name),
         task=merged["task"],
         protocol=merged["protocol"],

@@ -268,8 +268,8 @@ def test_the_readme_example_and_a_stopped_run_leave_the_committed_reports_alone(
 
 def test_a_users_suite_runs_into_the_working_folder(mirror: Path, user_folder: Path) -> None:
     suite = _suite(user_folder, "[methods.median]")
-    assert main(["run", str(suite), "-q"]) == 0
-    assert (user_folder / "runs" / "full" / "mine" / "results.csv").is_file()
+    assert main(["run", str(suite), "-q", "--device", "cpu"]) == 0  # quick: no CUDA GPU
+    assert (user_folder / "runs" / "quick" / "mine" / "results.csv").is_file()
 
 
 def test_publish_takes_only_a_complete_run_and_replaces_the_report_whole(
@@ -278,7 +278,7 @@ def test_publish_takes_only_a_complete_run_and_replaces_the_report_whole(
     suite = _suite(user_folder, "[methods.median]\n\n[methods.tv]")
     run = user_folder / "runs" / "full" / "mine"
     reports = user_folder / "reports"
-    assert main(["run", str(suite), "-q", "--out", str(run)]) == 0
+    assert main(["run", str(suite), "-q", "--profile", "full", "--out", str(run)]) == 0
     record = sorted((run / "cells").glob("*.json"))[0]
     kept = record.read_bytes()
     record.unlink()  # one cell of the grid not run
@@ -309,7 +309,7 @@ def test_committed_manifests_hold_no_machine_paths() -> None:
 
 def test_a_users_suite_manifest_points_to_it_relatively(mirror: Path, user_folder: Path) -> None:
     suite = _suite(user_folder, "[methods.median]")
-    assert main(["run", str(suite), "-q"]) == 0
+    assert main(["run", str(suite), "-q", "--profile", "full"]) == 0
     source = json.loads((user_folder / "runs/full/mine/suite.json").read_text())["source"]
     assert source == "../../../mine.toml"
 

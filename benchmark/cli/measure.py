@@ -43,6 +43,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     report = check.compare(results, expected)
     shown = report[~report.verdict.isin(["ok", "reported"])] if args.failures_only else report
+    if "statistic" in shown and len(shown):  # a suite mean has no level of its own
+        shown = shown.assign(
+            level=[
+                "*" if stat == "mean" else f"{level:g}"
+                for stat, level in zip(shown.statistic, shown.level, strict=True)
+            ]
+        )
     with pd.option_context("display.max_rows", None, "display.width", 200):
         if len(shown):
             print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -69,7 +76,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         print(
             "A regression is a bug to find; a change you meant (a better method, new presets) "
-            "needs new expected values: make update-expected (or dipbench expect).",
+            "needs new expected values: dipbench expect SUITE --expected FILE (for this "
+            "repository's suites: make update-expected).",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -261,17 +261,24 @@ def _header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     devices = sorted({r.get("device", "?") for r in records})
     revisions = sorted({r.get("git_revision", "?") for r in records})
     profile = meta["profile"]
-    caveat = (
-        "the paper's protocol"
-        if profile == "full"
-        else f"**{profile} profile: NOT the paper's protocol** (smaller crops, fewer iterations "
-        "or narrower networks; the published numbers are shown for orientation only)"
+    if profile == "full":
+        caveat = "the suite's full settings (the paper's protocol where it follows a paper)"
+    elif not meta.get("profile_defined", True):
+        caveat = f"the suite defines no {profile} profile: these are its full settings"
+    else:
+        caveat = (
+            f"**{profile} profile: NOT the paper's protocol** (smaller crops, fewer iterations "
+            "or narrower networks; the published numbers are shown for orientation only)"
+        )
+    names = {entry.split("/", 1)[-1] for entry in meta["images"]}
+    counted = f"{len(names)}" + (
+        f" ({len(meta['images'])} set/image pairs)" if len(names) != len(meta["images"]) else ""
     )
     lines = [
         f"# {meta['title']}",
         "",
         f"- suite `{meta['suite']}`, profile `{profile}`: {caveat}",
-        f"- protocol `{meta['protocol']}`; images: {len(meta['images'])}"
+        f"- protocol `{meta['protocol']}`; images: {counted}"
         + (f", center crops of {meta['crop']} px" if meta.get("crop") else ", whole images"),
         f"- device(s): {', '.join(devices)}; git revision(s): {', '.join(revisions)}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
@@ -365,6 +372,13 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
                 _markdown(table, digits, marks),
                 "",
             ]
+            sources = table.source.astype(str)
+            published_rows = ~sources.str.startswith("ours") & (sources != AUTHORS_SOURCE)
+            if metric == "psnr" and not paper.empty and not published_rows.any():
+                md += [
+                    "The paper's tables give no number for this degradation and level.",
+                    "",
+                ]
             if metric == "psnr":
                 suspects = _suspect_lines(group)
                 md += suspects + ([""] if suspects else [])

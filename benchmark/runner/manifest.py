@@ -108,6 +108,7 @@ def write_manifest(
         {
             "suite": suite.name,
             "profile": suite.profile,
+            "profile_defined": suite.profile_defined,
             "title": suite.title,
             "task": suite.task,
             "protocol": suite.protocol,
