@@ -144,3 +144,20 @@ def test_the_wall_time_of_several_workers_follows_the_pool() -> None:
     assert planned.wall(2) == 5.0  # 3 | 3, then 2 after the first 3
     assert planned.wall(4) == 3.0
     assert est.Estimate(units=[6.0, 1.0, 1.0, 1.0]).wall(2) == 6.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (90, "2 min"),
+        (3.2 * 3600, "3.2 h"),
+        (100 * 3600, "100 h (about 4 days)"),
+        (2473 * 3600, "2,473 h (about 3 months)"),
+        (11366 * 3600, "11,366 h (about 16 months)"),
+        (30000 * 3600, "30,000 h (about 3.4 years)"),
+    ],
+)
+def test_long_estimates_are_said_in_human_units(seconds: float, said: str) -> None:
+    from benchmark.cli.runs import human_duration
+
+    assert human_duration(seconds) == said

@@ -204,16 +204,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except SuiteError as err:
         raise UsageError(str(err)) from err
     if args.profile is None and profile != "full":
-        from benchmark.runner.estimate import estimate, scaled_from_one_size
-
-        step, cell = scaled_from_one_size(args.device)
-        full = [c for n in names for c in load_suite(n, "full").cells()]
-        hours = estimate(full, args.device, step=step, cell=cell).seconds / 3600
         print(
             f"No CUDA GPU here (device {device}): running the quick profile, which is NOT the "
-            f"papers' protocol. The full profile would take roughly {hours:,.0f} hours on this "
-            "device (a rough estimate: 128x128 steps scaled by pixels); PROFILE=full forces it."
+            "papers' protocol (PROFILE=full forces the full one). Estimating both per suite "
+            "(one step per network at 128x128, scaled by pixels)...",
+            flush=True,
         )
+        _print_estimates(names, suites, args.device, args.jobs)
     root = args.out or runner.default_out(profile, "x").parent.parent
     from benchmark import report
 
@@ -249,6 +246,46 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if _refuse_suspects(done.suspects, profile, args.allow_suspect):
         return EXIT_FAILED
     return EXIT_FAILED if done.failed else EXIT_OK
+
+
+def human_duration(seconds: float) -> str:
+    """``"40 min"``, ``"3.2 h"``, ``"11,366 h (about 1.3 years)"``: hours, with days, months or
+    years beside a long one."""
+    hours = seconds / 3600
+    if hours < 1:
+        return f"{max(1, round(seconds / 60))} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    days = hours / 24
+    if days < 60:
+        return f"{hours:,.0f} h (about {days:.0f} days)"
+    if days < 730:
+        return f"{hours:,.0f} h (about {days / 30.4:.0f} months)"
+    return f"{hours:,.0f} h (about {days / 365:.1f} years)"
+
+
+def _print_estimates(
+    names: Sequence[str], suites: Sequence[Any], device: str, jobs: int | None
+) -> None:
+    """A table of each suite's rough time: the quick run that starts now, and the full one."""
+    from benchmark import runner
+    from benchmark.runner.estimate import estimate, scaled_from_one_size
+    from benchmark.suites import load_suite
+
+    step, cell = scaled_from_one_size(device)
+    workers = jobs if jobs is not None else runner.default_jobs(device)
+    print(f"  {'suite':<20} {'quick (this run)':>18}  full (the papers' protocols)")
+    totals = [0.0, 0.0]
+    for name, suite in zip(names, suites, strict=True):
+        quick = estimate(suite.cells(), device, step=step, cell=cell).wall(workers)
+        full = estimate(load_suite(name, "full").cells(), device, step=step, cell=cell)
+        totals = [totals[0] + quick, totals[1] + full.wall(workers)]
+        print(f"  {name:<20} {human_duration(quick):>18}  {human_duration(full.wall(workers))}")
+    print(f"  {'all':<20} {human_duration(totals[0]):>18}  {human_duration(totals[1])}")
+    from benchmark.methods.fit import resolve_device
+
+    where = resolve_device(device)
+    print(f"  (with {workers} worker(s) on {where}; rough: a run measures its own estimate)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
