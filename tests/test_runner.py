@@ -407,3 +407,17 @@ def test_full_profile_marks_suspect_cells_and_fails_unless_allowed(
     assert main([*argv, "--allow-suspect"]) == 0  # the cached cell, accepted
     # The quick profile judges only `last` against the oracle: nothing suspect here.
     assert main(["run", str(suite), "--profile", "quick", "--out", str(user_path / "q"), "-q"]) == 0
+
+
+def test_a_run_logged_to_a_file_has_no_control_sequences(tmp_path: Path, mirror: Path) -> None:
+    """A log or a pipe gets whole lines: no carriage returns, no escape sequences, no bars for
+    one-shot methods (a terminal gets the tqdm bars)."""
+    log = tmp_path / "run.log"
+    argv = [sys.executable, "-m", "benchmark", "run", "inpainting-table1", "--profile", "ci"]
+    argv += ["--methods", "telea", "biharmonic", "--jobs", "2", "--out", str(tmp_path / "run")]
+    with log.open("w") as file:
+        done = subprocess.run(argv, stdout=file, stderr=subprocess.STDOUT, timeout=600)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text and "\x1b[" not in text, repr(text)
+    assert "cells 4/4 after" in text

@@ -9,12 +9,14 @@ worker that dies or outlives the cell time-out fails its cell; the others still 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from benchmark.methods.registry import get_method
 from benchmark.runner.cell import run_cells
 from benchmark.runner.planning import batches, pending
 from benchmark.runner.progress import grid_bar, take
@@ -184,11 +186,11 @@ def _serial_loop(
             cell = unit[0]
             together = f" (+{len(unit) - 1} fitted together)" if len(unit) > 1 else ""
             bar.set_postfix_str(cell.label + together, refresh=True)
-            inner = tqdm(
+            inner = tqdm(  # a fit's iterations, on a terminal only (none for one-shot methods)
                 desc=f"  {cell.method_key}",
                 unit="it",
                 leave=False,
-                disable=not show,
+                disable=not (show and sys.stderr.isatty() and get_method(cell.method).fits_network),
                 dynamic_ncols=True,
             )
 

@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 from tqdm import tqdm
 
 
-def grid_bar(total: int, show: bool) -> tqdm:
-    """The bar of a run's cells."""
+def grid_bar(total: int, show: bool) -> Any:
+    """The bar of a run's cells: a tqdm bar on a terminal; in a log file or a pipe, a plain
+    line now and then (no carriage returns nor escape sequences)."""
+    if show and not sys.stderr.isatty():
+        return LogLines(total)
     return tqdm(total=total, desc="cells", unit="cell", disable=not show, dynamic_ncols=True)
+
+
+class LogLines:
+    """The part of tqdm's interface a run uses, written as whole lines: one per tenth of the
+    cells or per minute, whichever comes first, and one at the end."""
+
+    def __init__(self, total: int, every_seconds: float = 60.0) -> None:
+        self.total, self.n, self.every = total, 0, every_seconds
+        self.postfix = ""
+        self.last_time, self.last_n = time.monotonic(), 0
+        self.started = self.last_time
+
+    def __enter__(self) -> LogLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix = text
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        step = max(1, self.total // 10)
+        now = time.monotonic()
+        if self.n - self.last_n >= step or now - self.last_time >= self.every:
+            self._line(now)
+
+    def close(self) -> None:
+        if self.n != self.last_n:
+            self._line(time.monotonic())
+
+    def _line(self, now: float) -> None:
+        self.last_time, self.last_n = now, self.n
+        minutes = (now - self.started) / 60
+        extra = f" ({self.postfix})" if self.postfix else ""
+        print(f"cells {self.n}/{self.total} after {minutes:.1f} min{extra}", file=sys.stderr)
 
 
 def note_failure(record: dict[str, Any]) -> None:
