@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,6 +89,15 @@ def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], Path]:
         raise SuiteError(f"{path}: not valid TOML: {err}") from err
 
 
+def _search_beside(path: Path) -> None:
+    """A user's suite may name ``module:function`` methods of a module in its own folder (as
+    pytest finds a ``conftest.py`` beside its tests): that folder is searched too, after the
+    current one and the installed packages, and spawned workers inherit it."""
+    folder = path.resolve().parent
+    if folder != SUITES_DIR.resolve() and str(folder) not in sys.path:
+        sys.path.append(str(folder))
+
+
 def load_suite(
     name_or_path: str,
     profile: str = "full",
@@ -106,6 +116,7 @@ def load_suite(
             f"method seed must be 0 (the suite's) or a positive stream, got {method_seed}"
         )
     raw, path = read_suite_file(name_or_path)
+    _search_beside(path)
     check_known(raw, SUITE_KEYS, f"{path}: suite key(s)")
     check_types(raw, SUITE_TYPES, str(path))
     profiles = raw.get("profiles", {})

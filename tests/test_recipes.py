@@ -122,6 +122,26 @@ def test_recipe_a_method_from_a_user_module(mirror: Path, user_folder: Path) -> 
     assert refused.value.code == 2
 
 
+def test_a_users_module_beside_the_suite_file_is_found(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dipbench run work/my-suite.toml`` from the parent folder finds ``work/my_module.py``,
+    in the workers too."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "beside_methods.py").write_text(USER_MODULE.replace("box3", "box3_beside"))
+    _suite(work, '[methods.box]\nmethod = "beside_methods:box3_beside"')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the suite's folder is added for the run
+    try:
+        argv = ["run", "work/recipe.toml", "--out", "run", "--jobs", "2", "-q", "--no-report"]
+        assert main(argv) == 0
+        assert (pd.read_csv(tmp_path / "run" / "results.csv").status == "ok").all()
+    finally:
+        METHODS.pop("box3_beside", None)
+        sys.modules.pop("beside_methods", None)
+
+
 # --- a network method, declared by its capabilities ------------------------------------------
 
 
