@@ -100,8 +100,8 @@ def summary_line(out: Path) -> str:
             ]
             within = (table.difference.abs() <= WITHIN_DB).sum()
             line += (
-                f"; {within}/{table.difference.notna().sum()} within {WITHIN_DB} dB; "
-                + "; ".join(parts)
+                f"; published numbers: {within}/{table.difference.notna().sum()} within "
+                f"{WITHIN_DB} dB; " + "; ".join(parts)
             )
     return line
 
