@@ -308,9 +308,11 @@ def _notes(
     rows = [row for r in records for row in r.get("rows", [])]
     notes = []
     if any(r.get("trivial") for r in records):
+        name = str(meta.get("trivial") or "")
+        what = TRIVIAL_LABELS.get(name, name or "the task's trivial answer")
         notes.append(
-            "The trivial baseline row is the task's trivial answer (the degraded input, bicubic "
-            "of the low-resolution input, Telea inpainting) scored in this run, per image."
+            f"The trivial baseline row is {what}, scored in this run per image: a network "
+            "output more than 1 dB under it is suspect at the full profile."
         )
     if any(row["output"] == "oracle" for row in rows):
         notes.append(ORACLE_NOTE)
@@ -392,7 +394,7 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
             )
     sources = set().union(*(set(f.source.astype(str)) for f in frames)) if frames else set()
     italics = []
-    if sources - {"ours", "ours (oracle)", AUTHORS_SOURCE}:
+    if {s for s in sources if not s.startswith("ours")} - {AUTHORS_SOURCE}:
         italics.append("Rows in *italics* are published numbers.")
     if AUTHORS_SOURCE in sources:
         italics.append(
