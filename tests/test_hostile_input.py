@@ -260,7 +260,7 @@ def test_one_run_folder_holds_one_suite_and_profile(
     renamed = suite_file(here, name="renamed")
     assert code_of(["run", str(renamed), "--out", str(out), "-q"]) == 2
     assert "run into another folder" in capsys.readouterr().err
-    assert code_of(["run", str(first), "--out", str(out), "-q", "--profile", "quick"]) == 2
+    assert code_of(["run", str(first), "--out", str(out), "-q", "--profile", "full"]) == 2
     assert code_of(["run", str(first), "--out", str(out), "-q", "--threads", "2"]) == 2
     assert snapshot(out) == before
 
