@@ -393,7 +393,7 @@ def test_full_profile_marks_suspect_cells_and_fails_unless_allowed(
         images='["house"]',
     )
     out = user_path / "run"
-    argv = ["run", str(suite), "--out", str(out), "-q", "--device", "cpu"]
+    argv = ["run", str(suite), "--out", str(out), "-q", "--device", "cpu", "--profile", "full"]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "1 suspect cell(s)" in err
