@@ -12,6 +12,7 @@ import pandas as pd
 
 from benchmark.report.authors import authors_reference, compare_with_authors, comparison_lines
 from benchmark.report.files import cell_arrays, write_lines
+from benchmark.report.notes import WINDOW_NOTE
 from benchmark.report.published import (
     PAPER_LABELS,
     WITHIN_DB,
@@ -19,7 +20,7 @@ from benchmark.report.published import (
     published_mean_size,
     same_images,
 )
-from benchmark.report.tables import WINDOW_NOTE, results_table, row_label
+from benchmark.report.tables import results_table, row_label
 from benchmark.runner.records import atomic_write
 
 
