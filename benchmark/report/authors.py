@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.grid import Cell
+from benchmark.report.files import number_or_blank
 from benchmark.report.published import WITHIN_DB
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -152,15 +153,12 @@ def comparison_lines(table: pd.DataFrame) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def number(value: Any, pattern: str) -> str:
-        return "" if pd.isna(value) else pattern.format(value)
-
     for r in table.to_dict("records"):
         lines.append(
             f"| {r['dataset']} | {r['image']} | {r['degradation']} | {float(r['level']):g} "
-            f"| {r['ours']} | {number(r['our psnr'], '{:.2f}')} | {r['their psnr']:.2f} "
-            f"| {number(r['their spread'], '{:.2f}')} | {r['seeds']} "
-            f"| {number(r['difference'], '{:+.2f}')} |"
+            f"| {r['ours']} | {number_or_blank(r['our psnr'], '{:.2f}')} | {r['their psnr']:.2f} "
+            f"| {number_or_blank(r['their spread'], '{:.2f}')} | {r['seeds']} "
+            f"| {number_or_blank(r['difference'], '{:+.2f}')} |"
         )
     return [*lines, ""]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report.authors import authors_reference, compare_with_authors, comparison_lines
-from benchmark.report.files import cell_arrays, write_lines
+from benchmark.report.files import cell_arrays, number_or_blank, write_lines
 from benchmark.report.notes import WINDOW_NOTE
 from benchmark.report.published import (
     PAPER_LABELS,
@@ -212,17 +212,15 @@ def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def number(value: Any, pattern: str) -> str:
-        return "" if pd.isna(value) else pattern.format(value)
-
     for r in table.itertuples():
         detected = (
             "not detected" if pd.isna(r.detected_iteration) else f"{int(r.detected_iteration)}"
         )
         lines.append(
             f"| {r.dataset}/{r.image} | {r.degradation} | {r.level:g} | {r.method} | {detected} "
-            f"| {number(r.es_iteration, '{:.0f}')} | {number(r.peak_iteration, '{:.0f}')} "
-            f"| {number(r.gap_db, '{:+.2f}')} | {r.es_psnr:.2f} | {r.last_psnr:.2f} |"
+            f"| {number_or_blank(r.es_iteration, '{:.0f}')} "
+            f"| {number_or_blank(r.peak_iteration, '{:.0f}')} "
+            f"| {number_or_blank(r.gap_db, '{:+.2f}')} | {r.es_psnr:.2f} | {r.last_psnr:.2f} |"
         )
     write_lines(out / "es_wmv.md", lines)
     atomic_write(out / "es_wmv.csv", lambda p: table.to_csv(p, index=False))

@@ -149,3 +149,10 @@ def output_image(out: Path, record: dict[str, Any]) -> np.ndarray | None:
         damaged(png, err)
         return None
     return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def number_or_blank(value: Any, pattern: str) -> str:
+    """``pattern`` filled with ``value``, or an empty table cell for a missing value."""
+    import pandas as pd
+
+    return "" if pd.isna(value) else pattern.format(value)

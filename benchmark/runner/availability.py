@@ -27,6 +27,23 @@ def quiet_downloads() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _failures(entries: Sequence[Any], *, first_only: bool = False) -> dict[str, str]:
+    """``{set: reason}`` for the sets of ``entries`` with a file that cannot be had; fetches
+    (and verifies) the others into the cache, quietly."""
+    missing: dict[str, str] = {}
+    with quiet_downloads():
+        for entry in entries:
+            if entry.set in missing:
+                continue
+            try:
+                images.fetch(entry)
+            except images.DownloadError as err:
+                missing[entry.set] = str(err)
+                if first_only:
+                    break
+    return missing
+
+
 def missing_images(cells: Sequence[Any]) -> dict[str, str]:
     """``{set: reason}`` for the sets of which an image the cells need cannot be had here;
     fetches (and verifies) every other one into the cache."""
@@ -36,24 +53,13 @@ def missing_images(cells: Sequence[Any]) -> dict[str, str]:
         for e in images.select(images.load_registry(), sorted({d for d, _ in needed}))
         if e.kind != "image" or (e.set, e.name) in needed
     ]
-    missing: dict[str, str] = {}
-    with quiet_downloads():
-        for entry in entries:
-            if entry.set in missing:
-                continue
-            try:
-                images.fetch(entry)
-            except images.DownloadError as err:
-                missing[entry.set] = str(err).split(" Set DIPBENCH_MIRROR")[0].rstrip(".")
-    return missing
+    return {
+        name: reason.split(" Set DIPBENCH_MIRROR")[0].rstrip(".")
+        for name, reason in _failures(entries).items()
+    }
 
 
 def unavailable_reason(suite: Suite) -> str | None:
     """Why a suite's images cannot be had here (None if they can), fetching what is missing."""
-    with quiet_downloads():
-        for entry in images.select(images.load_registry(), suite.datasets):
-            try:
-                images.fetch(entry)
-            except images.DownloadError as err:
-                return str(err)
-    return None
+    entries = images.select(images.load_registry(), suite.datasets)
+    return next(iter(_failures(entries, first_only=True).values()), None)
