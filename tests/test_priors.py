@@ -405,6 +405,22 @@ def test_a_shortened_fit_scales_its_schedules(overrides: dict, expected: dict) -
     )
 
 
+def test_a_shortened_fit_counts_its_steps_by_their_learning_rate() -> None:
+    # Quick Table 1: 1 000 steps at LR 0.01 against the preset's 11 000 at 0.001 cover 0.91
+    # of its optimisation, not 0.09: ES-WMV keeps 91 / 909, not 9 / 91.
+    table1 = {"iterations": 11000, "lr": 0.001, "check_every": 50}
+    scaled = scaled_schedule(table1, {"iterations": 1000, "lr": 0.01})
+    assert scaled == {"check_every": (50, 45), "es_window": (100, 91), "es_patience": (1000, 909)}
+    # DD's inpainting: 1 000 steps at 0.01 against 40 000 at 0.0025 is a tenth.
+    dd = {"iterations": 40000, "lr": 0.0025, "reg_noise_decay_every": 500}
+    assert scaled_schedule(dd, {"iterations": 1000, "lr": 0.01})["reg_noise_decay_every"] == (
+        500,
+        50,
+    )
+    # A higher LR that makes up for fewer steps is not a shortened fit.
+    assert scaled_schedule(table1, {"iterations": 1100, "lr": 0.01}) == {}
+
+
 def test_check_every_scales_only_where_a_preset_sets_it() -> None:
     # The denoising notebook compares every step; our 25 is a check interval, not a schedule.
     scaled = scaled_schedule({"iterations": 3000}, {"iterations": 1000})

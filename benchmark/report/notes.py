@@ -124,9 +124,9 @@ def _notes(
     scaled = _scaled_schedules(meta, records)
     if scaled:
         notes.append(
-            "Fits shorter than their preset scale every setting counted in iterations in "
-            "proportion (a schedule meant for the paper's length is another method in a short "
-            f"fit): {scaled}."
+            "Fits shorter than their preset (iterations x learning rate) scale every setting "
+            "counted in iterations by the same ratio (a schedule meant for the paper's length "
+            f"is another method in a short fit): {scaled}."
         )
     return [line for note in notes for line in (note, "")][:-1]
 
