@@ -5,6 +5,7 @@ distribution when they are not bit for bit (the GPU's case)."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,14 @@ def test_long_estimates_are_said_in_human_units(seconds: float, said: str) -> No
     from benchmark.cli.runs import human_duration
 
     assert human_duration(seconds) == said
+
+
+def test_the_h100_model_holds_the_steps_measured_there() -> None:
+    step, cell = est.h100_model()
+    shape = est.Shape(signature="s", cell=None, height=128, width=128, batch=1)  # type: ignore[arg-type]
+    assert step(shape) == pytest.approx(0.0193)  # launch-bound: no cheaper at 64x64
+    assert step(replace(shape, height=64, width=64)) == pytest.approx(0.0193)
+    assert step(replace(shape, height=512, width=512)) == pytest.approx(0.0198)
+    # Four 512x512 cells in one step cost four times one; a classical cell its 2 s.
+    assert step(replace(shape, height=512, width=512, batch=4)) == pytest.approx(4 * 0.0198)
+    assert cell(shape) == 2.0

@@ -267,25 +267,38 @@ def human_duration(seconds: float) -> str:
 def _print_estimates(
     names: Sequence[str], suites: Sequence[Any], device: str, jobs: int | None
 ) -> None:
-    """A table of each suite's rough time: the quick run that starts now, and the full one."""
+    """A table of each suite's rough time: the quick run that starts now and the full one
+    here, and the full one on one H100 (modelled from the steps measured there)."""
     from benchmark import runner
-    from benchmark.runner.estimate import estimate, scaled_from_one_size
+    from benchmark.methods.fit import resolve_device
+    from benchmark.runner.estimate import estimate, h100_model, scaled_from_one_size
     from benchmark.suites import load_suite
 
     step, cell = scaled_from_one_size(device)
+    gpu_step, gpu_cell = h100_model()
     workers = jobs if jobs is not None else runner.default_jobs(device)
-    print(f"  {'suite':<20} {'quick (this run)':>18}  full (the papers' protocols)")
-    totals = [0.0, 0.0]
+    print(f"  {'suite':<20} {'quick (this run)':>18}  {'full here':<26}  full on one H100")
+    totals = [0.0, 0.0, 0.0]
     for name, suite in zip(names, suites, strict=True):
-        quick = estimate(suite.cells(), device, step=step, cell=cell).wall(workers)
-        full = estimate(load_suite(name, "full").cells(), device, step=step, cell=cell)
-        totals = [totals[0] + quick, totals[1] + full.wall(workers)]
-        print(f"  {name:<20} {human_duration(quick):>18}  {human_duration(full.wall(workers))}")
-    print(f"  {'all':<20} {human_duration(totals[0]):>18}  {human_duration(totals[1])}")
-    from benchmark.methods.fit import resolve_device
+        full_cells = load_suite(name, "full").cells()
+        times = (
+            estimate(suite.cells(), device, step=step, cell=cell).wall(workers),
+            estimate(full_cells, device, step=step, cell=cell).wall(workers),
+            estimate(full_cells, "cpu", step=gpu_step, cell=gpu_cell).wall(1),
+        )
+        totals = [total + time for total, time in zip(totals, times, strict=True)]
+        _print_estimate_row(name, times)
+    _print_estimate_row("all", totals)
+    print(
+        f"  (here: {workers} worker(s) on {resolve_device(device)}, one step per network "
+        "timed at 128x128 and scaled by pixels; H100: one process, from the steps measured "
+        "on one (docs/speed.md); rough: a run measures its own estimate)"
+    )
 
-    where = resolve_device(device)
-    print(f"  (with {workers} worker(s) on {where}; rough: a run measures its own estimate)")
+
+def _print_estimate_row(name: str, seconds: Sequence[float]) -> None:
+    quick, full, gpu = (human_duration(s) for s in seconds)
+    print(f"  {name:<20} {quick:>18}  {full:<26}  {gpu}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -283,3 +283,22 @@ def scaled_from_one_size(
         return measured[key] * shape.batch * shape.height * shape.width / (side * side)
 
     return step, lambda shape: ROUGH_CELL_SECONDS
+
+
+# One NVIDIA H100 80GB (docs/speed.md, "On one H100"): DIP's whole loop, one cell, measured
+# 19.3 ms a step at 128x128, where the step is launch-bound, and 19.8 ms at 512x512.
+H100_SMALLEST_STEP = 0.0193
+H100_STEP_AT_512 = 0.0198
+
+
+def h100_model() -> tuple[Callable[[Shape], float], Callable[[Shape], float]]:
+    """A cost model of one H100 for :func:`estimate`, from the steps measured there: a step
+    never under the launch-bound 19.3 ms, else 19.8 ms per 512x512 of pixels (times the
+    batch); other cells 2 s each. For "how long on a GPU" before one is at hand; a run on
+    the GPU measures its own."""
+
+    def step(shape: Shape) -> float:
+        pixels = shape.batch * shape.height * shape.width
+        return max(H100_SMALLEST_STEP, H100_STEP_AT_512 * pixels / 512**2)
+
+    return step, lambda shape: ROUGH_CELL_SECONDS
