@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
-from benchmark.degradations import imagenet_c_level
 
 
 @dataclass(frozen=True)
@@ -175,5 +174,8 @@ class Suite:
 def levels_of(deg: Mapping[str, Any]) -> list[tuple[float, int | None]]:
     """A degradation entry's (level, ImageNet-C severity or None) pairs."""
     if "imagenet_c" in deg:
+        # Here, not at the top: a cell's identity (what the report reads) needs no torch.
+        from benchmark.degradations import imagenet_c_level
+
         return [(float(imagenet_c_level(deg["kind"], s)), int(s)) for s in deg["imagenet_c"]]
     return [(float(level), None) for level in deg["levels"]]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark import runfolder
 from benchmark.cli import main
 from benchmark.suites import SuiteError, load_suite
 
@@ -627,7 +628,7 @@ def test_a_cell_claimed_by_another_live_run_is_left_to_it(
     suite = load_suite("inpainting-table1", "ci", methods_subset=["telea"])
     cells = suite.cells()
     out = tmp_path / "run"
-    runner.records.cells_dir(out).mkdir(parents=True)
+    runfolder.cells_dir(out).mkdir(parents=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock = runner.records.record_path(cells[0], out, "auto", 1).with_suffix(".lock")
@@ -643,7 +644,7 @@ def test_a_cell_claimed_by_another_live_run_is_left_to_it(
     # The other run is gone: its claim is stale, and the next run computes the cell.
     assert main([*argv, "--jobs", "1", "--out", str(out), "-q", "--no-report"]) == 0
     assert len(pd.read_csv(out / "results.csv")) == len(cells)
-    assert not list(runner.records.cells_dir(out).glob("*.lock"))
+    assert not list(runfolder.cells_dir(out).glob("*.lock"))
 
 
 def test_a_long_run_needs_yes_and_says_its_estimate(

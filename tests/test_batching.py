@@ -14,7 +14,7 @@ import torch
 from test_priors import Sabotaged, seeded
 
 from benchmark import degradations as deg
-from benchmark import runner
+from benchmark import runfolder, runner
 from benchmark.cli import main
 from benchmark.methods.fit import FitConfig, fit, fit_many, step_gflop_at
 from benchmark.methods.networks import (
@@ -314,7 +314,7 @@ def test_batched_run_equals_one_cell_at_a_time(tmp_path: Path, mirror: Path) -> 
     pd.testing.assert_index_equal(alone.sort_index().index, together.sort_index().index)
     assert np.abs(alone.sort_index().to_numpy() - together.sort_index().to_numpy()).max() <= 1e-3
     batch_sizes = [
-        runner.records.read_record(p)["info"]["batch"]
+        runfolder.read_record(p)["info"]["batch"]
         for p in (tmp_path / "together" / "cells").glob("*.json")
     ]
     assert max(batch_sizes) > 1

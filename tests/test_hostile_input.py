@@ -616,7 +616,7 @@ def test_every_cell_is_isolated_whatever_the_jobs(mirror: Path, here: Path, jobs
 FULL_DISK = """
 import errno, os, sys
 from benchmark.cli import main
-from benchmark.runner import records
+from benchmark import runfolder
 
 replaced = 0
 real_replace = os.replace
@@ -630,8 +630,8 @@ def fills_the_disk(source, target):  # the disk fills up after {after} files wer
     real_replace(source, target)
 
 
-records.os = type(os)("os_on_a_full_disk")
-records.os.__dict__.update(os.__dict__, replace=fills_the_disk)
+runfolder.os = type(os)("os_on_a_full_disk")
+runfolder.os.__dict__.update(os.__dict__, replace=fills_the_disk)
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -640,7 +640,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_full_disk_is_a_message_and_a_rerun_completes(
     mirror: Path, here: Path, after: int
 ) -> None:
-    """Every write of the run folder goes through ``records.atomic_write``; the disk fills
+    """Every write of the run folder goes through ``runfolder.atomic_write``; the disk fills
     after ``after`` of them (in-process cells, so the filled disk reaches the cells too)."""
     suite = suite_file(here, "[methods.median]\n[methods.tv]")
     out = here / "out"

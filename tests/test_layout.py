@@ -104,3 +104,18 @@ def test_help_imports_neither_torch_nor_the_commands_dependencies() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.strip()
     assert loaded == ""
+
+
+def test_the_report_reads_a_run_folder_without_torch() -> None:
+    """The report only reads files: importing it (and the run folder's module it reads
+    through) loads neither torch nor a method."""
+    code = (
+        "import sys\n"
+        "import benchmark.report, benchmark.runfolder\n"
+        "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('benchmark.methods')]\n"
+        "print(','.join(loaded))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert loaded == ""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import runner
+from benchmark import runfolder, runner
 from benchmark.cli import main
 from benchmark.suites import SuiteError, load_suite, packaged_suites
 
@@ -231,7 +231,7 @@ def test_sigkill_halfway_then_resume_recomputes_nothing(user_path: Path, mirror:
         images='["house", "peppers", "cameraman", "montage"]',
     )
     out = user_path / "run"
-    cells = runner.records.cells_dir(out)
+    cells = runfolder.cells_dir(out)
     argv = [
         sys.executable,
         "-m",
@@ -372,9 +372,9 @@ def test_concurrent_runs_on_one_folder_do_not_corrupt_it(user_path: Path, mirror
     ]
     for process in processes:
         assert process.wait(timeout=300) == 0, process.stderr.read()
-    records = list(runner.records.cells_dir(out).glob("*.json"))
+    records = list(runfolder.cells_dir(out).glob("*.json"))
     assert len(records) == 15
-    assert all(runner.records.read_record(r)["status"] == "ok" for r in records)
+    assert all(runfolder.read_record(r)["status"] == "ok" for r in records)
     assert len(pd.read_csv(out / "results.csv")) == 15
 
 

@@ -162,7 +162,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from benchmark import metrics, score_files
-    from benchmark.runner.records import atomic_write
+    from benchmark.runfolder import atomic_write
 
     try:
         protocol = metrics.get_protocol(args.protocol)

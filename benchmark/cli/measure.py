@@ -85,7 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _write_expected(expected: Any, path: Path) -> None:
-    from benchmark.runner.records import atomic_write
+    from benchmark.runfolder import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda p: expected.to_csv(p, index=False))

@@ -22,7 +22,7 @@ from benchmark.report.figures import figure_curves, figure_grid, figure_snapshot
 from benchmark.report.files import load_run
 from benchmark.report.published import PAPER_NUMBERS, WITHIN_DB, published
 from benchmark.report.tables import write_tables
-from benchmark.runner.records import atomic_write, cells_dir
+from benchmark.runfolder import atomic_write, cells_dir
 
 __all__ = [
     "PAPER_NUMBERS",

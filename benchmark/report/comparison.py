@@ -21,7 +21,7 @@ from benchmark.report.published import (
     same_images,
 )
 from benchmark.report.tables import results_table, row_label
-from benchmark.runner.records import atomic_write
+from benchmark.runfolder import atomic_write
 
 
 def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path:

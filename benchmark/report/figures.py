@@ -21,7 +21,7 @@ from benchmark.report.files import (
     save_small,
 )
 from benchmark.report.tables import row_label
-from benchmark.runner.views import GRID_IMAGES
+from benchmark.runfolder import GRID_IMAGES
 
 
 def _network_records(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

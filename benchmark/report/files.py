@@ -19,14 +19,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmark.runner.records import (  # noqa: E402
+from benchmark.runfolder import (  # noqa: E402
+    VIEW_FIELDS,
     atomic_write,
     cells_dir,
     read_record,
     views_dir,
     with_staleness,
 )
-from benchmark.runner.views import VIEW_FIELDS  # noqa: E402
 
 
 def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

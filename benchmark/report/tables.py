@@ -24,7 +24,7 @@ from benchmark.report.published import (
     published_mean_size,
     same_images,
 )
-from benchmark.runner.records import atomic_write, record_rows
+from benchmark.runfolder import atomic_write, record_rows
 
 OUTPUT_LABELS = {
     "out": "",

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.runfolder import default_out, write_results
 from benchmark.runner.availability import missing_images, unavailable_reason
 from benchmark.runner.cell import run_cell
 from benchmark.runner.claims import claimed_elsewhere
@@ -40,13 +41,7 @@ from benchmark.runner.planning import (
     stale,
     stale_summary,
 )
-from benchmark.runner.records import (
-    collect_keys,
-    default_out,
-    record_path,
-    versions,
-    write_results,
-)
+from benchmark.runner.records import collect_keys, record_path, versions
 from benchmark.runner.views import save_views
 from benchmark.suites import Suite
 

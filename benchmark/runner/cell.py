@@ -25,14 +25,9 @@ from benchmark.degradations import Observation, degrade
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
 from benchmark.provenance import code_identity
+from benchmark.runfolder import atomic_write, cells_dir, savez, write_json
 from benchmark.runner.claims import claimed
-from benchmark.runner.records import (
-    atomic_write,
-    cells_dir,
-    compute_kind,
-    versions,
-    write_json,
-)
+from benchmark.runner.records import compute_kind, versions
 from benchmark.suites import Cell
 from benchmark.tasks import get_task
 
@@ -287,12 +282,7 @@ def _save_outputs(stem: Path, result: Restoration) -> None:
     if result.curves or result.snapshots:
         arrays = {f"curve_{k}": v for k, v in result.curves.items()}
         arrays.update({f"snapshot_{k}": to_uint8(v) for k, v in result.snapshots.items()})
-        atomic_write(stem.with_suffix(".npz"), lambda p: _savez(p, arrays))
-
-
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with path.open("wb") as handle:
-        np.savez_compressed(handle, **arrays)
+        atomic_write(stem.with_suffix(".npz"), lambda p: savez(p, arrays))
 
 
 def fail_unit(

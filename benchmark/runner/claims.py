@@ -16,14 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.runner.records import (
-    cells_dir,
-    damaged_outputs,
-    is_finished,
-    process_is_running,
-    read_record,
-    record_path,
-)
+from benchmark.runfolder import cells_dir, read_record
+from benchmark.runner.records import damaged_outputs, is_finished, process_is_running, record_path
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell

@@ -17,10 +17,11 @@ from typing import Any
 from tqdm import tqdm
 
 from benchmark.methods.registry import get_method
+from benchmark.runfolder import cells_dir
 from benchmark.runner.cell import run_cells
 from benchmark.runner.planning import batches, pending
 from benchmark.runner.progress import grid_bar, take
-from benchmark.runner.records import cells_dir, git_revision, remove_stale_temporaries
+from benchmark.runner.records import git_revision, remove_stale_temporaries
 from benchmark.runner.workers import CELL_TIMEOUT, run_isolated, runs_in_a_worker
 from benchmark.suites import Cell
 

@@ -12,7 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.runner.records import default_out, record_path, write_json
+from benchmark.runfolder import default_out, write_json
+from benchmark.runner.records import record_path
 from benchmark.tasks import get_task
 
 if TYPE_CHECKING:

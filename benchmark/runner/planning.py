@@ -14,14 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import images
 from benchmark.methods.registry import get_method
-from benchmark.runner.records import (
-    damaged_outputs,
-    is_finished,
-    read_record,
-    record_path,
-    set_aside,
-    stale_files,
-)
+from benchmark.runfolder import read_record, stale_files
+from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside
 from benchmark.tasks import get_task
 
 if TYPE_CHECKING:

@@ -1,26 +1,16 @@
-"""Cell records and the files of a run folder.
-
-Each finished cell is one record, ``<out>/cells/<key>.json``, written atomically (temporary
-file, then rename), next to its output image ``<key>.png``, its curves and snapshots
-``<key>.npz`` (methods that fit a network) and the view of its observation
-``views/<observation key>.npz`` (see :mod:`benchmark.runner.cell`). The key hashes what the
-cell is (image, degradation, level, method, options, seeds, package version); each record also
-carries the fingerprint of the code that computed it (:mod:`benchmark.provenance`), so a re-run
-skips finished cells whose code is unchanged and recomputes the others. ``results.csv`` is
-collected from the records of the current grid (a record whose code has changed since is
-marked ``stale``) and ``suite.json`` says what the folder is a run of. The report reads these
-files and nothing else.
-"""
+"""The runner's bookkeeping of cell records: whether a record stands for its cell, damaged
+outputs set aside, temporaries of killed writers removed, versions and the checkout's
+revision, and ``results.csv`` collected from the records of a grid. The folder's layout and
+its reading and writing are :mod:`benchmark.runfolder`'s."""
 
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,111 +20,18 @@ from PIL import Image
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
-from benchmark.provenance import changed_files, code_identity
+from benchmark.runfolder import (
+    RESULT_COLUMNS,
+    cells_dir,
+    read_record,
+    record_rows,
+    stale_files,
+    typed_results,
+    with_staleness,
+)
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell
-
-
-RESULT_COLUMNS = [
-    "suite",
-    "profile",
-    "dataset",
-    "image",
-    "task",
-    "degradation",
-    "level",
-    "severity",
-    "method",
-    "output",
-    "oracle",
-    "repetition",
-    "seed",
-    "psnr",
-    "ssim",
-    "seconds",
-    "device",
-    "iterations",
-    "stop_iteration",
-    "best_iteration",
-    "preset",
-    "status",
-    "error",
-    "trivial_psnr",
-    "suspect",
-    "es_detected",
-    "stale",
-    "code",
-    "key",
-    "version",
-    "git_revision",
-]
-
-
-RUNS = Path("runs")
-
-
-def default_out(profile: str, suite: str) -> Path:
-    """``runs/<profile>/<suite>`` in the working folder: never the committed ``reports/``
-    (which ``dipbench publish`` replaces, from a complete run only)."""
-    return RUNS / profile / suite
-
-
-def cells_dir(out: Path) -> Path:
-    return Path(out) / "cells"
-
-
-def views_dir(out: Path) -> Path:
-    """Where the run keeps each observation's view (what the report's image grid shows)."""
-    return cells_dir(out) / "views"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see a
-    half-written file, and a killed writer leaves only a temporary file behind."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: Path, content: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(content, indent=1, default=_jsonable)))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A cell record, or None if it is absent, unreadable or not a record (valid JSON of
-    another shape): such a cell is recomputed and its file replaced."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(record, dict) or not {"key", "cell", "status"} <= set(record):
-        return None
-    if not isinstance(record["cell"], dict) or not isinstance(record.get("rows", []), list):
-        return None
-    return record
-
-
-def stale_files(record: dict[str, Any], method: str) -> list[str]:
-    """The files whose change since ``record`` was written makes it stale (empty: its code is
-    the current code). A method that cannot be imported any more is stale too."""
-    try:
-        current = code_identity(method)
-    except (KeyError, ImportError, OSError, SyntaxError) as err:
-        return [f"(cannot read the method's code: {err})"]
-    return changed_files(record.get("code"), current)
 
 
 def is_finished(record: dict[str, Any] | None, method: str, *, reuse_stale: bool = False) -> bool:
@@ -263,72 +160,6 @@ def record_path(cell: Cell, out: Path, device: str, threads: int) -> Path:
     return cells_dir(out) / f"{cell.key(compute_kind(cell, device, threads))}.json"
 
 
-def _typed(table: pd.DataFrame) -> pd.DataFrame:
-    for column in ("severity", "iterations", "stop_iteration", "best_iteration"):
-        table[column] = table[column].astype("Int64")
-    return table
-
-
-def with_staleness(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with ``stale`` set: whether its code differs from the current code."""
-    if record.get("status") == "ok":
-        record["stale"] = bool(stale_files(record, record["cell"]["method"]))
-    return record
-
-
-def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The results.csv rows of one record."""
-    cell, info = record["cell"], record.get("info", {})
-    base = {
-        "suite": cell["suite"],
-        "profile": cell["profile"],
-        "dataset": cell["dataset"],
-        "image": cell["image"],
-        "task": cell["task"],
-        "degradation": cell["degradation"],
-        "level": cell["level"],
-        "severity": cell["severity"],
-        "method": cell["method_key"],
-        "repetition": cell["repetition"],
-        "seed": cell["method_seed"],
-        "seconds": record.get("seconds"),
-        "device": record.get("device"),
-        "iterations": info.get("iterations"),
-        "stop_iteration": info.get("es_stop_iteration"),
-        "preset": info.get("preset"),
-        "status": record.get("status"),
-        "error": record.get("error", ""),
-        "trivial_psnr": (record.get("trivial") or {}).get("psnr", np.nan),
-        "suspect": "; ".join(record.get("suspect", [])),
-        # ES-WMV detected a stop when its patience ran out (networks with an `es` output).
-        "es_detected": (
-            info["es_stop_iteration"] is not None if "es_stop_iteration" in info else None
-        ),
-        "stale": bool(record.get("stale", False)),
-        "code": (record.get("code") or {}).get("fingerprint", ""),
-        "key": record["key"],
-        "version": record.get("version"),
-        "git_revision": record.get("git_revision"),
-    }
-    if record.get("status") != "ok":
-        return [{**base, "output": "", "oracle": False, "psnr": np.nan, "ssim": np.nan}]
-    iteration_of = {
-        "es": info.get("es_iteration"),
-        "best_loss": info.get("best_loss_iteration"),
-        "oracle": info.get("oracle_iteration"),
-        "last": info.get("iterations"),
-    }
-    return [
-        {**base, **row, "best_iteration": iteration_of.get(row["output"])} for row in record["rows"]
-    ]
-
-
-def write_results(table: pd.DataFrame, out: Path) -> Path:
-    path = Path(out) / "results.csv"
-    atomic_write(path, lambda p: table.to_csv(p, index=False))
-    return path
-
-
 def collect_keys(keys: Sequence[str], out: Path) -> pd.DataFrame:
     """One row per (cell, output) for the records of ``keys`` that exist.
 
@@ -340,4 +171,4 @@ def collect_keys(keys: Sequence[str], out: Path) -> pd.DataFrame:
         record = read_record(cells_dir(out) / f"{key}.json")
         if record is not None:
             rows.extend(record_rows(with_staleness(record)))
-    return _typed(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+    return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS))

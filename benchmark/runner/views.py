@@ -18,12 +18,10 @@ import numpy as np
 from benchmark.arrays import to_uint8
 from benchmark.degradations import Observation
 from benchmark.metrics import get_protocol
-from benchmark.runner.records import atomic_write, views_dir
+from benchmark.runfolder import GRID_IMAGES, VIEW_FIELDS, atomic_write, savez, views_dir
 from benchmark.suites import Cell
 
-GRID_IMAGES = 3  # images in the report's grid
 VIEW_MAX_SIDE = 256  # the grid shows each panel at about 150 pixels
-VIEW_FIELDS = ("dataset", "image", "degradation", "level", "repetition")
 
 
 def grid_cells(cells: Sequence[Cell], max_images: int = GRID_IMAGES) -> list[Cell]:
@@ -79,7 +77,7 @@ def save_views(cells: Sequence[Cell], out: Path) -> int:
             "cell": np.array(json.dumps(identity)),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p, arrays=arrays: _savez(p, arrays))
+        atomic_write(path, lambda p, arrays=arrays: savez(p, arrays))
         written += 1
     return written
 
@@ -90,8 +88,3 @@ def _readable(path: Path) -> bool:
             return all(data[name] is not None for name in data.files)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False
-
-
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with path.open("wb") as handle:
-        np.savez_compressed(handle, **arrays)

@@ -244,7 +244,7 @@ def _worker_main(
 
 def _exit_with_parent(parent: int) -> None:
     """A worker whose run was killed must not keep computing: nothing half-written survives
-    (see :func:`benchmark.runner.records.atomic_write`)."""
+    (see :func:`benchmark.runfolder.atomic_write`)."""
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:
