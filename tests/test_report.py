@@ -344,6 +344,26 @@ def test_a_shortened_fit_says_which_schedules_it_scaled(mirror: Path, tmp_path: 
     argv = ["run", "inpainting-table1", "--profile", "ci", "--methods", "dd"]
     assert main([*argv, "--images", "house", "--out", str(out), "-q", "--allow-suspect"]) == 0
     notes = (out / "table.md").read_text()
-    # ci: 200 of the preset's 40000 iterations, so a two-hundredth of each schedule.
-    assert "Deep Decoder: input-noise decay every 500 -> 2" in notes
-    assert "ES-WMV patience 1000 -> 5" in notes
+    # ci: 200 steps at LR 0.01 against the preset's 40000 at 0.0025, a fiftieth of the fit.
+    assert "(iterations x learning rate)" in notes
+    assert "Deep Decoder: input-noise decay every 500 -> 10" in notes
+    assert "ES-WMV patience 1000 -> 20" in notes
+
+
+def test_a_classical_suite_of_ones_own_says_only_what_applies(mirror: Path, tmp_path: Path) -> None:
+    """No network, no published number, no quick profile of its own: the table has none of
+    the notes of those (a note for something absent is noise)."""
+    suite = tmp_path / "mine.toml"
+    suite.write_text(
+        'name = "mine"\ntitle = "Mine"\ntask = "denoising"\nprotocol = "gray"\n'
+        'datasets = "bm3d_gray11"\nimages = ["house"]\ncrop = 33\n'
+        '[[degradations]]\nkind = "gaussian"\nlevels = [25]\n'
+        "[methods.median]\n[methods.tv]\n"
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--profile", "quick", "--out", str(out), "-q"]) == 0
+    table = (out / "table.md").read_text()
+    assert "the suite defines no quick profile: these are its full settings" in table
+    assert "the degraded input, scored in this run per image." in table
+    absent = ["NOT the paper's protocol", "network output", "italics", "oracle", "†", "§", "‡"]
+    assert [text for text in absent if text in table] == []

@@ -109,9 +109,14 @@ def _notes(
     if any(r.get("trivial") for r in records):
         name = str(meta.get("trivial") or "")
         what = TRIVIAL_LABELS.get(name, name or "the task's trivial answer")
+        networks = any(r.get("info", {}).get("iterations") for r in records)
         notes.append(
-            f"The trivial baseline row is {what}, scored in this run per image: a network "
-            "output more than 1 dB under it is suspect at the full profile."
+            f"The trivial baseline row is {what}, scored in this run per image"
+            + (
+                ": a network output more than 1 dB under it is suspect at the full profile."
+                if networks
+                else "."
+            )
         )
     if any(row["output"] == "oracle" for row in rows):
         notes.append(ORACLE_NOTE)
