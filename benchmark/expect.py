@@ -131,3 +131,23 @@ def measure(
     reference = check.read_results([folders.pop(REFERENCE.name)])
     others = {name: check.read_results([folder]) for name, folder in folders.items()}
     return check.derive_expected(reference, others, versions)
+
+
+def merged(expected: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """``expected`` with the values ``path`` holds for the suites it does not measure (kept:
+    re-measuring one suite leaves the others' values as they were), and those suites' names.
+
+    A file that cannot be read as an expected file is replaced whole, as before.
+    """
+    try:
+        before = check.read_expected(path)
+    except check.ExpectedFileError:
+        return expected, []
+    kept = before[~before.suite.isin(set(expected.suite))]
+    if kept.empty:
+        return expected, []
+    table = pd.concat([kept.astype(object), expected.astype(object)], ignore_index=True)
+    table = table.reindex(columns=expected.columns)
+    # The order derive_expected writes: every cell value, then every mean, by suite.
+    table = table.sort_values(["statistic", "suite"], kind="stable", ignore_index=True)
+    return table, sorted(set(kept.suite))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import check
+from benchmark import check, expect
 from benchmark.cli import main
 from benchmark.suites import load_suite
 
@@ -131,3 +131,25 @@ def test_method_seed_changes_only_the_methods_randomness() -> None:
     assert [c.degradation_seed for c in base] == [c.degradation_seed for c in other]
     assert all(a.method_seed != b.method_seed for a, b in zip(base, other, strict=True))
     assert all(a.key("cpu") != b.key("cpu") for a, b in zip(base, other, strict=True))
+
+
+def test_re_measuring_one_suite_keeps_the_others_values(tmp_path: Path) -> None:
+    committed = Path(__file__).parent / "regression" / "expected_ci.csv"
+    before = pd.read_csv(committed)
+    path = tmp_path / "expected.csv"
+    path.write_text(committed.read_text())
+    remeasured = before[before.suite == "super-resolution"].copy()
+    remeasured["expected_psnr"] += 1.0
+    table, kept = expect.merged(remeasured, path)
+    assert "super-resolution" not in kept and set(kept) == set(before.suite) - {"super-resolution"}
+    assert len(table) == len(before)
+    new_sr = table[table.suite == "super-resolution"].expected_psnr.astype(float)
+    assert np.allclose(new_sr.to_numpy(), remeasured.expected_psnr.to_numpy())
+    others = table[table.suite != "super-resolution"].reset_index(drop=True)
+    same = before[before.suite != "super-resolution"].reset_index(drop=True)
+    assert np.allclose(others.expected_psnr.astype(float), same.expected_psnr)
+    # Written and read back, the merged file is a valid expected file of every suite.
+    table.to_csv(path, index=False)
+    assert set(check.read_expected(path).suite) == set(before.suite)
+    # No file, or one that is not an expected file: the new values alone.
+    assert expect.merged(remeasured, tmp_path / "none.csv")[1] == []

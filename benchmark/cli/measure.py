@@ -139,6 +139,9 @@ def cmd_expect(args: argparse.Namespace) -> int:
     except (RuntimeError, check.ExpectedFileError) as err:
         print(f"dipbench expect: {err}; {args.expected} was left as it was", file=sys.stderr)
         return EXIT_FAILED
+    expected, kept = expect.merged(expected, args.expected)
+    if kept:
+        print(f"kept the values {args.expected} holds for {', '.join(kept)} (not re-measured)")
     _write_expected(expected, args.expected)
     return EXIT_OK
 
