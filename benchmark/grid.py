@@ -64,12 +64,15 @@ class Cell:
     degradation_seed: int
     method_seed: int
 
-    def key(self, device_type: str) -> str:
-        """A hash of everything that determines the result, the package version included."""
+    def key(self, compute_kind: str) -> str:
+        """A hash of everything that determines the result, the package version included;
+        ``compute_kind`` is what else does (``runner.records.compute_kind``: ``"cpu"``,
+        ``"cpu-2threads"``, ``"cuda"``)."""
         content = asdict(self)
         content.pop("suite")  # the same cell in two suites computes the same thing
         content.pop("profile")
-        content.update(version=__version__, device_type=device_type)
+        # The stored name stays "device_type": renaming it would change every cell's key.
+        content.update(version=__version__, device_type=compute_kind)
         return _digest(content)[:20]
 
     @property

@@ -114,7 +114,7 @@ def cmd_expect(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     runnable = []
     for name, suite in suites:
-        reason = runner.unavailable_reason(suite)
+        reason = runner.fetch_suite_images(suite)
         if reason:
             print(f"skipped {suite.name}: its images cannot be had here: {reason}")
         else:

@@ -78,9 +78,9 @@ def _default_profile(args: argparse.Namespace) -> str:
 def _check_images(cells: Sequence[Any]) -> None:
     """Fetch every image the cells need before any work; what cannot be had is one message
     naming the download command (exit 2), and no run folder is written."""
-    from benchmark.runner import missing_images
+    from benchmark.runner import fetch_images_of
 
-    missing = missing_images(cells)
+    missing = fetch_images_of(cells)
     if missing:
         sets = " ".join(sorted(missing))
         first = next(iter(missing.values()))

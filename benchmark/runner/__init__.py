@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.runfolder import default_out, write_results
-from benchmark.runner.availability import missing_images, unavailable_reason
+from benchmark.runner.availability import fetch_images_of, fetch_suite_images
 from benchmark.runner.cell import run_cell
 from benchmark.runner.claims import claimed_elsewhere
 from benchmark.runner.executors import execute
@@ -59,8 +59,8 @@ __all__ = [
     "run_suite",
     "stale",
     "stale_summary",
-    "missing_images",
-    "unavailable_reason",
+    "fetch_images_of",
+    "fetch_suite_images",
     "versions",
 ]
 
@@ -127,7 +127,7 @@ def reproduce(
     profile = suites[0].profile if suites else "full"
     result = ReproduceResult(Path(root), profile)
     for suite in suites:
-        reason = unavailable_reason(suite)
+        reason = fetch_suite_images(suite)
         if reason:
             log(f"skipped {suite.name}: its images cannot be had here: {reason}")
             result.skipped.append(suite.name)

@@ -44,9 +44,9 @@ def _failures(entries: Sequence[Any], *, first_only: bool = False) -> dict[str, 
     return missing
 
 
-def missing_images(cells: Sequence[Any]) -> dict[str, str]:
-    """``{set: reason}`` for the sets of which an image the cells need cannot be had here;
-    fetches (and verifies) every other one into the cache."""
+def fetch_images_of(cells: Sequence[Any]) -> dict[str, str]:
+    """Fetch (and verify) into the cache every image ``cells`` need; ``{set: reason}`` for
+    the sets of which one cannot be had here (empty: all are at hand)."""
     needed = {(c.dataset, c.image) for c in cells}
     entries = [
         e
@@ -59,7 +59,8 @@ def missing_images(cells: Sequence[Any]) -> dict[str, str]:
     }
 
 
-def unavailable_reason(suite: Suite) -> str | None:
-    """Why a suite's images cannot be had here (None if they can), fetching what is missing."""
+def fetch_suite_images(suite: Suite) -> str | None:
+    """Fetch (and verify) into the cache a suite's images; why one cannot be had here, or
+    None when all are at hand."""
     entries = images.select(images.load_registry(), suite.datasets)
     return next(iter(_failures(entries, first_only=True).values()), None)
