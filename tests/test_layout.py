@@ -90,32 +90,25 @@ def test_the_name_test_finder_finds_one() -> None:
         probe.unlink(missing_ok=True)
 
 
+def _loaded_after(code: str, wanted: str) -> list[str]:
+    """The modules matching the expression ``wanted`` (over ``m``) that a fresh interpreter
+    has loaded after running ``code``."""
+    probe = f"import sys\n{code}\nprint(','.join(m for m in sys.modules if {wanted}))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return [name for name in done.stdout.strip().split(",") if name]
+
+
 def test_help_imports_neither_torch_nor_the_commands_dependencies() -> None:
     """``dipbench --help`` answers at once: building the parser loads no heavy library."""
-    code = (
-        "import sys\n"
-        "from benchmark.cli import build_parser\n"
-        "build_parser().format_help()\n"
-        "heavy = [m for m in ('torch', 'pandas', 'cv2', 'skimage', 'matplotlib', 'pooch') "
-        "if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    ).stdout.strip()
-    assert loaded == ""
+    code = "from benchmark.cli import build_parser\nbuild_parser().format_help()"
+    heavy = "m in ('torch', 'pandas', 'cv2', 'skimage', 'matplotlib', 'pooch')"
+    assert _loaded_after(code, heavy) == []
 
 
 def test_the_report_reads_a_run_folder_without_torch() -> None:
     """The report only reads files: importing it (and the run folder's module it reads
     through) loads neither torch nor a method."""
-    code = (
-        "import sys\n"
-        "import benchmark.report, benchmark.runfolder\n"
-        "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('benchmark.methods')]\n"
-        "print(','.join(loaded))\n"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    ).stdout.strip()
-    assert loaded == ""
+    code = "import benchmark.report, benchmark.runfolder"
+    assert _loaded_after(code, "m == 'torch' or m.startswith('benchmark.methods')") == []
