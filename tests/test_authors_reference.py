@@ -122,3 +122,37 @@ def test_the_committed_reference_was_made_at_todays_settings(mirror: Path) -> No
                 f"{suite} {image} {method}: the authors' reference was made at other settings; "
                 "re-run scripts/authors_reference.py for it"
             )
+
+
+def test_a_network_cell_under_its_baseline_says_whether_the_authors_code_is_too() -> None:
+    group = pd.DataFrame(
+        {
+            "dataset": ["set"] * 4,
+            "image": ["a", "b", "c", "a"],
+            "degradation": ["bernoulli"] * 4,
+            "level": [0.5] * 4,
+            "method": ["dd", "dd", "dd", "telea"],
+            "output": ["best_loss", "best_loss", "best_loss", "out"],
+            "status": ["ok"] * 4,
+            "iterations": [1000, 1000, 1000, None],
+            "psnr": [27.5, 28.0, 30.0, 29.5],
+            "trivial_psnr": [29.5, 29.5, 29.5, 29.5],
+        }
+    )
+    reference = pd.DataFrame(
+        {
+            "dataset": ["set", "set"],
+            "image": ["a", "b"],
+            "degradation": ["bernoulli"] * 2,
+            "level": [0.5, 0.5],
+            "method": ["dd", "dd"],
+            "output": ["best_loss"] * 2,
+            "psnr": [27.4, 29.0],
+            "seeds": [3, 3],
+        }
+    )
+    lines = authors.under_baseline_lines(group, reference, "Telea", lambda m, o: f"{m} ({o})")
+    assert len(lines) == 2  # c is above its baseline; Telea is not a network
+    assert lines[0].startswith("- a: dd (best_loss) 27.50 dB is 2.00 dB under Telea (29.50)")
+    assert "27.40 (3 seeds), under it too" in lines[0]
+    assert "29.00 (3 seeds), not under it: a gap of this code" in lines[1]

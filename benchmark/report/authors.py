@@ -173,3 +173,42 @@ def agreement(table: pd.DataFrame) -> str:
         f"authors' code at these settings: {within}/{len(scored)} cells within {WITHIN_DB} dB "
         f"(mean difference {scored.mean():+.2f} dB)"
     )
+
+
+UNDER_BASELINE_DB = 1.0  # the suspect rule's margin (runner.cell), here at any profile
+
+
+def under_baseline_lines(
+    group: pd.DataFrame, reference: pd.DataFrame, baseline: str, label: Any
+) -> list[str]:
+    """One line per network output (oracle aside) more than 1 dB under the run's trivial
+    baseline of its image, saying whether the authors' code at these settings is under it
+    too (then the reduced profile, not this code, is why) or not (a gap of this code)."""
+    ok = group[(group.status == "ok") & group.iterations.notna() & (group.output != "oracle")]
+    under = ok[ok.psnr < ok.trivial_psnr - UNDER_BASELINE_DB]
+    lines = []
+    for r in under.itertuples():
+        theirs = reference[
+            (reference.dataset == r.dataset)
+            & (reference.image == r.image)
+            & (reference.degradation == r.degradation)
+            & np.isclose(reference.level.astype(float), float(r.level))
+            & (reference.method == r.method)
+            & (reference.output == r.output)
+        ]
+        line = (
+            f"- {r.image}: {label(r.method, r.output)} {r.psnr:.2f} dB is "
+            f"{r.trivial_psnr - r.psnr:.2f} dB under {baseline} ({r.trivial_psnr:.2f}); "
+        )
+        if theirs.empty:
+            line += "no authors' reference for this cell."
+        else:
+            value, seeds = float(theirs.psnr.iloc[0]), int(theirs.seeds.iloc[0])
+            below = value < r.trivial_psnr - UNDER_BASELINE_DB
+            line += f"the authors' code at these settings: {value:.2f} ({seeds} seeds), " + (
+                "under it too: the profile's reduction, not this code."
+                if below
+                else "not under it: a gap of this code."
+            )
+        lines.append(line)
+    return lines

@@ -10,7 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.report.authors import AUTHORS_SOURCE, authors_reference, authors_rows
+from benchmark.report.authors import (
+    AUTHORS_SOURCE,
+    authors_reference,
+    authors_rows,
+    under_baseline_lines,
+)
 from benchmark.report.notes import (
     NOT_DETECTED_MARK,
     STALE_MARK,
@@ -240,8 +245,11 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
                     "",
                 ]
             if metric == "psnr":
-                suspects = _suspect_lines(group)
-                md += suspects + ([""] if suspects else [])
+                name = TRIVIAL_LABELS.get(str(meta.get("trivial") or ""), "its trivial baseline")
+                lines = _suspect_lines(group) + under_baseline_lines(
+                    group, reference, name, lambda m, o: row_label(meta, m, o)
+                )
+                md += lines + ([""] if lines else [])
             frames.append(
                 table.reset_index(names="method").assign(
                     metric=metric,
