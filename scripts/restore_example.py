@@ -86,7 +86,8 @@ def main() -> int:
             output = tmp / result.split(" ")[0]
             shown = [(_read(source), title), (_read(output), result), (clean, "clean crop")]
             for ax, (image, name) in zip(ax_row, shown, strict=True):
-                score = "" if image.shape != clean.shape else f"\n{psnr(clean, image):.2f} dB"
+                scored = image.shape == clean.shape and name != "clean crop"
+                score = f"\n{psnr(clean, image):.2f} dB" if scored else ""
                 gray = image.shape[2] == 1
                 ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None,
                           vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
