@@ -26,6 +26,9 @@ import pandas as pd
 from benchmark.provenance import changed_files, code_identity
 
 GRID_IMAGES = 3  # images in the report's grid
+# A network output this far under its image's trivial baseline is suspect (records' `suspect`
+# at the full profile; the tables' under-baseline lines at any profile).
+SUSPECT_UNDER_TRIVIAL_DB = 1.0
 VIEW_FIELDS = ("dataset", "image", "degradation", "level", "repetition")  # a view's identity
 
 RESULT_COLUMNS = [

@@ -20,6 +20,7 @@ import pandas as pd
 from benchmark.grid import Cell
 from benchmark.report.files import number_or_blank
 from benchmark.report.published import WITHIN_DB
+from benchmark.runfolder import SUSPECT_UNDER_TRIVIAL_DB
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -175,9 +176,6 @@ def agreement(table: pd.DataFrame) -> str:
     )
 
 
-UNDER_BASELINE_DB = 1.0  # the suspect rule's margin (runner.cell), here at any profile
-
-
 def under_baseline_lines(
     group: pd.DataFrame, reference: pd.DataFrame, baseline: str, label: Any
 ) -> list[str]:
@@ -185,30 +183,30 @@ def under_baseline_lines(
     baseline of its image, saying whether the authors' code at these settings is under it
     too (then the reduced profile, not this code, is why) or not (a gap of this code)."""
     ok = group[(group.status == "ok") & group.iterations.notna() & (group.output != "oracle")]
-    under = ok[ok.psnr < ok.trivial_psnr - UNDER_BASELINE_DB]
+    under = ok[ok.psnr < ok.trivial_psnr - SUSPECT_UNDER_TRIVIAL_DB]
+    if under.empty:
+        return []
+    theirs = reference[[*IDENTITY, "psnr", "seeds"]].rename(columns={"psnr": "their_psnr"})
+    under = under.assign(level=under.level.astype(float)).merge(
+        theirs.assign(level=theirs.level.astype(float)), on=IDENTITY, how="left"
+    )
     lines = []
     for r in under.itertuples():
-        theirs = reference[
-            (reference.dataset == r.dataset)
-            & (reference.image == r.image)
-            & (reference.degradation == r.degradation)
-            & np.isclose(reference.level.astype(float), float(r.level))
-            & (reference.method == r.method)
-            & (reference.output == r.output)
-        ]
         line = (
             f"- {r.image}: {label(r.method, r.output)} {r.psnr:.2f} dB is "
             f"{r.trivial_psnr - r.psnr:.2f} dB under {baseline} ({r.trivial_psnr:.2f}); "
         )
-        if theirs.empty:
+        if pd.isna(r.their_psnr):
             line += "no authors' reference for this cell."
         else:
-            value, seeds = float(theirs.psnr.iloc[0]), int(theirs.seeds.iloc[0])
-            below = value < r.trivial_psnr - UNDER_BASELINE_DB
-            line += f"the authors' code at these settings: {value:.2f} ({seeds} seeds), " + (
-                "under it too: the profile's reduction, not this code."
-                if below
-                else "not under it: a gap of this code."
+            below = r.their_psnr < r.trivial_psnr - SUSPECT_UNDER_TRIVIAL_DB
+            line += (
+                f"the authors' code at these settings: {r.their_psnr:.2f} ({int(r.seeds)} seeds), "
+                + (
+                    "under it too: the profile's reduction, not this code."
+                    if below
+                    else "not under it: a gap of this code."
+                )
             )
         lines.append(line)
     return lines

@@ -25,7 +25,13 @@ from benchmark.degradations import Observation, degrade
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
 from benchmark.provenance import code_identity
-from benchmark.runfolder import atomic_write, cells_dir, savez, write_json
+from benchmark.runfolder import (
+    SUSPECT_UNDER_TRIVIAL_DB,
+    atomic_write,
+    cells_dir,
+    savez,
+    write_json,
+)
 from benchmark.runner.claims import claimed
 from benchmark.runner.records import compute_kind, versions
 from benchmark.suites import Cell
@@ -114,9 +120,6 @@ def _succeeded(
     record["status"] = "ok"
     record["arrays"] = bool(result.curves or result.snapshots)  # <key>.npz is written
     _save_outputs(cells_dir(out) / record["key"], result)
-
-
-SUSPECT_UNDER_TRIVIAL_DB = 1.0  # the reported output under the trivial baseline (full profile)
 
 
 SUSPECT_UNDER_ORACLE_DB = 10.0  # `last` under the same fit's oracle (any profile)
