@@ -2,8 +2,8 @@
 
 Each degradation takes a clean float32 ``(H, W, C)`` image, a level and an explicit
 ``numpy.random.Generator``, and returns a :class:`Degraded`: the :class:`Observation` a method
-sees (observation, task, declared parameters, mask or factor) and the clean target it is
-scored against. Methods never see the target.
+sees (the degraded image, the forward model that made it, the declared parameters) and the
+clean target it is scored against. Methods never see the target.
 
 Levels
 ------
@@ -28,8 +28,9 @@ downsample_bicubic
     the integer factor; the observation is MATLAB's antialiased bicubic ``imresize`` of the
     target, in 8 bits: the super-resolution benchmarks' input (LapSRN's, the paper's bicubic).
 
-Each task's observation is made by its forward model (:mod:`benchmark.forward`), the same
-object that methods take as their operator: ``Observation.physics``.
+Each observation is made by its forward model (:mod:`benchmark.forward`), built once here and
+held by the observation: the same object that methods take as their operator,
+``Observation.physics``.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ import numpy as np
 from skimage.util import random_noise
 
 from benchmark.arrays import check_image, crop_to_multiple
-from benchmark.forward import BicubicDownsampling, ForwardModel, LanczosDownsampling, Masking
-from benchmark.tasks import get_task
+from benchmark.forward import (
+    BicubicDownsampling,
+    ForwardModel,
+    Identity,
+    LanczosDownsampling,
+    Masking,
+)
 
 # ImageNet-C severities 1..5 (Hendrycks & Dietterich, 2019).
 IMAGENET_C: dict[str, tuple[float, ...]] = {
@@ -63,28 +69,50 @@ class Observation:
     ----------
     y : ndarray
         The degraded image, float32 ``(h, w, C)``.
-    task : {"denoising", "inpainting", "super_resolution"}
+    physics : ForwardModel
+        The forward model that made ``y`` (:mod:`benchmark.forward`), built once by the
+        degradation: the operator a method's output passes through to be compared with ``y``.
+        It carries the task and its parameters (an inpainting mask, a super-resolution factor).
     params : dict
         The degradation's declared parameters (``kind``, ``level`` and e.g. ``sigma`` on
-        [0, 1], ``c``, ``amount``, ``factor``; ``kernel`` names a super-resolution
-        observation's downsampler, Lanczos when absent).
-    mask : ndarray or None
-        Inpainting: float32 ``(h, w, 1)``, 1 where the pixel is known.
-    factor : int or None
-        Super-resolution: the output is ``factor`` times larger than ``y``.
+        [0, 1], ``c``, ``amount``, ``factor``, ``kernel``), as a record states them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from benchmark.forward import Masking
+    >>> mask = np.ones((4, 5, 1), np.float32)
+    >>> mask[0, 0] = 0
+    >>> observation = Observation(np.full((4, 5, 3), 0.5, np.float32) * mask, Masking(mask))
+    >>> observation.task, observation.output_shape
+    ('inpainting', (4, 5, 3))
     """
 
     y: np.ndarray
-    task: str
+    physics: ForwardModel
     params: Mapping[str, Any] = field(default_factory=dict)
-    mask: np.ndarray | None = None
-    factor: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.physics, ForwardModel):
+            raise TypeError(
+                "Observation(y, physics, params): physics is the forward model that made y "
+                f"(benchmark.forward: Identity(), Masking(mask), ...), got {self.physics!r}"
+            )
 
     @property
-    def physics(self) -> ForwardModel:
-        """The task's forward model: the operator a method's output passes through to be
-        compared with ``y`` (the one that made ``y``, see :mod:`benchmark.forward`)."""
-        return get_task(self.task).forward(self)
+    def task(self) -> str:
+        """The task of the forward model (``denoising``, ``inpainting``, ...)."""
+        return self.physics.task
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """Inpainting: float32 ``(h, w, 1)``, 1 where the pixel is known; else None."""
+        return self.physics.mask
+
+    @property
+    def factor(self) -> int | None:
+        """Super-resolution: the output is ``factor`` times larger than ``y``; else None."""
+        return self.physics.factor
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -145,7 +173,7 @@ def speckle(image: np.ndarray, c: float, rng: np.random.Generator) -> Degraded:
 
 
 def _noisy(image: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> Degraded:
-    return Degraded(Observation(y.astype(np.float32), "denoising", params), image)
+    return Degraded(Observation(y.astype(np.float32), Identity(), params), image)
 
 
 def imagenet_c_level(kind: str, severity: int) -> float:
@@ -216,9 +244,9 @@ def regions_mask(
 
 
 def _masked(image: np.ndarray, mask: np.ndarray, params: dict[str, Any]) -> Degraded:
-    y = Masking(mask).observe(image)
+    physics = Masking(mask)
     params = {**params, "missing_fraction": float(1 - mask.mean())}
-    return Degraded(Observation(y, "inpainting", params, mask=mask), image)
+    return Degraded(Observation(physics.observe(image), physics, params), image)
 
 
 def bernoulli(image: np.ndarray, fraction: float, rng: np.random.Generator) -> Degraded:
@@ -268,8 +296,7 @@ def _downsampled(
         "kernel": kernel,
         "crop_multiple": multiple or factor,
     }
-    y = model.observe(target)
-    return Degraded(Observation(y, "super_resolution", params, factor=factor), target)
+    return Degraded(Observation(model.observe(target), model, params), target)
 
 
 def downsample(

@@ -42,9 +42,21 @@ def _from_batch(batch: torch.Tensor) -> np.ndarray:
 
 
 class ForwardModel(ABC):
-    """The measurement of one task: observation, operator and adjoint."""
+    """The measurement of one task: observation, operator and adjoint.
+
+    Attributes
+    ----------
+    task : str
+        The registered task it measures (:mod:`benchmark.tasks`).
+    mask : ndarray or None
+        Inpainting: the ``(H, W, 1)`` 0/1 mask (1 = known pixel); None for other tasks.
+    factor : int or None
+        Super-resolution: the integer downsampling factor; None for other tasks.
+    """
 
     task: ClassVar[str]
+    mask: np.ndarray | None = None
+    factor: int | None = None
 
     @abstractmethod
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +101,7 @@ class Masking(ForwardModel):
     task = "inpainting"
 
     def __init__(self, mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
         if mask.ndim != 3 or mask.shape[2] != 1:
             raise ValueError(f"an inpainting mask has shape (H, W, 1), got {mask.shape}")
         self.mask = mask.astype(np.float32)
@@ -251,9 +264,3 @@ class BicubicDownsampling(ForwardModel):
     def output_shape(self, observed: tuple[int, ...]) -> tuple[int, int, int]:
         h, w, c = observed
         return h * self.factor, w * self.factor, c
-
-
-SR_KERNELS: dict[str, type[LanczosDownsampling] | type[BicubicDownsampling]] = {
-    "lanczos": LanczosDownsampling,
-    "bicubic": BicubicDownsampling,
-}

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark.degradations import Observation
+from benchmark.forward import Identity, LanczosDownsampling, Masking
 from benchmark.score_files import ImageFileError, read_for_scoring
 
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -138,18 +139,16 @@ def observation_for(
     """
     if task == "denoising":
         params = {} if sigma is None else {"kind": "gaussian", "sigma": sigma / 255}
-        return Observation(pixels, task, params)
+        return Observation(pixels, Identity(), params)
     if task == "inpainting":
         if mask is None:
             raise ValueError("inpainting needs a mask (--mask FILE, white = known)")
-        return Observation(pixels * mask, task, {"kind": "mask"}, mask=mask)
+        return Observation(pixels * mask, Masking(mask), {"kind": "mask"})
     if task == "super_resolution":
         if not factor or factor < 2:
             raise ValueError("super-resolution needs a factor of at least 2 (--factor N)")
-        return Observation(
-            pixels, task, {"kind": "downsample", "factor": factor, "kernel": "lanczos"},
-            factor=factor,
-        )  # fmt: skip
+        params = {"kind": "downsample", "factor": factor, "kernel": "lanczos"}
+        return Observation(pixels, LanczosDownsampling(factor), params)
     raise ValueError(f"unknown task {task!r}; tasks: denoising, inpainting, super_resolution")
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from benchmark.degradations import Observation, gaussian
 from benchmark.methods.fit import (
     FitConfig,
-    Loop,
+    FitState,
     cpu_convolution_backend,
     device_settings,
     fit_many,
@@ -180,9 +180,9 @@ def our_runs(
     """Our bare step, and our whole loop: trackers, curves, check points with their host
     reads and checkpoint copies (the fit's one-time set-up is left out of both)."""
     bare_net, loop_net = fresh_networks(setup, 2)
-    bare = Loop([bare_net], [observation], setup.fit, [0], device, [clean])
+    bare = FitState([bare_net], [observation], setup.fit, [0], device, [clean])
     bare.track = False
-    whole = Loop([loop_net], [observation], setup.fit, [0], device, [clean])
+    whole = FitState([loop_net], [observation], setup.fit, [0], device, [clean])
     state = {"bare": 0, "whole": 0}
 
     def run_bare(steps: int) -> None:

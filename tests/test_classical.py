@@ -115,19 +115,19 @@ def test_registry_names_and_errors() -> None:
 
 def test_bad_input_gives_clear_errors(crop: np.ndarray) -> None:
     noisy = deg.gaussian(crop, 25, np.random.default_rng(0)).observation
-    broken = deg.Observation(noisy.y * np.nan, "denoising", noisy.params)
+    broken = deg.Observation(noisy.y * np.nan, noisy.physics, noisy.params)
     with pytest.raises(ValueError, match="NaN"):
         restore("nlm", broken)
-    flat = deg.Observation(noisy.y[..., 0], "denoising", noisy.params)
+    flat = deg.Observation(noisy.y[..., 0], noisy.physics, noisy.params)
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
         restore("tv", flat)
-    bright = deg.Observation(noisy.y + 2, "denoising", noisy.params)
+    bright = deg.Observation(noisy.y + 2, noisy.physics, noisy.params)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         restore("median", bright)
     with pytest.raises(ValueError, match="solves inpainting, not denoising"):
         restore("telea", noisy)
-    with pytest.raises(ValueError, match="needs a mask"):
-        restore("telea", deg.Observation(noisy.y, "inpainting", {}))
+    with pytest.raises(TypeError, match="physics is the forward model that made y"):
+        deg.Observation(noisy.y, "inpainting", {})  # type: ignore[arg-type]
     if crop.shape[2] == 1:
         with pytest.raises(ValueError, match="needs a color image"):
             restore("cbm3d", noisy)

@@ -112,3 +112,81 @@ def test_the_report_reads_a_run_folder_without_torch() -> None:
     through) loads neither torch nor a method."""
     code = "import benchmark.report, benchmark.runfolder"
     assert _loaded_after(code, "m == 'torch' or m.startswith('benchmark.methods')") == []
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The package's modules that ``path`` imports anywhere (function bodies too), each
+    ``from X import y`` counted as ``X.y`` when that is a module, else ``X``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {m for m in found if m in known and m != name}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    paths = _sources(PACKAGE)
+    known = {_module_name(p) for p in paths}
+    return {_module_name(p): _imported_modules(p, known) for p in paths}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected part of ``graph`` that has one (a package's
+    ``__init__`` importing its own modules is not an edge back from them: a module does not
+    import its package by being in it)."""
+    cycles, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state[nxt] == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif state[nxt] == 0:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if state[node] == 0:
+            visit(node, [node])
+    return cycles
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    """No module imports, even inside a function, a module that imports it back: the data
+    flow goes one way (images -> forward -> degradations -> methods -> runner -> report)."""
+    graph = _import_graph()
+    assert len(graph) > 40 and graph["benchmark.degradations"]  # the finder finds edges
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+def test_the_runner_needs_no_network_internals() -> None:
+    """The runner asks a method's declared contract (``methods.contract``), never DIP's and
+    the Deep Decoder's presets, fitting loop or networks."""
+    internals = ("benchmark.methods.priors", "benchmark.methods.fit", "benchmark.methods.networks")
+    graph = _import_graph()
+    found = {
+        f"{module} imports {imported}"
+        for module, imports in graph.items()
+        if module.startswith("benchmark.runner")
+        for imported in imports
+        if imported.startswith(internals)
+    }
+    assert found == set()

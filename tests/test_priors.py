@@ -163,7 +163,7 @@ def test_inpainting_loss_ignores_the_missing_pixels() -> None:
     missing = obs.mask[..., 0] == 0
     scribbled = obs.y.copy()
     scribbled[missing] = np.random.default_rng(1).random(scribbled[missing].shape)
-    other = deg.Observation(scribbled, obs.task, obs.params, mask=obs.mask)
+    other = deg.Observation(scribbled, obs.physics, obs.params)
     options = {"fit_options": {"iterations": 6, "check_every": 3}, "device": "cpu"}
     a = run("dip", obs, seed=3, **options)
     b = run("dip", other, seed=3, **options)
@@ -200,12 +200,12 @@ def test_es_wmv_finds_the_variance_minimum_and_stops_after_the_patience() -> Non
         if it >= cfg.es_window:  # the running sums equal the brute-force window variance
             window = torch.cat(outputs[-cfg.es_window :])
             brute = (window - window.mean(0)).square().mean()
-            assert float(trackers.current_var) == pytest.approx(float(brute), rel=1e-4, abs=1e-9)
-    es_it = int(trackers.es_it)
+            assert float(trackers.es.current_var) == pytest.approx(float(brute), rel=1e-4, abs=1e-9)
+    es_it = int(trackers.es.iteration)
     assert abs(es_it - turn) <= cfg.es_window
-    assert bool(trackers.es_stopped)
-    assert int(trackers.es_stop_it) == es_it + cfg.es_patience
-    torch.testing.assert_close(trackers.es_out, outputs[es_it - 1])
+    assert bool(trackers.es.stopped)
+    assert int(trackers.es.stop_iteration) == es_it + cfg.es_patience
+    torch.testing.assert_close(trackers.es.image, outputs[es_it - 1])
 
 
 # --- backtracking and NaN -------------------------------------------------------------------
@@ -324,14 +324,14 @@ def test_best_loss_keeps_the_output_of_the_weights_after_the_best_step() -> None
     for it, loss in enumerate(losses, start=1):
         trackers.update(it, base + it, torch.tensor([loss]))
     trackers.finish(5, base + 100, base + 200)
-    assert int(trackers.best_loss_it) == 3 and float(trackers.best_loss) == 0.5
-    torch.testing.assert_close(trackers.best_loss_out, base + 4)  # the output after step 3
+    assert int(trackers.best_loss.iteration) == 3 and float(trackers.best_loss.loss) == 0.5
+    torch.testing.assert_close(trackers.best_loss.image, base + 4)  # the output after step 3
     trackers = Trackers(cfg, base, None)
     for it, loss in enumerate([1.0, 0.9], start=1):
         trackers.update(it, base + it, torch.tensor([loss]))
     trackers.finish(2, base + 100, base + 200)
     # The final weights' output at the clean input, where the DD code evaluates its best net.
-    torch.testing.assert_close(trackers.best_loss_out, base + 200)
+    torch.testing.assert_close(trackers.best_loss.image, base + 200)
 
 
 def test_a_transient_nan_is_survived_and_a_persistent_one_fails() -> None:

@@ -70,6 +70,7 @@ def user_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (tmp_path / "my_methods.py").write_text(USER_METHOD.format(weight=1.0))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_methods", None)  # another test's module of that name
     yield tmp_path
     sys.modules.pop("my_methods", None)
 

@@ -22,9 +22,11 @@ from benchmark import images, runner
 from benchmark.cli import main
 from benchmark.degradations import DEGRADATIONS, Degraded, Observation, register_degradation
 from benchmark.forward import ForwardModel
-from benchmark.methods import METHODS, register
+from benchmark.methods import METHODS, get_method, register
+from benchmark.methods.contract import NetworkMethod
 from benchmark.methods.priors import run_prior
 from benchmark.metrics import psnr
+from benchmark.runner import estimate
 from benchmark.runner.cell import prepare, run_cells
 from benchmark.runner.executors import EXECUTORS, register_executor
 from benchmark.suites import load_suite
@@ -159,6 +161,13 @@ def tiny_decoder(observation: Observation, *, seed: int = 0, **options: Any) -> 
     )
 
 
+class TinyNetwork(NetworkMethod):
+    """The recipe's contract with the runner: 60 steps a cell, each cell fitted alone."""
+
+    def iterations(self, task: str, factor: int | None, **options: Any) -> int:
+        return 60
+
+
 @pytest.fixture
 def network_method() -> Iterator[str]:
     register(
@@ -167,7 +176,7 @@ def network_method() -> Iterator[str]:
         description="a 16-channel Deep Decoder (recipe)",
         label="Tiny decoder",
         outputs=("last", "ema", "es", "best_loss", "oracle"),
-        fits_network=True,
+        network=TinyNetwork(),
     )(tiny_decoder)
     yield "tiny_decoder"
     METHODS.pop("tiny_decoder")
@@ -176,13 +185,16 @@ def network_method() -> Iterator[str]:
 def test_recipe_a_network_method_declares_what_it_is(
     mirror: Path, tmp_path: Path, network_method: str
 ) -> None:
-    """``fits_network=True``: the runner gives it the device, a progress callback and the
-    clean image for its curves and oracle, keys its cells by device and threads, holds it
-    against the task's trivial baseline, and the report draws its curves, as for DIP."""
+    """``network=`` its contract (``methods.contract.NetworkMethod``): the runner plans its
+    steps from it, gives it the device, a progress callback and the clean image for its
+    curves and oracle, keys its cells by device and threads, holds it against the task's
+    trivial baseline, and the report draws its curves, as for DIP."""
     suite_file = _suite(
         tmp_path, f"[methods.tiny]\nmethod = {network_method!r}\n", images='["kodim01"]'
     )
     suite = load_suite(str(suite_file), "full")
+    assert list(estimate.plan(suite.cells(), "cpu").values()) == [60]
+    assert get_method(network_method).fits_network and get_method(network_method).needs_device
     out = tmp_path / "run"
     table, records = runner.run_suite(suite, out, device="cpu", jobs=1, show_progress=False)
     (record,) = records
@@ -221,7 +233,7 @@ def dim(image: np.ndarray, level: float, rng: np.random.Generator) -> Degraded:
     gain = level / 100
     y = Dimming(gain).observe(image) + rng.normal(0, 0.01, image.shape).astype(np.float32)
     params = {"kind": "dim", "level": level, "gain": gain, "sigma": 0.01}
-    return Degraded(Observation(np.clip(y, 0, 1), "dimming", params), image)
+    return Degraded(Observation(np.clip(y, 0, 1), Dimming(gain), params), image)
 
 
 def undim(observation: Observation, *, seed: int = 0) -> np.ndarray:
@@ -231,9 +243,7 @@ def undim(observation: Observation, *, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture
 def dimming_task() -> Iterator[str]:
-    register_task(
-        Task("dimming", "an image behind a gray filter", lambda o: Dimming(o.params["gain"]))
-    )
+    register_task(Task("dimming", "an image behind a gray filter"))
     register_degradation("dim")(dim)
     register("undim", tasks=("dimming",), description="inverse filter (recipe)")(undim)
     register(

@@ -35,7 +35,7 @@ def seconds(value: str) -> float:
 
 def device(value: str) -> str:
     """An argparse type: a device that exists here, checked before any work starts."""
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     try:
         resolve_device(value)

@@ -35,7 +35,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     info = _check_method(args)
     options: dict[str, Any] = {}
     settings: dict[str, Any] = {}
-    if info.fits_network:
+    if info.network is not None:  # DIP, the Deep Decoder: a preset and its fit
         fit_options: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
         if args.task == "denoising" and args.output in (None, "es"):
             # ES-WMV's output is frozen once it detects: the steps after it change nothing kept
@@ -44,7 +44,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 # ES-WMV's window and patience measure how fast the output moves, not the
                 # budget: kept at the preset's, so a short fit falls back on the EMA rather
                 # than "detecting" in its first steps
-                _, preset_fit = info.setting(args.task, observation.factor, preset=args.preset)
+                _, preset_fit = info.network.setting(
+                    args.task, observation.factor, preset=args.preset
+                )
                 fit_options["es_window"] = preset_fit.es_window
                 fit_options["es_patience"] = preset_fit.es_patience
         options = {"preset": args.preset, "fit_options": fit_options, "device": args.device}
@@ -152,13 +154,13 @@ def _needs_sigma() -> set[str]:
 def _network_plan(args: argparse.Namespace, info: Any, observation: Any) -> dict[str, Any]:
     """Say what the fit will be (preset, steps, size, device, the memory it needs) before it
     starts; returns the settings for the sidecar."""
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
     from benchmark.methods.fit.devices import available_memory, fit_memory
     from benchmark.methods.networks import padded_size
     from benchmark.methods.priors import build_network
 
     fit_options = {"iterations": args.iterations} if args.iterations else {}
-    network, cfg = info.setting(
+    network, cfg = info.network.setting(
         args.task, observation.factor, preset=args.preset, fit_options=fit_options
     )
     import torch

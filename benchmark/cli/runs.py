@@ -66,7 +66,7 @@ def _default_profile(args: argparse.Namespace) -> str:
     """``--profile`` when given, else full on a CUDA GPU and quick elsewhere (said once)."""
     if args.profile:
         return args.profile
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     device = resolve_device(args.device)
     profile = "full" if device.type == "cuda" else "quick"
@@ -193,7 +193,7 @@ def _print_suspects(lines: list[str]) -> list[str]:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run every suite (the paper protocol on a CUDA GPU, else quick), report, index."""
     from benchmark import images, runner
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
     from benchmark.suites import SuiteError, load_suite, packaged_suites
 
     device = resolve_device(args.device)
@@ -270,7 +270,7 @@ def _print_estimates(
     """A table of each suite's rough time: the quick run that starts now and the full one
     here, and the full one on one H100 (modelled from the steps measured there)."""
     from benchmark import runner
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
     from benchmark.runner.estimate import estimate, h100_model, scaled_from_one_size
     from benchmark.suites import load_suite
 

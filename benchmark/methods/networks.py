@@ -1,6 +1,9 @@
 """The untrained networks: DIP's "skip" hourglass (and its plain variant) and the Deep Decoder.
 
-Both are written from the papers' descriptions (see DESIGN.md section 5). Weights are
+Both are written from the papers' descriptions (the architectures of DIP's supplementary
+material and of the Deep Decoder's Section 2; docs/design.md lists where the suites follow the
+authors' code instead). Each is a :class:`FittedNetwork`: what the fitting loop needs to
+know of a network is declared there, not read from ad-hoc attributes. Weights are
 initialised from an explicit ``torch.Generator`` with PyTorch's default schemes, so a network
 is a pure function of its seed: no global random state is read or changed.
 """
@@ -19,6 +22,37 @@ ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
     "elu": lambda: nn.ELU(inplace=True),
 }
+
+
+class FittedNetwork(nn.Module):
+    """A network fitted to one image from a fixed input ``z``: what the fitting loop and
+    :func:`~benchmark.methods.stacking.stack_networks` need to know of it.
+
+    Attributes
+    ----------
+    input_channels : int
+        The channels of ``z``.
+    input_downscale : int
+        ``z`` is this many times smaller than the output on each side.
+    multiple, minimum : int
+        The output is made at the image size padded to a multiple of ``multiple``, at least
+        ``minimum`` (:func:`padded_size`), and cropped back.
+    groups : int
+        Networks side by side in the channels (1; ``stack_networks`` sets it).
+    """
+
+    input_channels: int
+    input_downscale: int = 1
+    multiple: int = 1
+    minimum: int = 1
+    groups: int = 1
+
+
+class ChannelJoin(nn.Module):
+    """A module that concatenates feature maps along the channels: stacked side by side,
+    it must join each network's channels with its own (``groups``, see :func:`cat_channels`)."""
+
+    groups: int = 1
 
 
 def _activation(name: str) -> nn.Module:
@@ -80,7 +114,7 @@ class SkipConfig:
     need_1x1_up: bool = True
 
 
-class _Scale(nn.Module):
+class _Scale(ChannelJoin):
     """One level of the hourglass: skip branch and down branch, joined on the way up."""
 
     def __init__(
@@ -125,7 +159,6 @@ class _Scale(nn.Module):
         if cfg.need_1x1_up:
             up_layers += [_conv(up, up, 1, pad=cfg.pad), nn.BatchNorm2d(up), _activation(act)]
         self.up = nn.Sequential(*up_layers)
-        self.groups = 1  # networks side by side in the channels: see stack_networks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         deep = self.down(x)
@@ -137,7 +170,7 @@ class _Scale(nn.Module):
         return self.up(cat_channels([self.skip(x), deep], self.groups))
 
 
-class SkipNet(nn.Module):
+class SkipNet(FittedNetwork):
     """DIP's encoder-decoder with skip connections ("skip"); no skip channels = the hourglass.
 
     The input's height and width must be multiples of ``2 ** scales`` and the deepest feature
@@ -159,7 +192,6 @@ class SkipNet(nn.Module):
         self.body = deeper
         self.head = nn.Sequential(_conv(up[0], cfg.output_channels, 1, pad=cfg.pad), nn.Sigmoid())
         self.cfg = cfg
-        # What the fitting loop needs to know of a network:
         self.input_channels = cfg.input_channels
         self.input_downscale = 1  # z has the output's size
         self.multiple = 2**n  # output sides must be multiples of this
@@ -179,7 +211,7 @@ class DecoderConfig:
     upsample: str = "bilinear"
 
 
-class DeepDecoder(nn.Module):
+class DeepDecoder(FittedNetwork):
     """``layers`` blocks of [1x1 conv (no bias), x2 upsampling (not after the last), ReLU,
     BatchNorm], then a 1x1 conv (no bias) to the output channels and a sigmoid.
 

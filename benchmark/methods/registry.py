@@ -19,7 +19,8 @@ import numpy as np
 
 from benchmark.arrays import check_image, check_mask
 from benchmark.degradations import Observation
-from benchmark.tasks import TASKS, get_task
+from benchmark.methods.contract import NetworkMethod
+from benchmark.tasks import TASKS
 
 MethodFunction = Callable[..., np.ndarray]
 
@@ -44,13 +45,10 @@ class MethodInfo:
     needs_device : bool
         It takes ``device``; its numbers depend on the device type and, on the CPU, on the
         number of threads, which are then part of its cells' keys (default: ``fits_network``).
-    fit_many : callable or None
-        ``fit_many(method, observations, *, seeds, device, monitor_references, progress,
-        **options) -> list`` fits several observations of one shape together (each cell's
-        result equal to its lone fit); None: one cell at a time.
-    setting : callable or None
-        ``setting(task, factor, **options) -> (network table, FitConfig)``: what a cell of a
-        network method will fit, for estimates and batch sizes without running it.
+    network : NetworkMethod or None
+        Its contract with the runner as a network method (:mod:`benchmark.methods.contract`):
+        steps per cell, batching, one step's cost, fitting cells together. Implies
+        ``fits_network``. None: the runner runs its cells one at a time, timed whole.
     check_options : callable or None
         ``check_options(task, factor, **options)`` raises ``KeyError``/``TypeError``/
         ``ValueError`` on options the method would refuse, when a suite loads; None: the
@@ -72,8 +70,7 @@ class MethodInfo:
     outputs: tuple[str, ...] = ("out",)
     fits_network: bool = False
     needs_device: bool | None = None
-    fit_many: Callable[..., list[Any]] | None = None
-    setting: Callable[..., tuple[dict[str, Any], Any]] | None = None
+    network: NetworkMethod | None = None
     check_options: Callable[..., None] | None = None
     any_options: bool = False
     channels: tuple[int, ...] = ()
@@ -81,13 +78,10 @@ class MethodInfo:
     def __post_init__(self) -> None:
         if not self.label:
             object.__setattr__(self, "label", self.name)
+        if self.network is not None:
+            object.__setattr__(self, "fits_network", True)
         if self.needs_device is None:
             object.__setattr__(self, "needs_device", self.fits_network)
-
-    @property
-    def supports_batch(self) -> bool:
-        """Whether cells of one shape can be fitted together (see ``fit_many``)."""
-        return self.fit_many is not None
 
 
 @dataclass
@@ -197,7 +191,6 @@ def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -
         raise ValueError(f"method {name!r} solves {', '.join(info.tasks)}, not {observation.task}")
     # unclipped noise (gaussian with clip = false) leaves [0, 1]: finite is what matters
     check_image(observation.y, "observation", unit_range=observation.params.get("clip", True))
-    get_task(observation.task).forward(observation)  # raises if a mask or factor is missing
     if observation.mask is not None:
         check_mask(observation.mask, observation.y.shape)
     result = info.function(observation, seed=seed, **options)

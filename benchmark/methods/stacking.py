@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark.methods.networks import ChannelJoin, FittedNetwork
 
-def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Module:
+
+def stack_networks(nets: Sequence[FittedNetwork], *, exact: bool = True) -> FittedNetwork:
     """One network that computes ``len(nets)`` networks of the same architecture at once.
 
     Network ``g`` owns channels ``[g * C, (g + 1) * C)`` of every feature map: convolutions
@@ -52,7 +54,7 @@ def stack_networks(nets: Sequence[nn.Module], *, exact: bool = True) -> nn.Modul
             stacked.set_submodule(name, StackedActivation(module, groups, exact=exact))
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm3d, nn.Linear, nn.GroupNorm)):
             raise TypeError(f"stack_networks cannot stack {type(module).__name__} ({name})")
-        elif hasattr(module, "groups"):
+        elif isinstance(module, ChannelJoin):
             module.groups = groups
     stacked.input_channels = nets[0].input_channels * groups
     stacked.groups = groups

@@ -1,10 +1,10 @@
 """One cell, or a few fitted together: observe, restore, score, record.
 
 A cell's observation and target come from its seed alone (:func:`prepare`). The method runs
-through the registry (``methods.run``, or the method's ``fit_many`` for cells fitted
-together), each requested output is scored under the suite's protocol, and the record is
-written with the cell's output image and its curves and snapshots. A failed cell is recorded
-with its error.
+through the registry (``methods.run``, or its network contract's ``fit_together`` for cells
+fitted together, :mod:`benchmark.methods.contract`), each requested output is scored under
+the suite's protocol, and the record is written with the cell's output image and its curves
+and snapshots. A failed cell is recorded with its error.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def run_cell(
     the number of threads changes a network's numbers in the last bits, and DIP's chaotic
     training amplifies them). Returns the record that was written.
     """
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     info = get_method(cell.method)
     dev = resolve_device(device) if info.needs_device else None
@@ -213,10 +213,10 @@ def _compute_cells(
     threads: int,
     progress: Callable[[int, int], None] | None,
 ) -> list[dict[str, Any]]:
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     info = get_method(cells[0].method)
-    if len(cells) == 1 or info.fit_many is None:
+    if len(cells) == 1 or info.network is None:
         return [
             run_cell(cell, out, device, revision=revision, threads=threads, progress=progress)
             for cell in cells
@@ -238,8 +238,7 @@ def _compute_cells(
     for group in ready.values():
         started = time.perf_counter()
         try:
-            results: list[Any] = info.fit_many(
-                info.name,
+            results: list[Any] = info.network.fit_together(
                 [observation for _, _, observation, _ in group],
                 seeds=[cell.method_seed for cell, _, _, _ in group],
                 device=dev,
@@ -292,7 +291,7 @@ def fail_unit(
     unit: list[Cell], out: Path, device: str, revision: str, threads: int, cause: str
 ) -> list[dict[str, Any]]:
     """Failed records for the cells of a unit whose worker died (``cause`` says how)."""
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     records = []
     for cell in unit:

@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmark.degradations import degrade
 from benchmark.grid import Cell
-from benchmark.runner.planning import batches, cell_size, network_setting, registry_sizes
+from benchmark.runner.planning import batches, cell_size, network_iterations, registry_sizes
 
 Clock = Callable[[], float]
 
@@ -87,11 +87,9 @@ def units(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list
     for unit in batches(cells, device, batch):
         first = unit[0]
         h, w = cell_size(first, sizes)
-        setting = network_setting(first)
-        shape = Shape(
-            _signature(first, h, w, len(unit), setting is not None), first, h, w, len(unit)
-        )
-        planned.append((shape, setting[1].iterations if setting is not None else 1))
+        steps = network_iterations(first)
+        shape = Shape(_signature(first, h, w, len(unit), steps is not None), first, h, w, len(unit))
+        planned.append((shape, steps if steps is not None else 1))
     return planned
 
 
@@ -143,42 +141,23 @@ def measure_step(
     min_seconds: float = 0.5,
     clock: Clock = time.perf_counter,
 ) -> float:
-    """Seconds of one step of a unit of this shape: ``warmup`` steps, then timed steps until
-    ``min_seconds`` have passed or ``steps`` were taken (one 8-second step at 512x512 on a
-    CPU is measure enough; a 5 ms one on a GPU is not)."""
-    import torch
+    """Seconds of one step of a unit of this shape, measured by the method's network contract
+    (``NetworkMethod.measure_step``) on synthetic observations: ``warmup`` steps, then timed
+    steps until ``min_seconds`` have passed or ``steps`` were taken. A contract that cannot
+    time one step has a whole cell timed and divided by its steps."""
+    from benchmark.methods import get_method
 
-    from benchmark.methods.fit import Loop, device_settings, resolve_device, step_gflop, train
-    from benchmark.methods.priors import build_network
-
-    setting = network_setting(shape.cell)
-    assert setting is not None, "measure_step is for network cells"
-    network, cfg = setting
-    cfg = replace(cfg, iterations=warmup + steps, snapshots=(), check_every=warmup + steps)
+    network = get_method(shape.cell.method).network
+    assert network is not None, "measure_step is for network cells"
     observations, targets = synthetic_observations(shape, shape.batch)
-    channels = observations[0].y.shape[2]
-    nets = [
-        build_network(network, channels, torch.Generator().manual_seed(s))
-        for s in range(shape.batch)
-    ]
-    dev = resolve_device(device)
-    gflop = step_gflop(nets[0], observations[0]) if dev.type == "cpu" else 0.0
-    with device_settings(dev, cfg, gflop):
-        try:
-            loop = Loop(nets, observations, cfg, list(range(shape.batch)), dev, targets)
-        except MemoryError:  # refused before any work: its cells fail at once, with the reason
-            return 0.0
-        train(loop, None, range(1, warmup + 1))
-        _synchronize(dev)
-        started, done, elapsed = clock(), 0, 0.0
-        while done < steps:
-            it = warmup + done + 1
-            train(loop, None, range(it, it + 1))
-            _synchronize(dev)
-            done, elapsed = done + 1, clock() - started
-            if elapsed >= min_seconds:
-                break
-        return elapsed / done
+    try:
+        return network.measure_step(
+            observations, targets, device, steps=steps, warmup=warmup,
+            min_seconds=min_seconds, clock=clock, **shape.cell.method_options,
+        )  # fmt: skip
+    except NotImplementedError:
+        cell_seconds = measure_cell(replace(shape, batch=1), device, clock=clock)
+        return shape.batch * cell_seconds / max(1, network_iterations(shape.cell) or 1)
 
 
 CELL_SIDE = 128  # classical cells are timed at most this large, then scaled by pixels
@@ -208,16 +187,9 @@ def measure_cell(shape: Shape, device: str, *, clock: Clock = time.perf_counter)
 
 
 def _device_type(device: str) -> str:
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     return resolve_device(device).type
-
-
-def _synchronize(dev: Any) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def estimate(
@@ -259,7 +231,7 @@ def estimate(
 
 
 def _is_network(shape: Shape) -> bool:
-    return network_setting(shape.cell) is not None
+    return network_iterations(shape.cell) is not None
 
 
 ROUGH_SIDE = 128

@@ -77,38 +77,49 @@ def stale_summary(found: Sequence[tuple[Cell, list[str]]], reused: bool) -> str:
 def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -> int:
     """How many cells of this size ``--batch auto`` fits together.
 
-    On the CPU, 16 when a step is small enough for native convolutions (at most
-    ``NATIVE_CONV_GFLOP``: CIFAR-10's 32x32 with DIP of 16-32 channels gains 2.5-3x, bit for
-    bit), else 1 (measured: larger steps keep both cores busy alone, and batching them was
-    slower); on a GPU, up to about a million pixels per batch (16 cells of 256x256, 64 of
+    On the CPU, what the method's network contract says (``NetworkMethod.cpu_batch``: DIP and
+    the Deep Decoder fit 16 together when a step is small enough for native convolutions,
+    else 1); on a GPU, up to about a million pixels per batch (16 cells of 256x256, 64 of
     32x32), a guess for a 16 GB card: ``dipbench speed --device cuda --batch B`` measures it.
     """
-    import torch
-
-    from benchmark.methods.fit import cpu_convolution_backend, resolve_device, step_gflop_at
-    from benchmark.methods.priors import build_network
+    from benchmark.device import resolve_device
 
     kind = resolve_device(device).type
     if kind == "cpu":
-        setting = None if cell is None else network_setting(cell)
-        if setting is None:
+        network = None if cell is None else get_method(cell.method).network
+        if cell is None or network is None:
             return 1
-        network, cfg = setting
-        net = build_network(network, 3, torch.Generator())
-        return (
-            16 if cpu_convolution_backend(cfg, step_gflop_at(net, height, width)) == "native" else 1
-        )
+        factor = get_task(cell.task).factor(cell.level)
+        return network.cpu_batch(cell.task, factor, height, width, **cell.method_options)
     if kind == "cuda":
         return max(1, min(64, 2**20 // (height * width)))
     return 1
 
 
-def network_setting(cell: Cell) -> tuple[dict[str, Any], Any] | None:
-    """A network cell's network table and FitConfig (None: its method declares no setting)."""
-    info = get_method(cell.method)
-    if info.setting is None:
+def network_iterations(cell: Cell) -> int | None:
+    """The steps a network cell fits (None: its method declares no network contract)."""
+    network = get_method(cell.method).network
+    if network is None:
         return None
-    return info.setting(cell.task, get_task(cell.task).factor(cell.level), **cell.method_options)
+    factor = get_task(cell.task).factor(cell.level)
+    return network.iterations(cell.task, factor, **cell.method_options)
+
+
+def network_setting(cell: Cell) -> tuple[dict[str, Any], Any] | None:
+    """A network cell's network table and fit settings, as its contract states them (None:
+    its method declares no network contract)."""
+    network = get_method(cell.method).network
+    if network is None:
+        return None
+    factor = get_task(cell.task).factor(cell.level)
+    return network.setting(cell.task, factor, **cell.method_options)
+
+
+def can_batch(cell: Cell) -> bool:
+    """Whether the cell's method may fit it together with others of its shape."""
+    network = get_method(cell.method).network
+    factor = get_task(cell.task).factor(cell.level)
+    return network is not None and network.can_batch(cell.task, factor, **cell.method_options)
 
 
 def registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
@@ -138,9 +149,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
     units: list[list[Cell]] = []
     for cell in cells:
         options = cell.method_options
-        if not get_method(cell.method).supports_batch or options.get("fit_options", {}).get(
-            "stop_early"
-        ):
+        if not can_batch(cell):
             units.append([cell])
             continue
         h, w = cell_size(cell, sizes)
@@ -169,7 +178,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
 
 def default_jobs(device: str) -> int:
     """One worker per CPU core on the CPU, one per GPU on CUDA, else one."""
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     kind = resolve_device(device).type
     if kind == "cpu":

@@ -150,7 +150,7 @@ def compute_kind(cell: Cell, device: str, threads: int) -> str:
     (networks), the device type, and on the CPU its number of threads."""
     if not get_method(cell.method).needs_device:
         return "cpu"
-    from benchmark.methods.fit import resolve_device
+    from benchmark.device import resolve_device
 
     kind = resolve_device(device).type
     return f"cpu-{threads}threads" if kind == "cpu" and threads != 1 else kind

@@ -35,20 +35,15 @@ CELL_TIMEOUT = {"ci": 600.0, "quick": 3 * 3600.0, "full": 24 * 3600.0}
 
 
 def runs_in_a_worker(cell: Cell) -> bool:
-    """Whether a fresh worker process knows everything ``cell`` names: its method,
-    degradation and task come from this package or from the user module the suite names
-    (``module:function``). A method, task or degradation registered at run time in this
-    process only (a notebook, a test) can run in this process alone."""
+    """Whether a fresh worker process knows everything ``cell`` names: its method and its
+    degradation (which builds the task's forward model) come from this package or from the
+    user module the suite names (``module:function``). A method or degradation registered at
+    run time in this process only (a notebook, a test) can run in this process alone."""
     from benchmark.degradations import DEGRADATIONS
     from benchmark.methods import get_method
-    from benchmark.tasks import get_task
 
     user_module = cell.method.partition(":")[0] if ":" in cell.method else None
-    parts = (
-        get_method(cell.method).function,
-        DEGRADATIONS.get(cell.degradation),
-        get_task(cell.task).forward,
-    )
+    parts = (get_method(cell.method).function, DEGRADATIONS.get(cell.degradation))
     modules = [getattr(part, "__module__", "") or "" for part in parts]
     return all(m.startswith("benchmark.") or m == user_module for m in modules)
 

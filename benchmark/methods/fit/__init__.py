@@ -42,6 +42,7 @@ outputs, so its result equals the one-at-a-time result: bit for bit on the CPU, 
 rounding on CUDA.
 """
 
+from benchmark.device import resolve_device
 from benchmark.methods.fit.config import (
     BEST_LOSS_MARGIN,
     CURVE_COLUMNS,
@@ -53,13 +54,13 @@ from benchmark.methods.fit.config import (
 from benchmark.methods.fit.devices import (
     cpu_convolution_backend,
     device_settings,
-    resolve_device,
     step_gflop,
     step_gflop_at,
     to_numpy,
     to_tensor,
 )
-from benchmark.methods.fit.loop import Loop, fit, fit_many, make_input, train
+from benchmark.methods.fit.loop import FitState, Trained, fit, fit_many, make_input, train
+from benchmark.methods.fit.timing import time_steps
 
 __all__ = [
     "BEST_LOSS_MARGIN",
@@ -68,7 +69,7 @@ __all__ = [
     "NATIVE_CONV_GFLOP",
     "FitConfig",
     "FitError",
-    "Loop",
+    "FitState",
     "cpu_convolution_backend",
     "device_settings",
     "fit",
@@ -77,7 +78,9 @@ __all__ = [
     "resolve_device",
     "step_gflop",
     "step_gflop_at",
+    "time_steps",
     "to_numpy",
     "to_tensor",
+    "Trained",
     "train",
 ]

@@ -1,5 +1,5 @@
-"""Devices: which one, how tensors move to and from it, how much a step costs, and which
-convolution kernels a fit uses there."""
+"""Devices (chosen by :func:`benchmark.device.resolve_device`): how tensors move to and from
+them, how much a step costs, and which convolution kernels a fit uses there."""
 
 from __future__ import annotations
 
@@ -19,28 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.degradations import Observation
 from benchmark.methods.fit.config import NATIVE_CONV_GFLOP, FitConfig
-from benchmark.methods.networks import padded_size
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
-    if str(device) != "auto":
-        chosen = torch.device(device)
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here")
-        if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r} requested but there are {torch.cuda.device_count()} GPU(s)"
-            )
-        mps = getattr(torch.backends, "mps", None)
-        if chosen.type == "mps" and not (mps and mps.is_available()):
-            raise ValueError(f"device {device!r} requested but MPS is not available here")
-        return chosen
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+from benchmark.methods.networks import FittedNetwork, padded_size
 
 
 def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -53,7 +32,7 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor[0].detach().float().cpu().numpy().transpose(1, 2, 0).copy()
 
 
-def step_gflop(net: nn.Module, observation: Observation) -> float:
+def step_gflop(net: FittedNetwork, observation: Observation) -> float:
     """GFLOP of one forward and backward pass of ``net`` for this observation.
 
     Counted on a copy on the meta device (nothing is computed or allocated): the forward
@@ -62,12 +41,12 @@ def step_gflop(net: nn.Module, observation: Observation) -> float:
     return step_gflop_at(net, *observation.output_shape[:2])
 
 
-def step_gflop_at(net: nn.Module, h: int, w: int) -> float:
+def step_gflop_at(net: FittedNetwork, h: int, w: int) -> float:
     """:func:`step_gflop` for an ``h`` x ``w`` output."""
     return 3 * _on_meta(net, h, w, _count_flops) / 1e9
 
 
-def _on_meta(net: nn.Module, h: int, w: int, count: Callable[[nn.Module, tuple], int]) -> int:
+def _on_meta(net: FittedNetwork, h: int, w: int, count: Callable[[nn.Module, tuple], int]) -> int:
     """``count(meta_copy, input_shape)`` for ``net`` at an ``h`` x ``w`` output, on a copy
     on the meta device (nothing is computed or allocated)."""
     ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
@@ -77,7 +56,7 @@ def _on_meta(net: nn.Module, h: int, w: int, count: Callable[[nn.Module, tuple],
         hash(cfg)
     except TypeError:
         cfg = None
-    if cfg is not None and getattr(net, "groups", 1) == 1:
+    if cfg is not None and net.groups == 1:
         # Counting takes 0.1-0.2 s, as much as ten steps of a CIFAR-size cell: once per
         # architecture and size (a network built from a frozen config is that config's).
         return _architecture_count(type(net), cfg, shape, count)
@@ -209,7 +188,7 @@ def _cpu_free_memory() -> list[int]:
 
 
 def fit_memory(
-    net: nn.Module, h: int, w: int, cells: int = 1, floats_per_pixel: int = 0
+    net: FittedNetwork, h: int, w: int, cells: int = 1, floats_per_pixel: int = 0
 ) -> tuple[int, int]:
     """The bytes a fit of ``cells`` stacked copies of ``net`` takes for an ``h`` x ``w``
     output, as ``(per padded pixel, fixed)``: a step's tensors that autograd saves (counted
@@ -223,7 +202,7 @@ def fit_memory(
 
 
 def check_memory(
-    net: nn.Module, h: int, w: int, cells: int, dev: torch.device, floats_per_pixel: int = 0
+    net: FittedNetwork, h: int, w: int, cells: int, dev: torch.device, floats_per_pixel: int = 0
 ) -> None:
     """Refuse a fit that would not fit in ``dev``'s free memory (:func:`fit_memory`), before
     any is taken, with the largest square image that would: an out-of-memory kill takes the

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from benchmark.degradations import Observation
+from benchmark.device import resolve_device
 from benchmark.forward import ForwardModel, Identity, Masking
 from benchmark.methods.fit.config import MEMORY_FORMATS, FitConfig, FitError
 from benchmark.methods.fit.devices import (
     check_memory,
     device_settings,
-    resolve_device,
     step_gflop,
     to_tensor,
 )
-from benchmark.methods.fit.trackers import Checkpoint, Trackers, cell_result, psnr_from_mse
-from benchmark.methods.networks import padded_size
+from benchmark.methods.fit.trackers import Checkpoint, Trackers, psnr_from_mse
+from benchmark.methods.networks import FittedNetwork, padded_size
 from benchmark.methods.registry import Restoration
 from benchmark.methods.stacking import own_tensor, stack_networks
 
@@ -93,12 +93,13 @@ class Problem:
         return torch.cat([own_tensor(cell).mean(dim=(1, 2, 3)) for cell in error.split(1)])
 
 
-class Loop:
-    """B cells fitted together: one (stacked) network, one optimizer, per-cell trackers."""
+class FitState:
+    """B cells fitted together: one (stacked) network, one optimizer, per-cell trackers;
+    :meth:`step` takes one step of all of them, :func:`train` runs the steps."""
 
     def __init__(
         self,
-        nets: Sequence[nn.Module],
+        nets: Sequence[FittedNetwork],
         observations: Sequence[Observation],
         cfg: FitConfig,
         seeds: Sequence[int],
@@ -235,7 +236,7 @@ def check_padding(h: int, w: int, ph: int, pw: int, multiple: int) -> None:
 
 
 def fit(
-    net: nn.Module,
+    net: FittedNetwork,
     observation: Observation,
     cfg: FitConfig,
     *,
@@ -248,7 +249,7 @@ def fit(
 
     Parameters
     ----------
-    net : nn.Module
+    net : FittedNetwork
         A freshly initialised network with the attributes ``input_channels`` and
         ``input_downscale`` (the input ``z`` is that many times smaller than the output),
         ``multiple`` and ``minimum`` (the output is padded to a multiple of ``multiple``, at
@@ -288,7 +289,7 @@ def fit(
 
 
 def fit_many(
-    nets: Sequence[nn.Module],
+    nets: Sequence[FittedNetwork],
     observations: Sequence[Observation],
     cfg: FitConfig,
     *,
@@ -328,17 +329,17 @@ def fit_many(
     started = time.perf_counter()
     gflop = step_gflop(nets[0], observations[0]) if dev.type == "cpu" else 0.0
     with device_settings(dev, cfg, gflop):
-        loop = Loop(nets, observations, cfg, seeds, dev, monitor_references, exact)
+        state = FitState(nets, observations, cfg, seeds, dev, monitor_references, exact)
         try:
-            iterations, restores, refit = train(loop, progress)
+            trained = train(state, progress)
         except FitError as err:
             return [err]
-        final, at_clean_input = loop.final_output()
-        loop.trackers.finish(iterations, final, at_clean_input)
+        final, at_clean_input = state.final_output()
+        state.trackers.finish(trained.iterations, final, at_clean_input)
     seconds = (time.perf_counter() - started) / cells
     results: list[Restoration | FitError] = []
     for b in range(cells):
-        if refit[b]:
+        if trained.refit[b]:
             references = None if monitor_references is None else [monitor_references[b]]
             results += fit_many(
                 [nets[b]],
@@ -349,21 +350,33 @@ def fit_many(
                 monitor_references=references,
             )
             continue
-        result = cell_result(loop.trackers, final, b, iterations, restores, cfg, seconds, dev)
+        facts = {"iterations": trained.iterations, "restores": trained.restores}
+        result = state.trackers.result(b, final, {**facts, "seconds": seconds, "device": str(dev)})
         result.info["batch"] = cells  # cells fitted together (1: alone)
         results.append(result)
     return results
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What :func:`train` did: the last iteration done, the restores of the last good weights
+    (a lone cell) and, per cell of a batch, whether it must be re-fitted alone."""
+
+    iterations: int
+    restores: int
+    refit: np.ndarray
+
+
 def train(
-    loop: Loop,
+    state: FitState,
     progress: Callable[[int, int], None] | None,
     iterations: range | None = None,
-) -> tuple[int, int, np.ndarray]:
-    """Run the loop (all iterations, or a range of them: the speed report times blocks);
-    returns the last iteration done, the restores and the cells to re-fit."""
-    cfg, cells = loop.cfg, loop.cells
-    checkpoint = loop.checkpoint
+) -> Trained:
+    """Run the steps of ``state`` (all iterations, or a range of them: the speed report times
+    blocks), with the host's checks every ``check_every`` steps: backtracking, NaN/Inf,
+    early stop, progress."""
+    cfg, cells = state.cfg, state.cells
+    checkpoint = state.checkpoint
     if checkpoint is not None and iterations is None:
         checkpoint.save()
     last_psnr_obs = np.full(cells, -np.inf)
@@ -371,12 +384,11 @@ def train(
     restores = consecutive_bad = 0
     it = 0
     for it in iterations or range(1, cfg.iterations + 1):
-        losses = loop.step(it)
+        losses = state.step(it)
         if it % cfg.check_every and it != cfg.iterations:
             continue
-        # Host check point: backtracking, NaN/Inf, early stop, progress.
-        psnr_obs = loop.psnr_obs(losses)
-        bad = loop.trackers.nonfinite.cpu().numpy() | ~np.isfinite(psnr_obs)
+        psnr_obs = state.psnr_obs(losses)
+        bad = state.trackers.nonfinite.cpu().numpy() | ~np.isfinite(psnr_obs)
         dropped = bad | (psnr_obs < last_psnr_obs - cfg.backtrack_db)
         if checkpoint is None:  # a batch: a cell in trouble is re-fitted alone later
             refit |= dropped
@@ -392,13 +404,13 @@ def train(
                     "the last good weights; try a lower learning rate"
                 )
             checkpoint.restore()
-            loop.trackers.nonfinite.zero_()
+            state.trackers.nonfinite.zero_()
         else:
             consecutive_bad = 0
             checkpoint.save()
             last_psnr_obs = psnr_obs
         if progress is not None:
             progress(it, cfg.iterations)
-        if cfg.stop_early and bool(loop.trackers.es_stopped.all()):
+        if cfg.stop_early and bool(state.trackers.es.stopped.all()):
             break
-    return it, restores, refit
+    return Trained(it, restores, refit)
