@@ -419,6 +419,10 @@ def test_a_shortened_fit_counts_its_steps_by_their_learning_rate() -> None:
     )
     # A higher LR that makes up for fewer steps is not a shortened fit.
     assert scaled_schedule(table1, {"iterations": 1100, "lr": 0.01}) == {}
+    # A fit of the preset's steps at a lower LR keeps the preset's schedules: ES-WMV's
+    # window measures how fast the output moves at each step, not a budget.
+    assert scaled_schedule(table1, {"lr": 0.0001}) == {}
+    assert scaled_schedule(table1, {"iterations": 11000, "lr": 0.0001}) == {}
 
 
 def test_check_every_scales_only_where_a_preset_sets_it() -> None:

@@ -92,7 +92,7 @@ class FitConfig:
 # steps at LR 0.01 are 0.91 of the preset's 11 000 at 0.001 by this count, 0.09 by steps.
 # Scaled by 0.09, ES-WMV (window 9, patience 91) stops house at iteration 32, 21.08 dB, 6 dB
 # under Telea; by 0.91 (91 / 909) it keeps its minimum-variance output, 33.29 dB. A fit that
-# keeps its preset's LR scales by steps alone.
+# keeps its preset's LR scales by steps alone; one that keeps its preset's steps is not scaled.
 SCHEDULE_FIELDS = ("reg_noise_decay_every", "check_every", "es_window", "es_patience")
 # ES-WMV's window and patience are FitConfig's defaults (ES-WMV's own): scaled even when a
 # preset does not name them. ``check_every`` is scaled only where a preset sets it (Table 1's
@@ -109,11 +109,13 @@ def scaled_schedule(
 
     A fit's length is its iterations times its learning rate (:func:`fit_length_ratio`);
     each setting is scaled by the ratio of the two lengths (rounded, at least 1; 0 stays
-    "never"); a setting the overrides name is theirs. Empty when the fit is not shortened.
+    "never"); a setting the overrides name is theirs. Empty when the fit is not shortened:
+    a fit of the preset's iterations keeps its schedules whatever its learning rate.
     """
     default = FitConfig()
+    full = int(preset_fit.get("iterations", default.iterations))
     ratio = fit_length_ratio(preset_fit, overrides)
-    if ratio >= 1:
+    if int(overrides.get("iterations", full)) >= full or ratio >= 1:
         return {}
     scaled = {}
     for name in SCHEDULE_FIELDS:
