@@ -378,6 +378,20 @@ def degrade(
     ValueError
         The degraded image equals the clean one (a mask that removes no pixel, a noise that
         adds none): every method would score as if perfect.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> clean = np.linspace(0, 1, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)
+    >>> degraded = degrade(clean, "bernoulli", 0.5, np.random.default_rng(0))
+    >>> observation = degraded.observation
+    >>> observation.task, type(observation.physics).__name__, observation.mask.shape
+    ('inpainting', 'Masking', (8, 8, 1))
+    >>> bool(np.array_equal(observation.y, clean * observation.mask))
+    True
+    >>> low = degrade(clean, "downsample", 4, np.random.default_rng(0)).observation
+    >>> low.y.shape, low.factor, low.output_shape
+    ((2, 2, 3), 4, (8, 8, 3))
     """
     try:
         function = DEGRADATIONS[kind]

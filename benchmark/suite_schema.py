@@ -10,46 +10,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark import images
+from benchmark import images, options
 from benchmark.degradations import DEGRADATIONS
 from benchmark.grid import MethodSpec, levels_of
 from benchmark.methods import get_method
 from benchmark.tasks import get_task
-
-SUITE_KEYS = {
-    "name",
-    "title",
-    "task",
-    "protocol",
-    "paper",
-    "datasets",
-    "images",
-    "count",
-    "crop",
-    "seed",
-    "repetitions",
-    "degradations",
-    "methods",
-    "profiles",
-    "notes",
-    "report",
-}
-
-
-_METHOD_KEYS = {
-    "method",
-    "label",
-    "preset",
-    "network",
-    "fit",
-    "options",
-    "outputs",
-    "skip",
-    "degradations",
-}
-
-
-_DEGRADATION_KEYS = {"kind", "levels", "imagenet_c", "datasets", "options"}
 
 
 class SuiteError(ValueError):
@@ -120,12 +85,21 @@ _DEGRADATION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kind": _TEXT,
     "datasets": (_is_str_list, "a list of dataset names"),
     "options": _TABLE,
+    # numbers in the degradation's units, or ImageNet-C severities (check_degradation says more)
+    "levels": (lambda v: isinstance(v, list), "a non-empty list, e.g. levels = [25]"),
+    "imagenet_c": (lambda v: isinstance(v, list), "a non-empty list of severities 1..5"),
 }
+
+# The keys a suite, a method entry and a degradation entry may hold: those the types declare.
+SUITE_KEYS = set(SUITE_TYPES)
+_METHOD_KEYS = set(_METHOD_TYPES)
+_DEGRADATION_KEYS = set(_DEGRADATION_TYPES)
 
 
 def check_types(
     table: Mapping[str, Any], types: Mapping[str, tuple[Callable[[Any], bool], str]], where: str
 ) -> None:
+    """Raise a SuiteError for a value of ``table`` that its key's test in ``types`` refuses."""
     for key, value in table.items():
         if key in types and not types[key][0](value):
             raise SuiteError(f"{where}: {key!r} must be {types[key][1]}, got {value!r}")
@@ -133,15 +107,7 @@ def check_types(
 
 def check_known(found: Iterable[str], valid: Iterable[str], where: str) -> None:
     """Raise a SuiteError naming each unknown key with the closest valid one."""
-    valid = sorted(valid)
-    unknown = sorted(set(found) - set(valid))
-    if not unknown:
-        return
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-        hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
-    raise SuiteError(f"{where}: unknown {', '.join(hints)}; valid: {', '.join(valid)}")
+    options.check_known(found, valid, where, SuiteError)
 
 
 def check_protocol_channels(chosen: Sequence[tuple[str, str]], protocol: str, path: Path) -> None:

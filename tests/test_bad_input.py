@@ -277,12 +277,12 @@ network = { channels_down = 8, channels_up = 8 }
         (
             "fit = { iterations = 10 }",
             "fit = { iteration = 10 }",
-            "unknown fit option(s) ['iteration']",
+            "fit option(s): unknown 'iteration' (did you mean 'iterations'?)",
         ),
         (
             "channels_down = 8",
             "chanels_down = 8",
-            "unknown skip network option(s) ['chanels_down']",
+            "skip network option(s): unknown 'chanels_down' (did you mean 'channels_down'?)",
         ),
         (
             "[methods.tv]",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from benchmark.methods.networks import (
     reset_parameters,
 )
 from benchmark.methods.registry import Restoration, register
+from benchmark.options import check_fields, check_known
 
 PRESETS_PATH = Path(__file__).resolve().parents[1] / "data" / "presets.toml"
 
@@ -85,37 +86,8 @@ def default_preset(method: str, task: str, factor: int | None = None) -> str:
     return DEFAULT_PRESETS[method][task]
 
 
-def check_types(cls: type, values: Mapping[str, Any], what: str) -> None:
-    """Raise ``TypeError`` for a value whose type differs from its field's default's (a
-    number for a number, a string for a string, a list for a tuple); fields that default to
-    None take anything."""
-    defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}
-    for key, value in values.items():
-        default = defaults.get(key)
-        if default is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int | float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            ok = ok and (isinstance(value, int) or isinstance(default, float))
-        elif isinstance(default, tuple):
-            ok = isinstance(value, list | tuple)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            kind = type(default).__name__
-            raise TypeError(
-                f"{what} option {key!r} must be like {default!r} ({kind}), got {value!r}"
-            )
-
-
 def _typed(cls: type, values: Mapping[str, Any], what: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise KeyError(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(names))}")
-    check_types(cls, values, what)
+    check_fields(cls, values, what)
     config = replace(
         cls(), **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     )
@@ -189,7 +161,7 @@ def check_setting(
 ) -> None:
     """Raise ``KeyError``/``ValueError`` naming the first unknown preset, fit option or network
     option of a call, before any fit starts (a suite checks its entries when it loads)."""
-    check_types(FitConfig, fit_options or {}, "fit")
+    check_fields(FitConfig, fit_options or {}, "fit")
     _, net_options, _ = resolve_setting(
         method, task, factor, preset=preset, network=network, fit_options=fit_options
     )
@@ -336,9 +308,7 @@ def _chosen(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check(method: str) -> Callable[..., None]:
     def check(task: str, factor: int | None = None, **options: Any) -> None:
-        unknown = sorted(set(options) - {"preset", "network", "fit_options", "output"})
-        if unknown:
-            raise KeyError(f"unknown option(s) {unknown}; valid: preset, network, fit, output")
+        check_known(options, {"preset", "network", "fit_options", "output"}, "option(s)")
         check_setting(method, task, factor, **_chosen(options))
 
     return check

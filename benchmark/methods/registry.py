@@ -146,8 +146,8 @@ def get_method(name: str) -> MethodInfo:
             function = getattr(_import_user_module(module_name), attribute)
         except (ImportError, AttributeError) as err:
             raise KeyError(
-                f"cannot import method {name!r}: {err} (the module must be importable: in the "
-                "current folder, installed, or on PYTHONPATH)"
+                f"cannot import method {name!r}: {err} (the module must be importable: beside "
+                "the suite file, in the current folder, installed, or on PYTHONPATH)"
             ) from err
         if not callable(function):
             raise KeyError(f"method {name!r} is a {type(function).__name__}, not a function")

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from benchmark.options import check_known
+
 # Up to this many GFLOP per step (forward and backward), CPU fits use PyTorch's native
 # convolutions: faster than oneDNN for such small networks (measured: 6.6 vs 7.9 ms for DIP
 # with 32 channels at 32x32, 0.13 GFLOP; 22 vs 17 ms with 128 channels, 1.8 GFLOP), and a
@@ -46,7 +48,7 @@ class FitConfig:
     ``tf32`` (TensorFloat-32 convolutions and matmuls on CUDA), ``compile``
     (``torch.compile`` the network) and ``bf16`` (bfloat16 autocast of the forward pass; the
     loss and every tracker stay float32). ``compile`` and ``bf16`` are off by default: see
-    the README for their measured effect on PSNR.
+    docs/speed.md for their measured effect on PSNR.
     """
 
     iterations: int = 3000
@@ -74,10 +76,7 @@ class FitConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FitConfig:
         """Build from a mapping, rejecting unknown keys with the list of valid ones."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise KeyError(f"unknown fit option(s) {unknown}; valid: {', '.join(sorted(names))}")
+        check_known(values, {f.name for f in fields(cls)}, "fit option(s)")
         values = dict(values)
         if "snapshots" in values:
             values["snapshots"] = tuple(values["snapshots"])
