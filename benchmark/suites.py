@@ -110,6 +110,18 @@ def load_suite(
 
     ``method_seed`` K > 0 draws every method's own randomness from stream K while the degraded
     inputs stay the same: repetitions of a method for measuring its spread over seeds.
+
+    Examples
+    --------
+    >>> suite = load_suite("inpainting-table1", "ci")
+    >>> suite.name, suite.profile, suite.task, len(suite.cells())
+    ('inpainting-table1', 'ci', 'inpainting', 8)
+    >>> sorted({cell.method for cell in suite.cells()})
+    ['biharmonic', 'dd', 'dip', 'telea']
+    >>> load_suite("inpainting-table1", "quik")
+    Traceback (most recent call last):
+    ...
+    benchmark.suite_schema.SuiteError: unknown profile 'quik'; profiles: full, quick, ci
     """
     if method_seed < 0:
         raise SuiteError(

@@ -128,9 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         "array_parallelism": args.slurm_array_parallelism,
         "cluster": args.slurm_cluster,
     }
-    table, _ = runner.run_suite(
+    outcome = runner.run_and_report(
         suite,
         out,
+        write_report=not args.no_report,
         device=args.device,
         jobs=jobs,
         threads=args.threads,
@@ -141,8 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reuse_stale=args.reuse_stale,
         cell_timeout=args.cell_timeout,
     )
-    failed = table[table.status != "ok"]
-    print(f"wrote {out / 'results.csv'} ({len(table)} rows)")
+    print(f"wrote {out / 'results.csv'} ({len(outcome.table)} rows)")
     elsewhere = runner.claimed_elsewhere(cells, out, args.device, args.threads)
     if elsewhere:
         print(
@@ -150,19 +150,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             "lock files in cells/); run the same command again when it ends to collect them"
         )
     if not args.no_report:
-        from benchmark import report
-
-        report.write_report(out)
         print(f"wrote {out / 'table.md'} and figures")
-    suspect = _print_suspects(runner.suspect_lines(table, suite.name))
-    if len(failed):
-        print(f"{len(failed)} failed cell(s):", file=sys.stderr)
-        for row in failed.itertuples():
-            print(
-                f"  {row.dataset}/{row.image} {row.degradation}={row.level:g} {row.method}: "
-                f"{row.error}",
-                file=sys.stderr,
-            )
+    suspect = _print_suspects(outcome.suspects)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} failed cell(s):", file=sys.stderr)
+        for line in outcome.failed:
+            print(f"  {line}", file=sys.stderr)
         return EXIT_FAILED
     if _refuse_suspects(suspect, suite.profile, args.allow_suspect):
         return EXIT_FAILED

@@ -1,7 +1,8 @@
 """Running suites: resumably, in parallel, or on a Slurm cluster.
 
-The one entry point for a suite is :func:`run_suite`; :func:`reproduce` runs several and
-writes their reports and index (what ``dipbench reproduce`` and ``make reproduce`` do).
+The one entry point for a suite's grid is :func:`run_suite`; :func:`run_and_report` runs it
+and writes its report (what ``dipbench run`` does), and :func:`reproduce` does that for
+several suites and writes their index (``dipbench reproduce``, ``make reproduce``).
 
 - :mod:`~benchmark.runner.records`: cell keys, record files, atomic writes, ``results.csv``;
 - :mod:`~benchmark.runner.claims`: lock files, so several runs on one folder split its grid;
@@ -48,6 +49,7 @@ from benchmark.suites import Suite
 __all__ = [
     "ReproduceResult",
     "RunFolderError",
+    "SuiteOutcome",
     "batches",
     "claimed_elsewhere",
     "default_jobs",
@@ -55,6 +57,7 @@ __all__ = [
     "execute",
     "pending",
     "reproduce",
+    "run_and_report",
     "run_cell",
     "run_suite",
     "stale",
@@ -76,6 +79,23 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
 
     Returns the collected table and the records computed by this call.
 
+    Examples
+    --------
+    Telea inpainting of House with half of its pixels missing, from the CI profile of DIP's
+    Table 1 (images come from the cache, the mirror or their URL):
+
+    >>> import tempfile
+    >>> from benchmark.suites import load_suite
+    >>> suite = load_suite(
+    ...     "inpainting-table1", "ci", images_subset=["house"], methods_subset=["telea"]
+    ... )
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     table, records = run_suite(suite, Path(folder) / "run", show_progress=False)
+    >>> table[["image", "method", "output", "status"]].values.tolist()
+    [['house', 'telea', 'out', 'ok']]
+    >>> round(float(table.psnr.iloc[0]), 2)  # dB against the clean 48x48 crop
+    29.32
+
     Raises
     ------
     RunFolderError
@@ -95,6 +115,36 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
     done = set(table.key[table.status == "ok"])
     save_views([c for c in cells if record_path(c, out, device, threads).stem in done], out)
     return table, records
+
+
+@dataclass
+class SuiteOutcome:
+    """What :func:`run_and_report` did for one suite."""
+
+    out: Path
+    table: pd.DataFrame
+    failed: list[str]  # one line per failed cell
+    suspects: list[str]  # one line per suspect cell
+
+
+def run_and_report(
+    suite: Suite, out: Path, *, write_report: bool = True, **options: Any
+) -> SuiteOutcome:
+    """Run (or resume) a suite's grid into ``out`` (:func:`run_suite`, whose ``options``
+    these are), then write its report: tables and figures, unless ``write_report`` is False.
+
+    A failed cell does not stop the others; it is recorded and named in the outcome.
+    """
+    table, _ = run_suite(suite, out, **options)
+    if write_report:
+        from benchmark import report  # the report reads what the run wrote
+
+        report.write_report(out)
+    failed = [
+        f"{r.dataset}/{r.image} {r.degradation}={r.level:g} {r.method}: {r.error}"
+        for r in table[table.status != "ok"].itertuples()
+    ]
+    return SuiteOutcome(Path(out), table, failed, suspect_lines(table, suite.name))
 
 
 @dataclass
@@ -122,7 +172,7 @@ def reproduce(
     A suite whose images cannot be had is skipped (and named); a failed cell does not stop
     the others. ``options`` are those of :func:`run_suite`.
     """
-    from benchmark import report  # the report reads what the run wrote
+    from benchmark import report
 
     profile = suites[0].profile if suites else "full"
     result = ReproduceResult(Path(root), profile)
@@ -139,18 +189,14 @@ def reproduce(
         if found:
             log(stale_summary(found, bool(options.get("reuse_stale"))))
         try:
-            table, _ = run_suite(suite, out, **options)
+            outcome = run_and_report(suite, out, **options)
         except RunFolderError as err:
             log(f"skipped {suite.name}: {err}")
             result.skipped.append(suite.name)
             continue
-        report.write_report(out)
         result.folders.append(out)
-        result.failed += [
-            f"{suite.name}: {r.image} {r.method}: {r.error}"
-            for r in table[table.status != "ok"].itertuples()
-        ]
-        result.suspects += suspect_lines(table, suite.name)
+        result.failed += [f"{suite.name}: {line}" for line in outcome.failed]
+        result.suspects += outcome.suspects
     if result.folders:
         result.index = report.write_index(Path(root))
     return result
