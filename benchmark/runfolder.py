@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,61 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@dataclass
+class Manifest:
+    """A run folder's ``suite.json``: what the folder is a run of (the suite, its profile and
+    thread count), the suite's settings the report shows, and the keys of the grid. The one
+    declaration of the file: the runner writes it, the runner and the report read it.
+
+    A field that an older dipbench did not write takes its default when read; a key that a
+    newer one writes is dropped.
+    """
+
+    suite: str
+    profile: str
+    profile_defined: bool = True  # False: the suite has no such profile (its full settings)
+    title: str = ""
+    task: str = ""
+    protocol: str = ""
+    datasets: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # "<set>/<image>"
+    crop: int | None = None
+    paper: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    report: dict[str, Any] = field(default_factory=dict)
+    methods: list[dict[str, Any]] = field(default_factory=list)  # MethodSpec fields
+    trivial: str = ""  # the task's trivial baseline ("observation" or a method's name)
+    source: str = ""  # the suite file, relative to the package or to the run folder
+    device: str = "auto"
+    threads: int | None = None
+    keys: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        """The manifest that ``data`` (the parsed JSON) states.
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not a run manifest (no suite or profile).
+        """
+        if not isinstance(data, dict) or "suite" not in data or "profile" not in data:
+            raise ValueError("not a run manifest (no suite and profile)")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, out: Path) -> Manifest:
+        """``out/suite.json`` (``OSError``, ``ValueError`` when it is absent or not one)."""
+        return cls.from_json(json.loads((Path(out) / "suite.json").read_text()))
+
+    def write(self, out: Path) -> None:
+        write_json(Path(out) / "suite.json", self.to_json())
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ grid, a network's snapshots as a strip and an animated GIF
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +21,7 @@ from benchmark.report.figures import figure_curves, figure_grid, figure_snapshot
 from benchmark.report.files import load_run
 from benchmark.report.published import PAPER_NUMBERS, WITHIN_DB, published
 from benchmark.report.tables import write_tables
-from benchmark.runfolder import atomic_write, cells_dir
+from benchmark.runfolder import Manifest, atomic_write, cells_dir
 
 __all__ = [
     "PAPER_NUMBERS",
@@ -176,7 +175,7 @@ def write_index(root: Path) -> Path:
     ]
     for meta_path in sorted(root.glob("*/*/suite.json")):
         out = meta_path.parent
-        meta = json.loads(meta_path.read_text())
+        meta = Manifest.read(meta_path.parent).to_json()
         rel = out.relative_to(root)
         figures = sorted(p.name for p in out.glob("*.png")) + sorted(
             p.name for p in out.glob("*.gif")

@@ -21,6 +21,7 @@ from PIL import Image  # noqa: E402
 
 from benchmark.runfolder import (  # noqa: E402
     VIEW_FIELDS,
+    Manifest,
     atomic_write,
     cells_dir,
     read_record,
@@ -38,7 +39,7 @@ def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise FileNotFoundError(
             f"{out} is not a run folder: no suite.json (run dipbench run first)"
         )
-    meta = json.loads(meta_path.read_text())
+    meta = Manifest.read(out).to_json()
     folder = cells_dir(out)
     paths = (
         [folder / f"{k}.json" for k in meta["keys"]]

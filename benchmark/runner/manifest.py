@@ -5,14 +5,13 @@ a narrower run (``--images``, ``--methods``) keeps the keys of the earlier ones.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from benchmark.runfolder import default_out, write_json
+from benchmark.runfolder import Manifest, default_out
 from benchmark.runner.records import record_path
 from benchmark.tasks import get_task
 
@@ -38,7 +37,7 @@ class RunFolderError(ValueError):
     folder of other files, or a file."""
 
 
-def read_manifest(out: Path) -> dict[str, Any] | None:
+def read_manifest(out: Path) -> Manifest | None:
     """The run folder's ``suite.json`` (None for a new folder).
 
     Raises
@@ -59,24 +58,21 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
             )
         return None
     try:
-        meta = json.loads(manifest.read_text())
-        if not isinstance(meta, dict) or "suite" not in meta or "profile" not in meta:
-            raise ValueError("not a run manifest")
-        return meta
-    except (OSError, ValueError) as err:
+        return Manifest.read(out)
+    except (OSError, ValueError, TypeError) as err:
         raise RunFolderError(
             f"{manifest} cannot be read as a run manifest ({err}): move the folder aside or "
             "choose another --out"
         ) from err
 
 
-def check_same_run(meta: dict[str, Any] | None, suite: Suite, out: Path, threads: int) -> None:
+def check_same_run(meta: Manifest | None, suite: Suite, out: Path, threads: int) -> None:
     """One run folder holds one suite at one profile and one thread count (cell keys do not
     name them): anything else is refused with the command that would work."""
     if meta is None:
         return
     mine = (suite.name, suite.profile, threads)
-    theirs = (meta.get("suite"), meta.get("profile"), meta.get("threads", threads))
+    theirs = (meta.suite, meta.profile, threads if meta.threads is None else meta.threads)
     if mine != theirs:
         raise RunFolderError(
             f"{out} is a run folder of {theirs[0]} ({theirs[1]}, {theirs[2]} thread(s)), not of "
@@ -91,42 +87,36 @@ def write_manifest(
     cells: Sequence[Cell],
     device: str,
     threads: int,
-    previous: dict[str, Any] | None = None,
+    previous: Manifest | None = None,
 ) -> list[str]:
     """``suite.json``: what the run folder is a run of, and the keys of its grid. A narrower
     run (``--images``, ``--methods``) into a folder of the same suite keeps the keys, images
     and methods of the earlier runs. Returns the keys."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    previous = previous or {}
-    keys = _union(
-        previous.get("keys", []), [record_path(c, out, device, threads).stem for c in cells]
-    )
-    images = _union(previous.get("images", []), [f"{d}/{i}" for d, i in suite.images])
-    methods = {m["key"]: m for m in previous.get("methods", [])}
+    before = previous or Manifest(suite.name, suite.profile)
+    keys = _union(before.keys, [record_path(c, out, device, threads).stem for c in cells])
+    methods = {m["key"]: m for m in before.methods}
     methods.update({m.key: asdict(m) for m in suite.methods})
-    write_json(
-        Path(out) / "suite.json",
-        {
-            "suite": suite.name,
-            "profile": suite.profile,
-            "profile_defined": suite.profile_defined,
-            "title": suite.title,
-            "task": suite.task,
-            "protocol": suite.protocol,
-            "datasets": _union(previous.get("datasets", []), list(suite.datasets)),
-            "images": images,
-            "crop": suite.crop,
-            "paper": suite.paper,
-            "notes": suite.notes,
-            "report": suite.report,
-            "methods": list(methods.values()),
-            "trivial": get_task(suite.task).trivial_baseline,
-            "source": suite_source(suite.source, Path(out)),
-            "device": device,
-            "threads": threads,
-            "keys": keys,
-        },
-    )
+    Manifest(
+        suite=suite.name,
+        profile=suite.profile,
+        profile_defined=suite.profile_defined,
+        title=suite.title,
+        task=suite.task,
+        protocol=suite.protocol,
+        datasets=_union(before.datasets, list(suite.datasets)),
+        images=_union(before.images, [f"{d}/{i}" for d, i in suite.images]),
+        crop=suite.crop,
+        paper=suite.paper,
+        notes=suite.notes,
+        report=suite.report,
+        methods=list(methods.values()),
+        trivial=get_task(suite.task).trivial_baseline,
+        source=suite_source(suite.source, Path(out)),
+        device=device,
+        threads=threads,
+        keys=keys,
+    ).write(out)
     return keys
 
 
