@@ -159,6 +159,11 @@ CASES = {
     "dip super-resolution": ("super_resolution", "downsample", 4, "dip", FEW_STEPS),
     "bm3d denoising": ("denoising", "gaussian", 25, "bm3d", ""),
 }  # fmt: skip
+# How far two runs of one method on one input may differ: DIP on the CPU is bit-exact; the
+# bm3d package is not (measured: 1.2e-7 dB between four calls in one process on a 64x64
+# image, 1.2e-6 dB on this House crop in a clean-clone test run, up to 6.1e-5 dB between two
+# CI-profile runs of noise-types): 1e-3 dB still tells the same code path from another one.
+SAME_RESULT_DB = {"dip": 1e-6, "bm3d": 1e-3}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -191,4 +196,4 @@ def test_restore_gives_the_benchmark_cells_numbers(case: str, mirror: Path, tmp_
     kept = json.loads((tmp_path / "restored.tif.json").read_text())["output"]
     restored = tifffile.imread(out)[..., None].astype(np.float32)
     ours = get_protocol(cell.protocol).score(restored, target)["psnr"]
-    assert ours == pytest.approx(cell_psnr[kept], abs=1e-6), (kept, cell_psnr)
+    assert ours == pytest.approx(cell_psnr[kept], abs=SAME_RESULT_DB[method]), (kept, cell_psnr)
