@@ -231,7 +231,9 @@ def estimate(
 
 
 def _is_network(shape: Shape) -> bool:
-    return network_iterations(shape.cell) is not None
+    from benchmark.methods import get_method
+
+    return get_method(shape.cell.method).network is not None
 
 
 ROUGH_SIDE = 128

@@ -86,40 +86,37 @@ def auto_batch(device: str, height: int, width: int, cell: Cell | None = None) -
 
     kind = resolve_device(device).type
     if kind == "cpu":
-        network = None if cell is None else get_method(cell.method).network
-        if cell is None or network is None:
-            return 1
-        factor = get_task(cell.task).factor(cell.level)
-        return network.cpu_batch(cell.task, factor, height, width, **cell.method_options)
+        return (None if cell is None else ask_contract(cell, "cpu_batch", height, width)) or 1
     if kind == "cuda":
         return max(1, min(64, 2**20 // (height * width)))
     return 1
 
 
-def network_iterations(cell: Cell) -> int | None:
-    """The steps a network cell fits (None: its method declares no network contract)."""
+def ask_contract(cell: Cell, question: str, *arguments: Any) -> Any:
+    """The answer of the cell's network contract (``methods.contract.NetworkMethod``) to
+    ``question``, asked with the cell's task, factor, ``arguments`` and method options; None
+    when its method declares no contract."""
     network = get_method(cell.method).network
     if network is None:
         return None
     factor = get_task(cell.task).factor(cell.level)
-    return network.iterations(cell.task, factor, **cell.method_options)
+    return getattr(network, question)(cell.task, factor, *arguments, **cell.method_options)
+
+
+def network_iterations(cell: Cell) -> int | None:
+    """The steps a network cell fits (None: its method declares no network contract)."""
+    return ask_contract(cell, "iterations")
 
 
 def network_setting(cell: Cell) -> tuple[dict[str, Any], Any] | None:
     """A network cell's network table and fit settings, as its contract states them (None:
     its method declares no network contract)."""
-    network = get_method(cell.method).network
-    if network is None:
-        return None
-    factor = get_task(cell.task).factor(cell.level)
-    return network.setting(cell.task, factor, **cell.method_options)
+    return ask_contract(cell, "setting")
 
 
 def can_batch(cell: Cell) -> bool:
     """Whether the cell's method may fit it together with others of its shape."""
-    network = get_method(cell.method).network
-    factor = get_task(cell.task).factor(cell.level)
-    return network is not None and network.can_batch(cell.task, factor, **cell.method_options)
+    return bool(ask_contract(cell, "can_batch"))
 
 
 def registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
