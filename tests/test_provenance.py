@@ -308,6 +308,21 @@ def test_committed_manifests_hold_no_machine_paths() -> None:
         assert not Path(source).is_absolute(), manifest
 
 
+def test_the_committed_index_says_what_each_report_is_now() -> None:
+    """The committed index's line of each report is what the report's files and the current
+    code say now: a report whose method code has changed since (a fingerprinted file edited,
+    a docstring too) can never stay announced as "computed by the current code". When this
+    fails, re-run the quick reports, or rewrite the index (``dipbench report reports
+    --index``) so that it says which reports to re-run."""
+    from benchmark.report import summary_line
+
+    index = (REPO / "reports" / "README.md").read_text()
+    folders = sorted(p.parent for p in (REPO / "reports").glob("*/*/suite.json"))
+    assert folders
+    for out in folders:
+        assert f"- {summary_line(out)}\n" in index, out
+
+
 def test_a_users_suite_manifest_points_to_it_relatively(mirror: Path, user_folder: Path) -> None:
     suite = _suite(user_folder, "[methods.median]")
     assert main(["run", str(suite), "-q", "--profile", "full"]) == 0

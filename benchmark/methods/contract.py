@@ -34,8 +34,8 @@ class NetworkMethod(ABC):
         """The optimisation steps one cell of these options takes."""
 
     def setting(self, task: str, factor: int | None, **options: Any) -> tuple[dict, Any]:
-        """``(network table, fit settings)`` a cell of these options fits (what ``dipbench
-        restore`` says it will fit); a method without such tables need not say."""
+        """``(network table, fit settings)`` a cell of these options fits (shown by
+        ``dipbench restore`` and ``methods``); None where the method has no such tables."""
         raise NotImplementedError(f"{type(self).__name__} declares no setting")
 
     def can_batch(self, task: str, factor: int | None, **options: Any) -> bool:
