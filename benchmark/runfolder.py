@@ -2,14 +2,15 @@
 
 The runner writes a run folder and the report reads it; this module is all they share, and it
 imports neither torch nor a method (``import benchmark.report`` stays light). Each finished
-cell is one record, ``<out>/cells/<key>.json``, written atomically (temporary file, then
-rename), next to its output image ``<key>.png``, its curves and snapshots ``<key>.npz``
-(methods that fit a network) and the view of its observation ``views/<observation key>.npz``.
+cell is one :class:`Record`, ``<out>/cells/<key>.json``, written atomically (temporary file,
+then rename), next to its output image ``<key>.png``, its curves and snapshots ``<key>.npz``
+(methods that fit a network) and the :class:`View` of its observation
+``views/<observation key>.npz``.
 The key hashes what the cell is (image, degradation, level, method, options, seeds, package
 version); each record also carries the fingerprint of the code that computed it
 (:mod:`benchmark.provenance`), and a record whose code has changed since is ``stale``.
-``results.csv`` holds one row per (cell, output) of the current grid and ``suite.json`` says
-what the folder is a run of.
+``results.csv`` holds one row per (cell, output) of the current grid and ``suite.json`` (the
+:class:`Manifest`) says what the folder is a run of.
 """
 
 from __future__ import annotations
@@ -164,88 +165,199 @@ class Manifest:
         write_json(Path(out) / "suite.json", self.to_json())
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A cell record, or None if it is absent, unreadable or not a record (valid JSON of
-    another shape): such a cell is recomputed and its file replaced."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(record, dict) or not {"key", "cell", "status"} <= set(record):
-        return None
-    if not isinstance(record["cell"], dict) or not isinstance(record.get("rows", []), list):
-        return None
-    return record
+@dataclass
+class Record:
+    """One cell's record, ``cells/<key>.json``: what the cell is, the code and the machine
+    that computed it, and its scores. The one declaration of the file: the runner writes it,
+    the runner and the report read it.
+
+    ``rows`` holds one score per output the suite asked for (``output``, ``oracle``, ``psnr``,
+    ``ssim``); ``info`` is the method's own facts (iterations, the ES-WMV stop, the preset...).
+    A field that an older dipbench did not write takes its default when read; a key that a
+    newer one writes is dropped. ``stale`` is not written: it is set when the record is read
+    (:meth:`with_staleness`), from its code's fingerprint against the current code's.
+    """
+
+    key: str
+    cell: dict[str, Any]  # the fields of its grid cell (benchmark.grid.Cell), as written
+    status: str = ""  # "ok" or "failed"
+    version: str = ""  # dipbench's
+    versions: dict[str, str] = field(default_factory=dict)  # everything that can move a number
+    code: dict[str, Any] | None = None  # provenance.code_identity of the cell's method
+    git_revision: str = "unknown"
+    device: str = "cpu"
+    started: float | None = None  # epoch seconds
+    finished: float | None = None
+    seconds: float | None = None  # the cell's share of its computation
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    default_output: str | None = None  # the output the method reports (its image is saved)
+    info: dict[str, Any] = field(default_factory=dict)
+    trivial: dict[str, Any] | None = None  # the task's trivial baseline: method, psnr
+    suspect: list[str] = field(default_factory=list)  # why its numbers look impossible
+    arrays: bool = False  # <key>.npz (curves, snapshots) was written
+    error: str = ""
+    traceback: str = ""
+    stale: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def method(self) -> str:
+        """The registry name (or ``module:function``) of the method that computed it."""
+        return str(self.cell.get("method", ""))
+
+    def psnr(self, output: str) -> float | None:
+        """The PSNR of one of its outputs (None: the record has no such output)."""
+        return next((row["psnr"] for row in self.rows if row["output"] == output), None)
+
+    def reports(self, output: str) -> bool:
+        return any(row["output"] == output for row in self.rows)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Record:
+        """The record that ``data`` (the parsed JSON) states.
+
+        Raises
+        ------
+        ValueError
+            ``data`` is not a cell record (no key, cell and status, or of another shape).
+        """
+        if not isinstance(data, dict) or not {"key", "cell", "status"} <= set(data):
+            raise ValueError("not a cell record (no key, cell and status)")
+        if not isinstance(data["cell"], dict) or not isinstance(data.get("rows", []), list):
+            raise ValueError("not a cell record (its cell or rows have another shape)")
+        known = {f.name for f in fields(cls)} - {"stale"}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        content = asdict(self)
+        content.pop("stale")  # a fact of the code that reads it, not of the record
+        return content
+
+    @classmethod
+    def read(cls, path: Path) -> Record | None:
+        """The record at ``path``, or None if it is absent, unreadable or not a record (valid
+        JSON of another shape): such a cell is recomputed and its file replaced."""
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
+            return None
+
+    def write(self, out: Path) -> Path:
+        """Write ``out/cells/<key>.json`` atomically; returns its path."""
+        path = cells_dir(out) / f"{self.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, self.to_json())
+        return path
+
+    def stale_files(self) -> list[str]:
+        """The files whose change since the record was written makes it stale (empty: its
+        code is the current code). A method that cannot be imported any more is stale too."""
+        try:
+            current = code_identity(self.method)
+        except (KeyError, ImportError, OSError, SyntaxError) as err:
+            return [f"(cannot read the method's code: {err})"]
+        return changed_files(self.code, current)
+
+    def with_staleness(self) -> Record:
+        """The record with ``stale`` set: whether its code differs from the current code."""
+        if self.ok:
+            self.stale = bool(self.stale_files())
+        return self
+
+    def result_rows(self) -> list[dict[str, Any]]:
+        """Its rows of ``results.csv`` (:data:`RESULT_COLUMNS`): one per output, or one
+        without scores for a failed cell."""
+        cell, info = self.cell, self.info
+        base = {
+            "suite": cell["suite"],
+            "profile": cell["profile"],
+            "dataset": cell["dataset"],
+            "image": cell["image"],
+            "task": cell["task"],
+            "degradation": cell["degradation"],
+            "level": cell["level"],
+            "severity": cell["severity"],
+            "method": cell["method_key"],
+            "repetition": cell["repetition"],
+            "seed": cell["method_seed"],
+            "seconds": self.seconds,
+            "device": self.device,
+            "iterations": info.get("iterations"),
+            "stop_iteration": info.get("es_stop_iteration"),
+            "preset": info.get("preset"),
+            "status": self.status,
+            "error": self.error,
+            "trivial_psnr": (self.trivial or {}).get("psnr", np.nan),
+            "suspect": "; ".join(self.suspect),
+            # ES-WMV detected a stop when its patience ran out (networks with an `es` output).
+            "es_detected": (
+                info["es_stop_iteration"] is not None if "es_stop_iteration" in info else None
+            ),
+            "stale": self.stale,
+            "code": (self.code or {}).get("fingerprint", ""),
+            "key": self.key,
+            "version": self.version,
+            "git_revision": self.git_revision,
+        }
+        if not self.ok:
+            return [{**base, "output": "", "oracle": False, "psnr": np.nan, "ssim": np.nan}]
+        iteration_of = {
+            "es": info.get("es_iteration"),
+            "best_loss": info.get("best_loss_iteration"),
+            "oracle": info.get("oracle_iteration"),
+            "last": info.get("iterations"),
+        }
+        return [
+            {**base, **row, "best_iteration": iteration_of.get(row["output"])} for row in self.rows
+        ]
 
 
-def stale_files(record: dict[str, Any], method: str) -> list[str]:
-    """The files whose change since ``record`` was written makes it stale (empty: its code is
-    the current code). A method that cannot be imported any more is stale too."""
-    try:
-        current = code_identity(method)
-    except (KeyError, ImportError, OSError, SyntaxError) as err:
-        return [f"(cannot read the method's code: {err})"]
-    return changed_files(record.get("code"), current)
+@dataclass
+class View:
+    """The view of one observation, ``cells/views/<observation key>.npz``: what the report's
+    image grid shows of a cell's input, saved by the run so that the report never re-makes an
+    observation (nor needs the test images)."""
+
+    identity: dict[str, Any]  # its cell's VIEW_FIELDS
+    target: np.ndarray  # the clean image, an 8-bit thumbnail
+    observation: np.ndarray  # the degraded input at the output's size, an 8-bit thumbnail
+    psnr: float  # of the input, so shown, under the suite's protocol
+
+    @property
+    def key(self) -> tuple:
+        """(dataset, image, degradation, level, repetition)."""
+        return tuple(self.identity[name] for name in VIEW_FIELDS)
+
+    def write(self, path: Path) -> None:
+        arrays = {
+            "target": self.target,
+            "observation": self.observation,
+            "psnr": np.float64(self.psnr),
+            "cell": np.array(json.dumps(self.identity)),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda p: savez(p, arrays))
+
+    @classmethod
+    def read(cls, path: Path) -> View:
+        """The view at ``path`` (``OSError``, ``ValueError``, ``KeyError``, ``EOFError`` or
+        ``zipfile.BadZipFile`` when it is absent or damaged)."""
+        with np.load(path) as data:
+            return cls(
+                identity=json.loads(str(data["cell"])),
+                target=data["target"],
+                observation=data["observation"],
+                psnr=float(data["psnr"]),
+            )
 
 
 def typed_results(table: pd.DataFrame) -> pd.DataFrame:
     for column in ("severity", "iterations", "stop_iteration", "best_iteration"):
         table[column] = table[column].astype("Int64")
     return table
-
-
-def with_staleness(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with ``stale`` set: whether its code differs from the current code."""
-    if record.get("status") == "ok":
-        record["stale"] = bool(stale_files(record, record["cell"]["method"]))
-    return record
-
-
-def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The results.csv rows of one record."""
-    cell, info = record["cell"], record.get("info", {})
-    base = {
-        "suite": cell["suite"],
-        "profile": cell["profile"],
-        "dataset": cell["dataset"],
-        "image": cell["image"],
-        "task": cell["task"],
-        "degradation": cell["degradation"],
-        "level": cell["level"],
-        "severity": cell["severity"],
-        "method": cell["method_key"],
-        "repetition": cell["repetition"],
-        "seed": cell["method_seed"],
-        "seconds": record.get("seconds"),
-        "device": record.get("device"),
-        "iterations": info.get("iterations"),
-        "stop_iteration": info.get("es_stop_iteration"),
-        "preset": info.get("preset"),
-        "status": record.get("status"),
-        "error": record.get("error", ""),
-        "trivial_psnr": (record.get("trivial") or {}).get("psnr", np.nan),
-        "suspect": "; ".join(record.get("suspect", [])),
-        # ES-WMV detected a stop when its patience ran out (networks with an `es` output).
-        "es_detected": (
-            info["es_stop_iteration"] is not None if "es_stop_iteration" in info else None
-        ),
-        "stale": bool(record.get("stale", False)),
-        "code": (record.get("code") or {}).get("fingerprint", ""),
-        "key": record["key"],
-        "version": record.get("version"),
-        "git_revision": record.get("git_revision"),
-    }
-    if record.get("status") != "ok":
-        return [{**base, "output": "", "oracle": False, "psnr": np.nan, "ssim": np.nan}]
-    iteration_of = {
-        "es": info.get("es_iteration"),
-        "best_loss": info.get("best_loss_iteration"),
-        "oracle": info.get("oracle_iteration"),
-        "last": info.get("iterations"),
-    }
-    return [
-        {**base, **row, "best_iteration": iteration_of.get(row["output"])} for row in record["rows"]
-    ]
 
 
 def write_results(table: pd.DataFrame, out: Path) -> Path:

@@ -66,13 +66,13 @@ def test_the_authors_rows_sit_beside_ours_for_the_same_observations_only(
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(telea_run, run)
-    _, records = load_run(run)
-    by_image = {r["cell"]["image"]: r for r in records}
+    by_image = {r.cell["image"]: r for r in load_run(run).records}
     house, peppers = by_image["house"], by_image["peppers"]
-    ours = next(row["psnr"] for row in house["rows"] if row["output"] == "out")
-    rows = _reference_rows(house["cell"], ours + 0.2, Cell(**house["cell"]).observation_key)
+    ours = house.psnr("out")
+    assert ours is not None
+    rows = _reference_rows(house.cell, ours + 0.2, Cell(**house.cell).observation_key)
     # made for another observation (another degradation seed): never set beside ours
-    rows += _reference_rows(peppers["cell"], 10.0, "another-observation")
+    rows += _reference_rows(peppers.cell, 10.0, "another-observation")
     data = tmp_path / "data"
     data.mkdir()
     pd.DataFrame(rows).to_csv(data / "authors_reference_ci.csv", index=False)

@@ -314,7 +314,7 @@ def test_batched_run_equals_one_cell_at_a_time(tmp_path: Path, mirror: Path) -> 
     pd.testing.assert_index_equal(alone.sort_index().index, together.sort_index().index)
     assert np.abs(alone.sort_index().to_numpy() - together.sort_index().to_numpy()).max() <= 1e-3
     batch_sizes = [
-        runfolder.read_record(p)["info"]["batch"]
+        runfolder.Record.read(p).info["batch"]
         for p in (tmp_path / "together" / "cells").glob("*.json")
     ]
     assert max(batch_sizes) > 1

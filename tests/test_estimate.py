@@ -68,8 +68,8 @@ def test_the_plan_counts_the_steps_and_cells_the_run_computed(small_run: tuple) 
     work = est.plan(suite.cells(), "cpu")
     done: dict[str, float] = {}
     for record in records:
-        method = record["cell"]["method_key"]
-        info = record.get("info", {})
+        method = record.cell["method_key"]
+        info = record.info
         steps = info["iterations"] / info["batch"] if "iterations" in info else 1
         done[method] = done.get(method, 0) + steps
     planned: dict[str, int] = {}
@@ -98,10 +98,8 @@ def test_the_estimate_is_the_run_under_a_fake_cost_model(small_run: tuple) -> No
     charged = 0.0
     shapes = {s.cell.key("cpu"): s for s in est.plan(suite.cells(), "cpu")}
     for record in records:
-        info = record.get("info", {})
-        shape = next(
-            s for s in shapes.values() if s.cell.method_key == record["cell"]["method_key"]
-        )
+        info = record.info
+        shape = next(s for s in shapes.values() if s.cell.method_key == record.cell["method_key"])
         if "iterations" in info:
             charged += info["iterations"] / info["batch"] * cost(shape)
         else:

@@ -380,6 +380,7 @@ class _Axes:
 
 def test_the_oracle_star_is_the_tables_oracle() -> None:
     from benchmark.report.figures import mark_oracle
+    from benchmark.runfolder import Record
 
     iterations = np.arange(0, 1000, 10)
     curves = {
@@ -387,10 +388,13 @@ def test_the_oracle_star_is_the_tables_oracle() -> None:
         "curve_psnr_last": np.linspace(20, 28, iterations.size),
         "curve_psnr_ema": np.linspace(21, 30, iterations.size),
     }
-    record = {
-        "rows": [{"output": "oracle", "psnr": 30.01}],
-        "info": {"oracle_iteration": 692, "oracle_output": "ema"},
-    }
+    record = Record(
+        key="k",
+        cell={},
+        status="ok",
+        rows=[{"output": "oracle", "oracle": True, "psnr": 30.01, "ssim": 0.9}],
+        info={"oracle_iteration": 692, "oracle_output": "ema"},
+    )
     ax = _Axes()
     mark_oracle(ax, record, curves, "DIP")
     (x, y, style), kwargs = ax.calls[0]

@@ -198,16 +198,16 @@ def test_recipe_a_network_method_declares_what_it_is(
     out = tmp_path / "run"
     table, records = runner.run_suite(suite, out, device="cpu", jobs=1, show_progress=False)
     (record,) = records
-    assert record["status"] == "ok", record.get("error")
-    assert record["key"] == suite.cells()[0].key("cpu")  # keyed by the device type
-    assert record["trivial"]["method"] == "observation"
+    assert record.ok, record.error
+    assert record.key == suite.cells()[0].key("cpu")  # keyed by the device type
+    assert record.trivial is not None and record.trivial["method"] == "observation"
     assert set(table.output) == {"last", "ema", "es", "best_loss", "oracle"}
     from benchmark import report
 
     written = {p.name for p in report.write_report(out)}
     assert "curves_gaussian_25.png" in written
     two = runner.run_suite(suite, tmp_path / "two", device="cpu", threads=2, show_progress=False)
-    assert two[1][0]["key"] != record["key"]  # 2 threads are another cell on the CPU
+    assert two[1][0].key != record.key  # 2 threads are another cell on the CPU
 
 
 # --- a task: its forward model, a degradation that observes through it ------------------------
@@ -364,7 +364,7 @@ def test_recipe_an_executor(mirror: Path, tmp_path: Path, reversed_executor: str
     other, records = runner.run_suite(
         suite, tmp_path / "other", executor=reversed_executor, show_progress=False
     )
-    assert [r["cell"]["image"] for r in records][0] == suite.cells()[-1].image
+    assert [r.cell["image"] for r in records][0] == suite.cells()[-1].image
     pd.testing.assert_series_equal(local.psnr, other.psnr)
     assert json.loads((tmp_path / "other" / "suite.json").read_text())["keys"]
 

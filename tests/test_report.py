@@ -17,6 +17,7 @@ from PIL import Image
 from benchmark import images, report
 from benchmark.cli import main
 from benchmark.report import PAPER_NUMBERS
+from benchmark.runfolder import Manifest, Record
 from benchmark.suites import packaged_suites
 
 BROKEN = """
@@ -202,25 +203,25 @@ def _synthetic_run(suite_name: str) -> tuple[dict, list[dict]]:
 
     suite = load_suite(suite_name, "full")
     cells = suite.cells()
-    meta = {
-        "suite": suite.name,
-        "profile": suite.profile,
-        "title": suite.title,
-        "datasets": list(suite.datasets),
-        "images": [f"{d}/{i}" for d, i in suite.images],
-        "paper": suite.paper,
-        "methods": [asdict(m) for m in suite.methods],
-    }
+    meta = Manifest(
+        suite=suite.name,
+        profile=suite.profile,
+        title=suite.title,
+        datasets=list(suite.datasets),
+        images=[f"{d}/{i}" for d, i in suite.images],
+        paper=suite.paper,
+        methods=[asdict(m) for m in suite.methods],
+    )
     records = [
-        {
-            "key": f"k{i}",
-            "cell": asdict(cell),
-            "status": "ok",
-            "rows": [
+        Record(
+            key=f"k{i}",
+            cell=asdict(cell),
+            status="ok",
+            rows=[
                 {"output": o, "oracle": o == "oracle", "psnr": 30.0, "ssim": 0.9}
                 for o in (cell.outputs or ("out",))
             ],
-        }
+        )
         for i, cell in enumerate(cells)
     ]
     return meta, records
@@ -232,10 +233,8 @@ def test_published_rows_pair_only_with_cells_of_their_own_level(
 ) -> None:
     meta, records = _synthetic_run(suite_name)
     report.write_comparison(tmp_path, meta, records)
-    grid = {
-        (r["cell"]["dataset"], r["cell"]["degradation"], float(r["cell"]["level"])) for r in records
-    }
-    compare = (meta["paper"] or {}).get("compare", {})
+    grid = {(r.cell["dataset"], r.cell["degradation"], float(r.cell["level"])) for r in records}
+    compare = (meta.paper or {}).get("compare", {})
     paper = report.published(meta)
     wanted = paper[paper.method.isin(list(compare))]
     table_path = tmp_path / "paper_comparison.csv"
@@ -278,8 +277,8 @@ def test_the_papers_bicubic_row_meets_the_bicubic_of_its_own_input(tmp_path: Pat
     ``bicubic`` on ``downsample_bicubic``, never with the bicubic of DIP's Lanczos input."""
     meta, records = _synthetic_run("super-resolution")
     for r in records:  # tell the two bicubic rows apart by their numbers
-        if r["cell"]["method_key"] == "bicubic_dip_lr":
-            r["rows"][0]["psnr"] = 99.0
+        if r.cell["method_key"] == "bicubic_dip_lr":
+            r.rows[0]["psnr"] = 99.0
     paper = report.published(meta)
     assert set(paper[paper.method == "bicubic"].degradation) == {"downsample_bicubic"}
     assert set(paper[paper.method == "dip"].degradation) == {"downsample"}

@@ -177,8 +177,8 @@ def test_restore_gives_the_benchmark_cells_numbers(case: str, mirror: Path, tmp_
     )
     (cell,) = load_suite(str(suite_file)).cells()
     record = run_cell(cell, tmp_path / "run", "cpu")
-    assert record["status"] == "ok", record.get("error")
-    cell_psnr = {row["output"]: row["psnr"] for row in record["rows"]}
+    assert record.ok, record.error
+    cell_psnr = {row["output"]: row["psnr"] for row in record.rows}
     observation, target = prepare(cell)
     source = tmp_path / "observed.tif"
     tifffile.imwrite(source, observation.y[..., 0])

@@ -374,7 +374,7 @@ def test_concurrent_runs_on_one_folder_do_not_corrupt_it(user_path: Path, mirror
         assert process.wait(timeout=300) == 0, process.stderr.read()
     records = list(runfolder.cells_dir(out).glob("*.json"))
     assert len(records) == 15
-    assert all(runfolder.read_record(r)["status"] == "ok" for r in records)
+    assert all(runfolder.Record.read(r).ok for r in records)
     assert len(pd.read_csv(out / "results.csv")) == 15
 
 

@@ -49,14 +49,15 @@ def write_report(out: Path, *, figures: bool = True) -> list[Path]:
         git): rewriting would empty them, so nothing is written.
     """
     out = Path(out)
-    meta, records = load_run(out)
+    run = load_run(out)
+    meta, records = run.manifest, run.records
     if not records and (out / "results.csv").is_file():
         raise NoRecordsError(
             f"{out} has no cell records ({cells_dir(out)} is missing or empty: a committed "
             "report keeps only its tables). Its tables are left as they are; run the suite "
             "into this folder to rebuild them."
         )
-    written = write_tables(out, meta, records)
+    written = write_tables(out, meta, records, missing_cells=run.missing_cells)
     written.append(write_comparison(out, meta, records))
     es_table = write_es_table(out, meta, records)
     written += [es_table] if es_table else []
@@ -71,14 +72,15 @@ def write_report(out: Path, *, figures: bool = True) -> list[Path]:
 def summary_line(out: Path) -> str:
     """One line for the index: what the suite reproduces and how close it came, and whether
     its numbers were made by the current code."""
-    meta, records = load_run(out)
+    run = load_run(out)
+    meta, records = run.manifest, run.records
     comparison = out / "paper_comparison.csv"
-    ok = sum(r.get("status") == "ok" for r in records)
+    ok = sum(r.ok for r in records)
     results = pd.read_csv(out / "results.csv") if (out / "results.csv").is_file() else None
     if not records and results is not None:
         # A committed report without its records: count from the table it was made with.
         ok = results[results.status == "ok"].key.nunique()
-    line = f"{ok}/{len(meta.get('keys') or records)} cells"
+    line = f"{ok}/{len(meta.keys or records)} cells"
     if results is not None:
         line += f"; {code_status(results, meta)}"
     authors = out / "authors_comparison.csv"
@@ -105,14 +107,14 @@ def summary_line(out: Path) -> str:
     return line
 
 
-def code_status(results: pd.DataFrame, meta: dict) -> str:
+def code_status(results: pd.DataFrame, meta: Manifest) -> str:
     """Whether a results table was computed by the current code (its ``code`` column against
     each method's fingerprint now)."""
     from benchmark.provenance import code_identity
 
     if "code" not in results or results.code.isna().all():
         return "code fingerprint not recorded (computed before dipbench recorded one)"
-    names = {m["key"]: m["method"] for m in meta.get("methods", [])}
+    names = {m["key"]: m["method"] for m in meta.methods}
     rows = results[results.status == "ok"]
     changed = []
     for key, codes in rows.groupby("method").code:
@@ -175,7 +177,7 @@ def write_index(root: Path) -> Path:
     ]
     for meta_path in sorted(root.glob("*/*/suite.json")):
         out = meta_path.parent
-        meta = Manifest.read(meta_path.parent).to_json()
+        meta = Manifest.read(meta_path.parent)
         rel = out.relative_to(root)
         figures = sorted(p.name for p in out.glob("*.png")) + sorted(
             p.name for p in out.glob("*.gif")
@@ -186,9 +188,9 @@ def write_index(root: Path) -> Path:
             if (out / name).exists()
         )
         lines += [
-            f"## {meta['suite']} ({meta['profile']})",
+            f"## {meta.suite} ({meta.profile})",
             "",
-            meta["title"] + ".",
+            meta.title + ".",
             "",
             f"- {summary_line(out)}",
             f"- {links}",

@@ -20,7 +20,7 @@ import pandas as pd
 from benchmark.grid import Cell
 from benchmark.report.files import number_or_blank
 from benchmark.report.published import WITHIN_DB
-from benchmark.runfolder import SUSPECT_UNDER_TRIVIAL_DB
+from benchmark.runfolder import SUSPECT_UNDER_TRIVIAL_DB, Manifest, Record
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -46,7 +46,7 @@ def _observation_key(cell: dict[str, Any]) -> str | None:
         return None
 
 
-def authors_reference(meta: dict[str, Any], records: list[dict[str, Any]]) -> pd.DataFrame:
+def authors_reference(meta: Manifest, records: list[Record]) -> pd.DataFrame:
     """The authors' numbers for this run's cells: per dataset, image, degradation, level,
     method and output, the PSNR and SSIM averaged over their seeds, the PSNR's spread
     (standard deviation over seeds), the number of seeds and their commit.
@@ -55,14 +55,14 @@ def authors_reference(meta: dict[str, Any], records: list[dict[str, Any]]) -> pd
     crop, degradation and degradation seed) are taken: a reference made for other
     observations is never set beside ours.
     """
-    path = reference_path(meta.get("profile", ""))
+    path = reference_path(meta.profile)
     if not path.is_file():
         return pd.DataFrame(columns=[*IDENTITY, "psnr", "ssim", "spread", "seeds", "commit"])
     reference = pd.read_csv(path)
-    observed = {_observation_key(r["cell"]) for r in records if isinstance(r.get("cell"), dict)}
+    observed = {_observation_key(r.cell) for r in records if isinstance(r.cell, dict)}
     reference = reference[
-        (reference.suite == meta.get("suite"))
-        & (reference.profile == meta.get("profile"))
+        (reference.suite == meta.suite)
+        & (reference.profile == meta.profile)
         & reference.observation_key.isin(observed)
     ]
     return (

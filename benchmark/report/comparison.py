@@ -5,7 +5,6 @@ against the oracle)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,10 +20,10 @@ from benchmark.report.published import (
     same_images,
 )
 from benchmark.report.tables import results_table, row_label
-from benchmark.runfolder import atomic_write
+from benchmark.runfolder import Manifest, Record, atomic_write
 
 
-def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
     """``paper_comparison.md``: ours against the authors' code at these settings where a
     reference exists (also ``authors_comparison.csv``), then ours minus published where the
     paper gives a number."""
@@ -35,14 +34,14 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
     )
     if len(authors) or (out / "authors_comparison.csv").is_file():
         atomic_write(out / "authors_comparison.csv", lambda p: authors.to_csv(p, index=False))
-    compare = (meta.get("paper") or {}).get("compare", {})
+    compare = (meta.paper or {}).get("compare", {})
     lines = [
-        f"# {meta['title']}: ours minus published",
+        f"# {meta.title}: ours minus published",
         "",
-        f"Profile `{meta['profile']}`"
+        f"Profile `{meta.profile}`"
         + (
             ""
-            if meta["profile"] == "full"
+            if meta.profile == "full"
             else " (not the paper's protocol: differences are for orientation, not a verdict)"
         )
         + ".",
@@ -58,7 +57,7 @@ def write_comparison(out: Path, meta: dict[str, Any], records: list[dict[str, An
     ok = results[results.status == "ok"] if len(results) else results
     paper, not_run = _pair_with_grid(paper, results)
     rows = []
-    ours_images = set(meta["images"])
+    ours_images = set(meta.images)
     for theirs in paper.itertuples():
         target = compare.get(theirs.method)
         if not target or (
@@ -149,19 +148,19 @@ def _comparison_markdown(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> Path | None:
+def write_es_table(out: Path, meta: Manifest, records: list[Record]) -> Path | None:
     """``es_wmv.md`` and ``.csv``: per network cell with an ES-WMV output, the detected
     iteration (or "not detected"), the PSNR-peak iteration of the per-step output and the gap,
     so a reader sees when early stopping helps and when it cannot."""
     rows = []
     for r in records:
-        if r.get("status") != "ok":
+        if not r.ok:
             continue
-        scores = {row["output"]: row["psnr"] for row in r.get("rows", [])}
-        info = r.get("info", {})
+        scores = {row["output"]: row["psnr"] for row in r.rows}
+        info = r.info
         if "es" not in scores or "es_stop_iteration" not in info:
             continue
-        curves = cell_arrays(out, r["key"])
+        curves = cell_arrays(out, r.key)
         peak_it = peak_psnr = es_curve_psnr = np.nan
         if "curve_psnr_last" in curves and np.isfinite(curves["curve_psnr_last"]).any():
             its, values = curves["curve_iteration"], curves["curve_psnr_last"]
@@ -170,7 +169,7 @@ def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]
             if info.get("es_iteration"):  # the curve's value nearest to ES-WMV's pick
                 es_curve_psnr = float(values[int(np.abs(its - info["es_iteration"]).argmin())])
         detected = info["es_stop_iteration"] is not None
-        cell = r["cell"]
+        cell = r.cell
         rows.append(
             {
                 "dataset": cell["dataset"],
@@ -193,9 +192,9 @@ def write_es_table(out: Path, meta: dict[str, Any], records: list[dict[str, Any]
     table = pd.DataFrame(rows)
     n_detected = int(table.detected_iteration.notna().sum())
     lines = [
-        f"# {meta['title']}: ES-WMV, detected against peak",
+        f"# {meta.title}: ES-WMV, detected against peak",
         "",
-        f"Profile `{meta['profile']}`. ES-WMV (window {WINDOW_NOTE}) reports the output at the "
+        f"Profile `{meta.profile}`. ES-WMV (window {WINDOW_NOTE}) reports the output at the "
         "minimum-variance iteration once the variance has not improved for its patience; "
         '"not detected" means the patience never ran out before the last iteration, so the '
         '`es` value is only the minimum so far ("pick at" gives its iteration). Peak: the '

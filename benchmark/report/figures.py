@@ -21,16 +21,12 @@ from benchmark.report.files import (
     save_small,
 )
 from benchmark.report.tables import row_label
-from benchmark.runfolder import GRID_IMAGES
+from benchmark.runfolder import GRID_IMAGES, Manifest, Record
 
 
-def _network_records(out: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _network_records(out: Path, records: list[Record]) -> list[Record]:
     """Successful records of fitted networks: those with curves (any method, a user's too)."""
-    return [r for r in records if r.get("status") == "ok" and has_curves(out, r["key"])]
-
-
-def _reports(record: dict[str, Any], output: str) -> bool:
-    return any(row["output"] == output for row in record.get("rows", []))
+    return [r for r in records if r.ok and has_curves(out, r.key)]
 
 
 CURVE_METRIC = {
@@ -51,7 +47,7 @@ def curve_caption(protocol: str) -> str:
 
 
 def figure_curves(
-    out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = 4
+    out: Path, meta: Manifest, records: list[Record], max_images: int = 4
 ) -> list[Path]:
     """PSNR against iterations of every fitted network, one figure per (degradation, level).
 
@@ -59,26 +55,26 @@ def figure_curves(
     the table's oracle marked at its iteration on the curve of the output it came from.
     """
     written = []
-    by_level: dict[tuple, list[dict[str, Any]]] = {}
+    by_level: dict[tuple, list[Record]] = {}
     for r in _network_records(out, records):
-        by_level.setdefault((r["cell"]["degradation"], r["cell"]["level"]), []).append(r)
-    protocol = str(meta.get("protocol", ""))
+        by_level.setdefault((r.cell["degradation"], r.cell["level"]), []).append(r)
+    protocol = meta.protocol
     for (degradation, level), recs in by_level.items():
-        images = list(dict.fromkeys(f"{r['cell']['dataset']}/{r['cell']['image']}" for r in recs))
+        images = list(dict.fromkeys(f"{r.cell['dataset']}/{r.cell['image']}" for r in recs))
         images = images[:max_images]
         fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.4), squeeze=False)
         for ax, image in zip(axes[0], images, strict=True):
             for r in recs:
-                if f"{r['cell']['dataset']}/{r['cell']['image']}" != image:
+                if f"{r.cell['dataset']}/{r.cell['image']}" != image:
                     continue
-                c = cell_arrays(out, r["key"])
+                c = cell_arrays(out, r.key)
                 if not len(c.get("curve_iteration", ())):
                     continue
-                it, name = c["curve_iteration"], row_label(meta, r["cell"]["method_key"], "out")
+                it, name = c["curve_iteration"], row_label(meta, r.cell["method_key"], "out")
                 ax.plot(it, c["curve_psnr_last"], lw=1, label=f"{name}")
-                if _reports(r, "ema"):
+                if r.reports("ema"):
                     ax.plot(it, c["curve_psnr_ema"], lw=1, ls="--", label=f"{name} EMA")
-                    es = r.get("info", {}).get("es_iteration")
+                    es = r.info.get("es_iteration")
                     if es:
                         ax.axvline(es, color="gray", lw=0.8, ls=":", label="ES-WMV pick")
                 mark_oracle(ax, r, c, name)
@@ -89,8 +85,7 @@ def figure_curves(
         if axes[0][0].get_legend_handles_labels()[0]:  # none when every cell failed
             axes[0][0].legend(fontsize=7)
         fig.suptitle(
-            f"{meta['suite']} ({meta['profile']}): {degradation} {level:g}\n"
-            + curve_caption(protocol),
+            f"{meta.suite} ({meta.profile}): {degradation} {level:g}\n" + curve_caption(protocol),
             fontsize=9,
         )
         fig.tight_layout()
@@ -100,11 +95,11 @@ def figure_curves(
     return written
 
 
-def mark_oracle(ax: Any, record: dict[str, Any], curves: dict[str, np.ndarray], name: str) -> None:
+def mark_oracle(ax: Any, record: Record, curves: dict[str, np.ndarray], name: str) -> None:
     """The table's oracle: a star at its iteration on the curve of the output it came from
     (the per-step output or the EMA), labelled with the table's number."""
-    info = record.get("info", {})
-    score = next((row["psnr"] for row in record["rows"] if row["output"] == "oracle"), None)
+    info = record.info
+    score = record.psnr("oracle")
     iteration = info.get("oracle_iteration")
     if score is None or iteration is None:
         return
@@ -122,7 +117,7 @@ def mark_oracle(ax: Any, record: dict[str, Any], curves: dict[str, np.ndarray], 
     )
 
 
-def _method_label(meta: dict[str, Any], key: str) -> str:
+def _method_label(meta: Manifest, key: str) -> str:
     """A method's label without its output (DIP, not DIP (last))."""
     return row_label(meta, key, "out")
 
@@ -136,19 +131,17 @@ def _show(ax: Any, image: np.ndarray, title: str) -> None:
 
 
 def figure_grid(
-    out: Path, meta: dict[str, Any], records: list[dict[str, Any]], max_images: int = GRID_IMAGES
+    out: Path, meta: Manifest, records: list[Record], max_images: int = GRID_IMAGES
 ) -> Path | None:
     """Clean, degraded and each method's output (PSNR in the captions) for a few images of
     the suite's first degradation level, from the views of the observations the run saved."""
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.ok]
     if not ok:
         return None
-    first = (ok[0]["cell"]["degradation"], ok[0]["cell"]["level"])
-    ok = [r for r in ok if (r["cell"]["degradation"], r["cell"]["level"]) == first]
-    images = list(dict.fromkeys((r["cell"]["dataset"], r["cell"]["image"]) for r in ok))[
-        :max_images
-    ]
-    methods = list(dict.fromkeys(r["cell"]["method_key"] for r in ok))
+    first = (ok[0].cell["degradation"], ok[0].cell["level"])
+    ok = [r for r in ok if (r.cell["degradation"], r.cell["level"]) == first]
+    images = list(dict.fromkeys((r.cell["dataset"], r.cell["image"]) for r in ok))[:max_images]
+    methods = list(dict.fromkeys(r.cell["method_key"] for r in ok))
     views = load_views(out)
     fig, axes = plt.subplots(
         len(images),
@@ -158,29 +151,30 @@ def figure_grid(
     )
     for row, (dataset, image) in zip(axes, images, strict=True):
         recs = {
-            r["cell"]["method_key"]: r
+            r.cell["method_key"]: r
             for r in ok
-            if (r["cell"]["dataset"], r["cell"]["image"]) == (dataset, image)
+            if (r.cell["dataset"], r.cell["image"]) == (dataset, image)
         }
         view = views.get((dataset, image, *first, 0))
         if view is None:  # a run folder written before views existed
             for ax in row[:2]:
                 ax.axis("off")
         else:
-            _show(row[0], view["target"], f"{image}: clean")
-            _show(row[1], view["observation"], input_caption(meta, float(view["psnr"])))
+            _show(row[0], view.target, f"{image}: clean")
+            _show(row[1], view.observation, input_caption(meta, view.psnr))
         for ax, method in zip(row[2:], methods, strict=True):
             record = recs.get(method)
             pixels = None if record is None else output_image(out, record)
             if record is None or pixels is None:
                 ax.axis("off")
                 continue
-            default = record.get("default_output", "out")
-            score = next((x["psnr"] for x in record["rows"] if x["output"] == default), np.nan)
+            default = record.default_output or "out"
+            score = record.psnr(default)
+            score = np.nan if score is None else score
             _show(ax, pixels, f"{row_label(meta, method, default)} {score:.2f} dB")
     fig.suptitle(
-        f"{meta['suite']} ({meta['profile']}): {first[0]} {first[1]:g}; PSNR under protocol "
-        f"{meta.get('protocol', '?')}",
+        f"{meta.suite} ({meta.profile}): {first[0]} {first[1]:g}; PSNR under protocol "
+        f"{meta.protocol}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -189,19 +183,19 @@ def figure_grid(
     return path
 
 
-def input_caption(meta: dict[str, Any], psnr: float) -> str:
+def input_caption(meta: Manifest, psnr: float) -> str:
     """What the grid's degraded panel shows: a low-resolution input is shown (and scored)
     with its pixels repeated to the output's size."""
-    if meta.get("task") == "super_resolution":
+    if meta.task == "super_resolution":
         return f"LR input, pixels repeated {psnr:.2f} dB"
     return f"degraded input {psnr:.2f} dB"
 
 
-def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
+def figure_snapshots(out: Path, meta: Manifest, records: list[Record]) -> list[Path]:
     """A network's output at chosen iterations for one image (the first record with
     snapshots): a strip (PNG) and an animated GIF."""
     for record in _network_records(out, records):
-        data = cell_arrays(out, record["key"])
+        data = cell_arrays(out, record.key)
         snaps = sorted(
             (int(k.split("_")[1]), v) for k, v in data.items() if k.startswith("snapshot_")
         )
@@ -210,7 +204,7 @@ def figure_snapshots(out: Path, meta: dict[str, Any], records: list[dict[str, An
         fig, axes = plt.subplots(1, len(snaps), figsize=(1.8 * len(snaps), 2.1), squeeze=False)
         for ax, (it, pixels) in zip(axes[0], snaps, strict=True):
             _show(ax, pixels, f"iteration {it}")
-        cell = record["cell"]
+        cell = record.cell
         fig.suptitle(
             f"{_method_label(meta, cell['method_key'])} on {cell['image']} "
             f"({cell['degradation']} {cell['level']:g})",

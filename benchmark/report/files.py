@@ -5,9 +5,9 @@ may read the other's half-written file)."""
 from __future__ import annotations
 
 import io
-import json
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,25 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmark.runfolder import (  # noqa: E402
-    VIEW_FIELDS,
     Manifest,
+    Record,
+    View,
     atomic_write,
     cells_dir,
-    read_record,
     views_dir,
-    with_staleness,
 )
 
 
-def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+@dataclass
+class Run:
+    """A run folder as the report reads it."""
+
+    manifest: Manifest  # its suite.json
+    records: list[Record]  # each with ``stale`` set
+    missing_cells: int = 0  # cells of its grid without a readable record
+
+
+def load_run(out: Path) -> Run:
     """The run's ``suite.json`` and the records of its grid (all records if it lists none),
     each with ``stale`` set when its code has changed since it was computed."""
     out = Path(out)
@@ -39,16 +47,13 @@ def load_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise FileNotFoundError(
             f"{out} is not a run folder: no suite.json (run dipbench run first)"
         )
-    meta = Manifest.read(out).to_json()
+    meta = Manifest.read(out)
     folder = cells_dir(out)
     paths = (
-        [folder / f"{k}.json" for k in meta["keys"]]
-        if meta.get("keys")
-        else sorted(folder.glob("*.json"))
+        [folder / f"{k}.json" for k in meta.keys] if meta.keys else sorted(folder.glob("*.json"))
     )
-    records = [with_staleness(r) for r in (read_record(p) for p in paths) if r is not None]
-    meta["missing_cells"] = len(paths) - len(records)
-    return meta, records
+    records = [r.with_staleness() for r in map(Record.read, paths) if r is not None]
+    return Run(meta, records, missing_cells=len(paths) - len(records))
 
 
 DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
@@ -123,24 +128,22 @@ def save_gif(frames: list[Image.Image], path: Path) -> None:
     )
 
 
-def load_views(out: Path) -> dict[tuple, dict[str, Any]]:
-    """The views of observations the run saved (``target`` and ``observation`` as 8-bit
-    thumbnails, the input's ``psnr``), by (dataset, image, degradation, level, repetition)."""
+def load_views(out: Path) -> dict[tuple, View]:
+    """The views of observations the run saved, by (dataset, image, degradation, level,
+    repetition); a damaged one is left out (said on stderr)."""
     views = {}
     for path in sorted(views_dir(out).glob("*.npz")):
         try:
-            with np.load(path) as data:
-                view = {k: data[k] for k in data.files}
-            cell = json.loads(str(view.pop("cell")))
-            views[tuple(cell[name] for name in VIEW_FIELDS)] = view
+            view = View.read(path)
+            views[view.key] = view
         except DAMAGED as err:
             damaged(path, err)
     return views
 
 
-def output_image(out: Path, record: dict[str, Any]) -> np.ndarray | None:
+def output_image(out: Path, record: Record) -> np.ndarray | None:
     """A cell's saved default output as 8-bit ``(H, W, C)``, or None."""
-    png = cells_dir(out) / f"{record['key']}.png"
+    png = cells_dir(out) / f"{record.key}.png"
     if not png.is_file():
         return None
     try:

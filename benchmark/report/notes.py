@@ -3,7 +3,10 @@ versions, gaps) and the notes of the marks its tables use, only those present.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmark.runfolder import Manifest, Record
 
 ORACLE_NOTE = (
     "† oracle: the best PSNR against the ground truth over every output the fit tracks (each "
@@ -54,44 +57,46 @@ TRIVIAL_LABELS = {
 }
 
 
-def header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
-    ok = [r for r in records if r.get("status") == "ok"]
-    versions = ok[0]["versions"] if ok else {}
-    devices = sorted({r.get("device", "?") for r in records})
-    revisions = sorted({r.get("git_revision", "?") for r in records})
-    profile = meta["profile"]
+def header(meta: Manifest, records: list[Record], missing_cells: int = 0) -> list[str]:
+    """What the run is (suite, profile, images, devices, versions), its gaps (failed cells,
+    ``missing_cells`` not run, stale ones) and the notes of the marks its tables use."""
+    ok = [r for r in records if r.ok]
+    versions = ok[0].versions if ok else {}
+    devices = sorted({r.device for r in records})
+    revisions = sorted({r.git_revision for r in records})
+    profile = meta.profile
     if profile == "full":
         caveat = "the suite's full settings (the paper's protocol where it follows a paper)"
-    elif not meta.get("profile_defined", True):
+    elif not meta.profile_defined:
         caveat = f"the suite defines no {profile} profile: these are its full settings"
     else:
         caveat = (
             f"**{profile} profile: NOT the paper's protocol** (smaller crops, fewer iterations "
             "or narrower networks; the published numbers are shown for orientation only)"
         )
-    names = {entry.split("/", 1)[-1] for entry in meta["images"]}
+    names = {entry.split("/", 1)[-1] for entry in meta.images}
     counted = f"{len(names)}" + (
-        f" ({len(meta['images'])} set/image pairs)" if len(names) != len(meta["images"]) else ""
+        f" ({len(meta.images)} set/image pairs)" if len(names) != len(meta.images) else ""
     )
     lines = [
-        f"# {meta['title']}",
+        f"# {meta.title}",
         "",
-        f"- suite `{meta['suite']}`, profile `{profile}`: {caveat}",
-        f"- protocol `{meta['protocol']}`; images: {counted}"
-        + (f", center crops of {meta['crop']} px" if meta.get("crop") else ", whole images"),
+        f"- suite `{meta.suite}`, profile `{profile}`: {caveat}",
+        f"- protocol `{meta.protocol}`; images: {counted}"
+        + (f", center crops of {meta.crop} px" if meta.crop else ", whole images"),
         f"- device(s): {', '.join(devices)}; git revision(s): {', '.join(revisions)}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
     ]
-    if meta.get("notes"):
-        lines.append(f"- notes: {meta['notes']}")
-    failed = [r for r in records if r.get("status") != "ok"]
-    if failed or meta.get("missing_cells"):
+    if meta.notes:
+        lines.append(f"- notes: {meta.notes}")
+    failed = [r for r in records if not r.ok]
+    if failed or missing_cells:
         lines.append(
-            f"- **gaps:** {len(failed)} failed cell(s), {meta.get('missing_cells', 0)} "
+            f"- **gaps:** {len(failed)} failed cell(s), {missing_cells} "
             "cell(s) not run; their entries read `failed` or are empty, and a mean over "
             "fewer images says `(n=...)`"
         )
-    stale = [r for r in ok if r.get("stale")]
+    stale = [r for r in ok if r.stale]
     if stale:
         lines.append(
             f"- **stale:** {len(stale)} cell(s) computed by code that has changed since "
@@ -100,16 +105,14 @@ def header(meta: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     return lines + ["", *_notes(meta, records, stale), ""]
 
 
-def _notes(
-    meta: dict[str, Any], records: list[dict[str, Any]], stale: list[dict[str, Any]]
-) -> list[str]:
+def _notes(meta: Manifest, records: list[Record], stale: list[Record]) -> list[str]:
     """The notes of the marks the tables use (a note for a mark that is absent is noise)."""
-    rows = [row for r in records for row in r.get("rows", [])]
+    rows = [row for r in records for row in r.rows]
     notes = []
-    if any(r.get("trivial") for r in records):
-        name = str(meta.get("trivial") or "")
+    if any(r.trivial for r in records):
+        name = str(meta.trivial or "")
         what = TRIVIAL_LABELS.get(name, name or "the task's trivial answer")
-        networks = any(r.get("info", {}).get("iterations") for r in records)
+        networks = any(r.info.get("iterations") for r in records)
         notes.append(
             f"The trivial baseline row is {what}, scored in this run per image"
             + (
@@ -120,9 +123,9 @@ def _notes(
         )
     if any(row["output"] == "oracle" for row in rows):
         notes.append(ORACLE_NOTE)
-    if any(r.get("suspect") for r in records):
+    if any(r.suspect for r in records):
         notes.append(SUSPECT_NOTE)
-    if any(r.get("info", {}).get("es_stop_iteration", 0) is None for r in records):
+    if any(r.info.get("es_stop_iteration", 0) is None for r in records):
         notes.append(NOT_DETECTED_NOTE)
     if stale:
         notes.append(STALE_NOTE)
@@ -144,13 +147,13 @@ SCHEDULE_NAMES = {
 }
 
 
-def _scaled_schedules(meta: dict[str, Any], records: list[dict[str, Any]]) -> str:
+def _scaled_schedules(meta: Manifest, records: list[Record]) -> str:
     """``DIP: ES-WMV window 100 -> 33, ...; Deep Decoder: ...`` from the records' infos."""
-    labels = {m["key"]: m["label"] for m in meta.get("methods", [])}
+    labels = {m["key"]: m["label"] for m in meta.methods}
     found: dict[str, str] = {}
     for record in records:
-        scaled = record.get("info", {}).get("schedule_scaled")
-        key = record["cell"]["method_key"]
+        scaled = record.info.get("schedule_scaled")
+        key = record.cell["method_key"]
         if scaled and key not in found:
             found[key] = ", ".join(
                 f"{SCHEDULE_NAMES.get(name, name)} {old} -> {new}"

@@ -16,7 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from benchmark.report.files import load_run
+from benchmark.report.files import Run, load_run
+from benchmark.runfolder import Manifest
 
 
 class PublishError(RuntimeError):
@@ -32,16 +33,17 @@ def publish(run: Path, reports: Path) -> Path:
     from benchmark.report import write_report
 
     run = Path(run)
-    meta, records = load_run(run)
-    problems = incomplete(meta, records)
+    loaded = load_run(run)
+    meta = loaded.manifest
+    problems = incomplete(loaded)
     if problems:
         raise PublishError(
             f"{run} is not a complete run ({'; '.join(problems)}): run the suite into it again "
-            f"(dipbench run {meta['suite']} --profile {meta['profile']} --out {run}) and "
+            f"(dipbench run {meta.suite} --profile {meta.profile} --out {run}) and "
             "publish it when every cell is ok"
         )
     write_report(run)  # the tables of exactly these records, by the current report code
-    target = Path(reports) / meta["profile"] / meta["suite"]
+    target = Path(reports) / meta.profile / meta.suite
     _check_target(target, meta)
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.name}.publishing-{os.getpid()}")
@@ -61,15 +63,16 @@ def publish(run: Path, reports: Path) -> Path:
     return target
 
 
-def incomplete(meta: dict, records: list[dict]) -> list[str]:
+def incomplete(run: Run) -> list[str]:
     """What keeps a run from being published (empty: nothing)."""
     problems = []
-    if meta.get("missing_cells"):
-        problems.append(f"{meta['missing_cells']} cell(s) not run")
-    failed = sum(r.get("status") != "ok" for r in records)
+    records = run.records
+    if run.missing_cells:
+        problems.append(f"{run.missing_cells} cell(s) not run")
+    failed = sum(not r.ok for r in records)
     if failed:
         problems.append(f"{failed} failed cell(s)")
-    stale = sum(bool(r.get("stale")) for r in records)
+    stale = sum(r.stale for r in records)
     if stale:
         problems.append(f"{stale} cell(s) computed by code that has changed since")
     if not records:
@@ -77,18 +80,18 @@ def incomplete(meta: dict, records: list[dict]) -> list[str]:
     return problems
 
 
-def _check_target(target: Path, meta: dict) -> None:
+def _check_target(target: Path, meta: Manifest) -> None:
     """Only a report of the same suite and profile (or nothing) may be replaced."""
     if not target.exists():
         return
     manifest = target / "suite.json"
     try:
         theirs = json.loads(manifest.read_text())
-        same = (theirs.get("suite"), theirs.get("profile")) == (meta["suite"], meta["profile"])
+        same = (theirs.get("suite"), theirs.get("profile")) == (meta.suite, meta.profile)
     except (OSError, ValueError, AttributeError):
         same = False
     if not (target.is_dir() and same):
         raise PublishError(
-            f"{target} exists and is not a published report of {meta['suite']} "
-            f"({meta['profile']}): it is left as it is; choose another --reports folder"
+            f"{target} exists and is not a published report of {meta.suite} "
+            f"({meta.profile}): it is left as it is; choose another --reports folder"
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from benchmark import images
+from benchmark.runfolder import Manifest
 
 PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.csv"
 
@@ -51,13 +51,13 @@ def same_images(ours: set[str], dataset: str) -> bool:
     return bool(names) and ours == names
 
 
-def published(meta: dict[str, Any]) -> pd.DataFrame:
+def published(meta: Manifest) -> pd.DataFrame:
     """The published rows of ``paper_numbers.csv`` that belong to this suite, with our dataset
     names (e.g. ``set5`` becomes ``set5_x4_gt``) and, where the suite's ``paper.degradations``
     says a published method saw another input than the paper's degradation name suggests, our
     name of that input (DIP's bicubic row was computed on ``downsample_bicubic``, not on DIP's
     Lanczos ``downsample``)."""
-    paper = meta.get("paper") or {}
+    paper = meta.paper or {}
     if not paper.get("source"):
         return pd.DataFrame(
             columns=[
@@ -79,7 +79,7 @@ def published(meta: dict[str, Any]) -> pd.DataFrame:
     rename = paper.get("datasets", {})
     inputs = paper.get("degradations", {})
     rows = []
-    for ours in meta["datasets"]:
+    for ours in meta.datasets:
         theirs = rename.get(ours, ours)
         part = numbers[numbers.dataset == theirs].copy()
         part["dataset"] = ours

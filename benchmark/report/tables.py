@@ -5,7 +5,6 @@ table per degradation level, with the published numbers beside ours (``table.md`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +28,7 @@ from benchmark.report.published import (
     published_mean_size,
     same_images,
 )
-from benchmark.runfolder import atomic_write, record_rows
+from benchmark.runfolder import Manifest, Record, atomic_write
 
 OUTPUT_LABELS = {
     "out": "",
@@ -41,23 +40,21 @@ OUTPUT_LABELS = {
 }
 
 
-def results_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+def results_table(records: list[Record]) -> pd.DataFrame:
     """results.csv rows from records alone."""
-    return pd.DataFrame([row for r in records for row in record_rows(r)])
+    return pd.DataFrame([row for r in records for row in r.result_rows()])
 
 
-def row_label(meta: dict[str, Any], method: str, output: str) -> str:
-    labels = {m["key"]: m["label"] for m in meta["methods"]}
+def row_label(meta: Manifest, method: str, output: str) -> str:
+    labels = {m["key"]: m["label"] for m in meta.methods}
     base = labels.get(method, method)
     suffix = OUTPUT_LABELS.get(output, output)
     label = f"{base} ({suffix})" if suffix else base
     return f"{label} †" if output == "oracle" else label
 
 
-def _groups(meta: dict[str, Any], results: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
-    keys = ["degradation", "level"] + (
-        ["dataset"] if meta.get("report", {}).get("by_dataset") else []
-    )
+def _groups(meta: Manifest, results: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    keys = ["degradation", "level"] + (["dataset"] if meta.report.get("by_dataset") else [])
     ok = results.copy()
     return [(k if isinstance(k, tuple) else (k,), g) for k, g in ok.groupby(keys, sort=False)]
 
@@ -68,7 +65,7 @@ def _column_names(group: pd.DataFrame) -> pd.Series:
 
 
 def wide_table(
-    meta: dict[str, Any],
+    meta: Manifest,
     group: pd.DataFrame,
     paper: pd.DataFrame,
     metric: str,
@@ -143,7 +140,7 @@ def wide_table(
     return table
 
 
-def trivial_row(meta: dict[str, Any], group: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def trivial_row(meta: Manifest, group: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The run's own trivial baseline of each image (the noisy input, bicubic of the
     low-resolution input, Telea inpainting: the task's ``trivial_baseline``), once per
     observation; empty for records that did not compute it."""
@@ -152,13 +149,13 @@ def trivial_row(meta: dict[str, Any], group: pd.DataFrame, columns: list[str]) -
         return pd.DataFrame(columns=["source", *columns])
     once = rows.dropna(subset=["trivial_psnr"]).drop_duplicates(["dataset", "image", "repetition"])
     values = once.groupby("column", sort=False).trivial_psnr.mean().reindex(columns)
-    name = str(meta.get("trivial") or "")
+    name = str(meta.trivial or "")
     what = TRIVIAL_LABELS.get(name, name or "the task's trivial answer")
     label = f"trivial baseline: {what} (this run)"
     return pd.DataFrame([{"source": "ours (trivial)", **values.to_dict()}], index=[label])
 
 
-def _marks(meta: dict[str, Any], group: pd.DataFrame) -> dict[tuple[str, str], str]:
+def _marks(meta: Manifest, group: pd.DataFrame) -> dict[tuple[str, str], str]:
     """``{(row label, column): mark}``: suspect cells, ES-WMV values that detected nothing,
     and cells computed by code that has changed since."""
     group = group.assign(column=_column_names(group))
@@ -218,12 +215,15 @@ def _markdown(
     return "\n".join(lines)
 
 
-def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]]) -> list[Path]:
-    """``table.md`` and ``table.csv`` in the paper's layout."""
+def write_tables(
+    out: Path, meta: Manifest, records: list[Record], *, missing_cells: int = 0
+) -> list[Path]:
+    """``table.md`` and ``table.csv`` in the paper's layout (``missing_cells``: cells of the
+    grid without a record, said in the header)."""
     results = results_table(records)
     paper = published(meta)
     reference = authors_reference(meta, records)
-    md = header(meta, records)
+    md = header(meta, records, missing_cells)
     header_lines = len(md)
     frames = []
     for key, group in _groups(meta, results):
@@ -245,7 +245,7 @@ def write_tables(out: Path, meta: dict[str, Any], records: list[dict[str, Any]])
                     "",
                 ]
             if metric == "psnr":
-                name = TRIVIAL_LABELS.get(str(meta.get("trivial") or ""), "its trivial baseline")
+                name = TRIVIAL_LABELS.get(str(meta.trivial or ""), "its trivial baseline")
                 lines = _suspect_lines(group) + under_baseline_lines(
                     group, reference, name, lambda m, o: row_label(meta, m, o)
                 )

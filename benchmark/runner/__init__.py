@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.runfolder import default_out, write_results
+from benchmark.runfolder import Record, default_out, write_results
 from benchmark.runner.availability import fetch_images_of, fetch_suite_images
 from benchmark.runner.cell import run_cell
 from benchmark.runner.claims import claimed_elsewhere
@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 
-def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, list[Record]]:
     """Run (or resume) a suite's grid and write ``results.csv``.
 
     ``options`` are those of :func:`~benchmark.runner.executors.execute`. The run's manifest

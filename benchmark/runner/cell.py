@@ -25,13 +25,7 @@ from benchmark.degradations import Observation, degrade
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
 from benchmark.provenance import code_identity
-from benchmark.runfolder import (
-    SUSPECT_UNDER_TRIVIAL_DB,
-    atomic_write,
-    cells_dir,
-    savez,
-    write_json,
-)
+from benchmark.runfolder import SUSPECT_UNDER_TRIVIAL_DB, Record, atomic_write, cells_dir, savez
 from benchmark.runner.claims import claimed
 from benchmark.runner.records import compute_kind, versions
 from benchmark.suites import Cell
@@ -61,7 +55,7 @@ def run_cell(
     revision: str = "unknown",
     threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """Compute one cell and write its record; a failure is recorded, not raised.
 
     The caller has set torch's CPU threads to ``threads`` (part of the cell's key on the CPU:
@@ -90,36 +84,37 @@ def run_cell(
     return _finish(record, out, time.perf_counter() - started)
 
 
-def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) -> dict[str, Any]:
+def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) -> Record:
     cells_dir(out).mkdir(parents=True, exist_ok=True)
     device_name = str(dev) if dev is not None else "cpu"
-    return {
-        "key": cell.key(compute_kind(cell, device_name, threads)),
-        "cell": asdict(cell),
-        "version": __version__,
-        "versions": versions(),
-        "code": code_identity(cell.method),
-        "git_revision": revision,
-        "device": device_name,
-        "started": time.time(),
-    }
+    return Record(
+        key=cell.key(compute_kind(cell, device_name, threads)),
+        cell=asdict(cell),
+        version=__version__,
+        versions=versions(),
+        code=code_identity(cell.method),
+        git_revision=revision,
+        device=device_name,
+        started=time.time(),
+    )
 
 
 def _succeeded(
-    record: dict[str, Any],
+    record: Record,
     cell: Cell,
     result: Restoration,
     target: np.ndarray,
     out: Path,
     observation: Observation,
 ) -> None:
-    record.update(_score(cell, result, target))
-    record["trivial"] = trivial_baseline(cell, observation, target)  # the table's own row
+    record.rows = _score(cell, result, target)
+    record.default_output, record.info = result.default, result.info
+    record.trivial = trivial_baseline(cell, observation, target)  # the table's own row
     if result.curves:  # a fitted network: hold it against its task's trivial baseline
-        record["suspect"] = suspect_reasons(cell, record)
-    record["status"] = "ok"
-    record["arrays"] = bool(result.curves or result.snapshots)  # <key>.npz is written
-    _save_outputs(cells_dir(out) / record["key"], result)
+        record.suspect = suspect_reasons(cell, record)
+    record.status = "ok"
+    record.arrays = bool(result.curves or result.snapshots)  # <key>.npz is written
+    _save_outputs(cells_dir(out) / record.key, result)
 
 
 SUSPECT_UNDER_ORACLE_DB = 10.0  # `last` under the same fit's oracle (any profile)
@@ -135,20 +130,21 @@ def trivial_baseline(cell: Cell, observation: Observation, target: np.ndarray) -
     return {"method": name, "psnr": score["psnr"]}
 
 
-def suspect_reasons(cell: Cell, record: dict[str, Any]) -> list[str]:
+def suspect_reasons(cell: Cell, record: Record) -> list[str]:
     """Why a network cell's numbers look impossible (empty: nothing suspect).
 
     The reported output more than 1 dB under the task's trivial baseline at the full profile
     (quick and ci use tiny networks and budgets), or ``last`` more than 10 dB under the same
     fit's oracle.
     """
-    psnr = {row["output"]: row["psnr"] for row in record["rows"]}
+    psnr = {row["output"]: row["psnr"] for row in record.rows}
     reasons = []
-    trivial = record["trivial"]
-    reported = record.get("default_output")
+    trivial = record.trivial or {}
+    reported = record.default_output
     if (
         cell.profile == "full"
         and reported in psnr
+        and "psnr" in trivial
         and psnr[reported] < trivial["psnr"] - SUSPECT_UNDER_TRIVIAL_DB
     ):
         reasons.append(
@@ -167,19 +163,17 @@ def suspect_reasons(cell: Cell, record: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def _failed(record: dict[str, Any], err: BaseException) -> None:
-    record.update(
-        status="failed",
-        error=f"{type(err).__name__}: {err}",
-        traceback="".join(traceback.format_exception(err)),
-        rows=[],
-    )
+def _failed(record: Record, err: BaseException) -> None:
+    record.status = "failed"
+    record.error = f"{type(err).__name__}: {err}"
+    record.traceback = "".join(traceback.format_exception(err))
+    record.rows = []
 
 
-def _finish(record: dict[str, Any], out: Path, seconds: float) -> dict[str, Any]:
-    record["seconds"] = seconds
-    record["finished"] = time.time()
-    write_json(cells_dir(out) / f"{record['key']}.json", record)
+def _finish(record: Record, out: Path, seconds: float) -> Record:
+    record.seconds = seconds
+    record.finished = time.time()
+    record.write(out)
     return record
 
 
@@ -191,7 +185,7 @@ def run_cells(
     revision: str = "unknown",
     threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Compute cells that differ only in image, degradation and seed, fitted together.
 
     The cells come from ``planning.batches`` (one network method, one set of options); those
@@ -212,7 +206,7 @@ def _compute_cells(
     revision: str,
     threads: int,
     progress: Callable[[int, int], None] | None,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     from benchmark.device import resolve_device
 
     info = get_method(cells[0].method)
@@ -222,8 +216,8 @@ def _compute_cells(
             for cell in cells
         ]
     dev = resolve_device(device)
-    records: list[dict[str, Any]] = []
-    ready: dict[tuple, list[tuple[Cell, dict[str, Any], Any, np.ndarray]]] = {}
+    records: list[Record] = []
+    ready: dict[tuple, list[tuple[Cell, Record, Any, np.ndarray]]] = {}
     started = time.perf_counter()
     for cell in cells:
         record = _new_record(cell, out, dev, revision, threads)
@@ -262,7 +256,8 @@ def _compute_cells(
     return records
 
 
-def _score(cell: Cell, result: Restoration, target: np.ndarray) -> dict[str, Any]:
+def _score(cell: Cell, result: Restoration, target: np.ndarray) -> list[dict[str, Any]]:
+    """One row per output the suite asked for (every output when it asked for none)."""
     protocol = get_protocol(cell.protocol)
     wanted = cell.outputs or tuple(result.outputs)
     missing = [o for o in wanted if o not in result.outputs]
@@ -270,11 +265,10 @@ def _score(cell: Cell, result: Restoration, target: np.ndarray) -> dict[str, Any
         raise KeyError(
             f"method {cell.method!r} has no output(s) {missing}; it has {', '.join(result.outputs)}"
         )
-    rows = [
+    return [
         {"output": name, "oracle": name == "oracle", **protocol.score(result.outputs[name], target)}
         for name in wanted
     ]
-    return {"rows": rows, "default_output": result.default, "info": result.info}
 
 
 def _save_outputs(stem: Path, result: Restoration) -> None:
@@ -289,7 +283,7 @@ def _save_outputs(stem: Path, result: Restoration) -> None:
 
 def fail_unit(
     unit: list[Cell], out: Path, device: str, revision: str, threads: int, cause: str
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Failed records for the cells of a unit whose worker died (``cause`` says how)."""
     from benchmark.device import resolve_device
 
@@ -297,6 +291,6 @@ def fail_unit(
     for cell in unit:
         record = _new_record(cell, out, resolve_device(device), revision, threads)
         _failed(record, RuntimeError(f"{cause} while computing this cell"))
-        record["traceback"] = ""
+        record.traceback = ""
         records.append(_finish(record, out, 0.0))
     return records

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.runfolder import cells_dir, read_record
+from benchmark.runfolder import Record, cells_dir
 from benchmark.runner.records import damaged_outputs, is_finished, process_is_running, record_path
 
 if TYPE_CHECKING:
@@ -99,8 +99,8 @@ def claimed(cells: Sequence[Cell], out: Path, device: str, threads: int) -> Iter
     cells_dir(out).mkdir(parents=True, exist_ok=True)
     mine = []
     for cell in cells:
-        record = read_record(record_path(cell, out, device, threads))
-        if is_finished(record, cell.method) and not damaged_outputs(out, record):
+        record = Record.read(record_path(cell, out, device, threads))
+        if is_finished(record) and not damaged_outputs(out, record):
             continue  # another run finished it since this one planned
         if claim(claim_path(cell, out, device, threads)):
             mine.append(cell)
@@ -116,7 +116,7 @@ def claimed_elsewhere(cells: Sequence[Cell], out: Path, device: str, threads: in
     return [
         c
         for c in cells
-        if read_record(record_path(c, out, device, threads)) is None
+        if Record.read(record_path(c, out, device, threads)) is None
         and claim_path(c, out, device, threads).exists()
         and not _stale(claim_path(c, out, device, threads))
     ]

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from benchmark.methods.registry import get_method
-from benchmark.runfolder import cells_dir
+from benchmark.runfolder import Record, cells_dir
 from benchmark.runner.cell import run_cells
 from benchmark.runner.planning import batches, pending
 from benchmark.runner.progress import grid_bar, take
@@ -39,7 +39,7 @@ def execute(
     batch: int | str = "auto",
     reuse_stale: bool = False,
     cell_timeout: float | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Run the cells that have no successful record by the current code yet; return the new
     records.
 
@@ -89,9 +89,7 @@ def execute(
 # executor(units, out, device, revision, threads, options, show_progress). It must compute
 # each unit through ``runner.cell.run_cells`` (which writes the records), so that it never
 # changes a number; ``options`` holds ``jobs`` and the command's executor options.
-Executor = Callable[
-    [Sequence[list[Cell]], Path, str, str, int, dict[str, Any], bool], list[dict[str, Any]]
-]
+Executor = Callable[[Sequence[list[Cell]], Path, str, str, int, dict[str, Any], bool], list[Record]]
 EXECUTORS: dict[str, Executor] = {}
 
 
@@ -116,7 +114,7 @@ def _execute_local(
     threads: int,
     options: dict[str, Any],
     show: bool,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """``jobs`` isolated worker processes (:mod:`~benchmark.runner.workers`): a crash, an
     exit call, an out-of-memory kill or a time-out fails its cell, never the run. Cells that
     name a method, task or degradation registered at run time in this process only run
@@ -125,7 +123,7 @@ def _execute_local(
     in_a_worker = [runs_in_a_worker(u[0]) for u in units]
     isolated = [u for u, elsewhere in zip(units, in_a_worker, strict=True) if elsewhere]
     local = [u for u, elsewhere in zip(units, in_a_worker, strict=True) if not elsewhere]
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     if isolated:
         timeout = options.get("cell_timeout")
         if timeout is None:
@@ -159,7 +157,7 @@ def _execute_inline(
     threads: int,
     options: dict[str, Any],
     show: bool,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """This process, one unit after another, without isolation or time-out: for a debugger,
     or code patched at run time that a fresh worker would not see."""
     return _execute_serial(units, out, device, revision, threads, show)
@@ -167,7 +165,7 @@ def _execute_inline(
 
 def _execute_serial(
     units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     import torch
 
     previous = torch.get_num_threads()
@@ -180,7 +178,7 @@ def _execute_serial(
 
 def _serial_loop(
     units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     records = []
     with grid_bar(sum(len(u) for u in units), show) as bar:
         for unit in units:
@@ -220,7 +218,7 @@ def _gpu_devices(device: str) -> list[str]:
 
 def _slurm_job(
     unit: list[Cell], out: str, device: str, revision: str, threads: int
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """One unit as a Slurm job (its own process, like a local worker)."""
     import torch
 
@@ -237,7 +235,7 @@ def _execute_slurm(
     threads: int,
     options: dict[str, Any],
     show: bool,
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     try:
         import submitit
     except ImportError as err:

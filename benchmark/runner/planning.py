@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import images
 from benchmark.methods.registry import get_method
-from benchmark.runfolder import read_record, stale_files
+from benchmark.runfolder import Record
 from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside
 from benchmark.tasks import get_task
 
@@ -30,8 +30,8 @@ def pending(
     todo = []
     for cell in cells:
         path = record_path(cell, out, device, threads)
-        record = read_record(path)
-        if not is_finished(record, cell.method, reuse_stale=reuse_stale):
+        record = Record.read(path)
+        if not is_finished(record, reuse_stale=reuse_stale):
             todo.append(cell)
         elif damaged := damaged_outputs(out, record):
             there = [p for p in damaged if p.exists()]  # a missing one: set aside already
@@ -52,9 +52,9 @@ def stale(
     with the files that changed."""
     found = []
     for cell in cells:
-        record = read_record(record_path(cell, out, device, threads))
-        if record is not None and record.get("status") == "ok":
-            changed = stale_files(record, cell.method)
+        record = Record.read(record_path(cell, out, device, threads))
+        if record is not None and record.ok:
+            changed = record.stale_files()
             if changed:
                 found.append((cell, changed))
     return found

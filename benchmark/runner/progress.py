@@ -8,6 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from benchmark.runfolder import Record
+
 
 def grid_bar(total: int, show: bool) -> Any:
     """The bar of a run's cells: a tqdm bar on a terminal; in a log file or a pipe, a plain
@@ -54,24 +56,19 @@ class LogLines:
         print(f"cells {self.n}/{self.total} after {minutes:.1f} min{extra}", file=sys.stderr)
 
 
-def note_failure(record: dict[str, Any]) -> None:
+def note_failure(record: Record) -> None:
     """Name a failed cell and its error above the bars."""
-    if record.get("status") != "ok":
-        tqdm.write(
-            f"failed: {record['cell']['image']} {record['cell']['method_key']}: "
-            f"{record.get('error')}"
-        )
+    if not record.ok:
+        tqdm.write(f"failed: {record.cell['image']} {record.cell['method_key']}: {record.error}")
 
 
-def take(
-    done: list[dict[str, Any]], records: list[dict[str, Any]], bar: tqdm, running: int = 0
-) -> None:
+def take(done: list[Record], records: list[Record], bar: tqdm, running: int = 0) -> None:
     """Add a unit's records to the run's, naming its failures and advancing the bar (which
     shows the failed cells so far and, with workers, how many cells are running)."""
     for record in done:
         note_failure(record)
     records += done
-    failed = sum(r.get("status") != "ok" for r in records)
+    failed = sum(not r.ok for r in records)
     bar.set_postfix_str(
         ", ".join(
             part

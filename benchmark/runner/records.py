@@ -12,7 +12,7 @@ import subprocess
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,32 +20,24 @@ from PIL import Image
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
-from benchmark.runfolder import (
-    RESULT_COLUMNS,
-    cells_dir,
-    read_record,
-    record_rows,
-    stale_files,
-    typed_results,
-    with_staleness,
-)
+from benchmark.runfolder import RESULT_COLUMNS, Record, cells_dir, typed_results
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell
 
 
-def is_finished(record: dict[str, Any] | None, method: str, *, reuse_stale: bool = False) -> bool:
+def is_finished(record: Record | None, *, reuse_stale: bool = False) -> bool:
     """Whether a record stands for its cell: computed successfully, by the current code
     (or by any code when ``reuse_stale``)."""
-    if record is None or record.get("status") != "ok":
+    if record is None or not record.ok:
         return False
-    return reuse_stale or not stale_files(record, method)
+    return reuse_stale or not record.stale_files()
 
 
-def damaged_outputs(out: Path, record: dict[str, Any]) -> list[Path]:
+def damaged_outputs(out: Path, record: Record) -> list[Path]:
     """The output image and arrays of a finished cell that are missing or cannot be read (a
     killed copy, a full disk): the cell is then recomputed."""
-    png = cells_dir(out) / f"{record['key']}.png"
+    png = cells_dir(out) / f"{record.key}.png"
     found = []
     try:
         with Image.open(png) as im:
@@ -53,7 +45,7 @@ def damaged_outputs(out: Path, record: dict[str, Any]) -> list[Path]:
     except Exception:  # noqa: BLE001  Pillow raises many kinds for a bad file
         found.append(png)
     npz = png.with_suffix(".npz")
-    if record.get("arrays") and not npz.exists():
+    if record.arrays and not npz.exists():
         found.append(npz)
     elif npz.exists():
         try:
@@ -168,7 +160,7 @@ def collect_keys(keys: Sequence[str], out: Path) -> pd.DataFrame:
     """
     rows = []
     for key in keys:
-        record = read_record(cells_dir(out) / f"{key}.json")
+        record = Record.read(cells_dir(out) / f"{key}.json")
         if record is not None:
-            rows.extend(record_rows(with_staleness(record)))
+            rows.extend(record.with_staleness().result_rows())
     return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS))

@@ -8,7 +8,6 @@ folder and never re-makes an observation (nor needs the test images).
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from benchmark.arrays import to_uint8
 from benchmark.degradations import Observation
 from benchmark.metrics import get_protocol
-from benchmark.runfolder import GRID_IMAGES, VIEW_FIELDS, atomic_write, savez, views_dir
+from benchmark.runfolder import GRID_IMAGES, VIEW_FIELDS, View, views_dir
 from benchmark.suites import Cell
 
 VIEW_MAX_SIDE = 256  # the grid shows each panel at about 150 pixels
@@ -69,22 +68,19 @@ def save_views(cells: Sequence[Cell], out: Path) -> int:
             continue  # a damaged view (a full disk, a killed copy) is made again
         observation, target = prepare(cell)
         shown = observation_view(observation, target)
-        identity = {name: getattr(cell, name) for name in VIEW_FIELDS}
-        arrays = {
-            "target": thumbnail(target),
-            "observation": thumbnail(shown),
-            "psnr": np.float64(get_protocol(cell.protocol).score(shown, target)["psnr"]),
-            "cell": np.array(json.dumps(identity)),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p, arrays=arrays: savez(p, arrays))
+        View(
+            identity={name: getattr(cell, name) for name in VIEW_FIELDS},
+            target=thumbnail(target),
+            observation=thumbnail(shown),
+            psnr=get_protocol(cell.protocol).score(shown, target)["psnr"],
+        ).write(path)
         written += 1
     return written
 
 
 def _readable(path: Path) -> bool:
     try:
-        with np.load(path) as data:
-            return all(data[name] is not None for name in data.files)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        View.read(path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return False
+    return True

@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from benchmark.runfolder import Record
 from benchmark.runner.cell import fail_unit, run_cells
 from benchmark.runner.progress import WorkerBars, grid_bar, take
 from benchmark.suites import Cell
@@ -73,7 +74,7 @@ def run_isolated(
     show: bool,
     timeout: float | None,
     devices: Sequence[str] = (),
-) -> list[dict[str, Any]]:
+) -> list[Record]:
     """Compute ``units`` in ``jobs`` isolated worker processes; return the records.
 
     ``timeout`` is seconds per cell (None or 0: no limit); ``devices`` gives each worker a
@@ -83,7 +84,7 @@ def run_isolated(
     slots = max(1, min(jobs, len(units)))
     shared = context.Array("q", 2 * slots, lock=False)  # [done, total] per worker
     queue: deque[list[Cell]] = deque(units)
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
 
     def start(slot: int) -> Worker:
         device_of = devices[slot % len(devices)] if devices else None
@@ -134,7 +135,7 @@ def run_isolated(
 
 
 def _collect(
-    worker: Worker, records: list[dict[str, Any]], bar: tqdm, timeout: float | None
+    worker: Worker, records: list[Record], bar: tqdm, timeout: float | None
 ) -> tuple[bool, str]:
     """Look at a busy worker: ``(True, "")`` when it delivered its unit's records (taken),
     ``(False, "")`` while it computes, ``(False, cause)`` when it was lost."""
@@ -160,7 +161,7 @@ def _settle(
     unit: list[Cell],
     cause: str,
     queue: deque[list[Cell]],
-    records: list[dict[str, Any]],
+    records: list[Record],
     bar: tqdm,
     out: Path,
     device: str,
