@@ -212,9 +212,6 @@ class Record:
         """The PSNR of one of its outputs (None: the record has no such output)."""
         return next((row["psnr"] for row in self.rows if row["output"] == output), None)
 
-    def reports(self, output: str) -> bool:
-        return any(row["output"] == output for row in self.rows)
-
     @classmethod
     def from_json(cls, data: Any) -> Record:
         """The record that ``data`` (the parsed JSON) states.
@@ -242,7 +239,7 @@ class Record:
         JSON of another shape): such a cell is recomputed and its file replaced."""
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
+        except (OSError, ValueError):  # JSON and UTF-8 decoding errors are ValueErrors
             return None
 
     def write(self, out: Path) -> Path:

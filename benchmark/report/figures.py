@@ -72,7 +72,7 @@ def figure_curves(
                     continue
                 it, name = c["curve_iteration"], row_label(meta, r.cell["method_key"], "out")
                 ax.plot(it, c["curve_psnr_last"], lw=1, label=f"{name}")
-                if r.reports("ema"):
+                if r.psnr("ema") is not None:
                     ax.plot(it, c["curve_psnr_ema"], lw=1, ls="--", label=f"{name} EMA")
                     es = r.info.get("es_iteration")
                     if es:

@@ -139,12 +139,12 @@ def suspect_reasons(cell: Cell, record: Record) -> list[str]:
     """
     psnr = {row["output"]: row["psnr"] for row in record.rows}
     reasons = []
-    trivial = record.trivial or {}
+    trivial = record.trivial
     reported = record.default_output
     if (
         cell.profile == "full"
+        and trivial is not None
         and reported in psnr
-        and "psnr" in trivial
         and psnr[reported] < trivial["psnr"] - SUSPECT_UNDER_TRIVIAL_DB
     ):
         reasons.append(
