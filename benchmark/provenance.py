@@ -1,33 +1,51 @@
-"""The identity of the code that computes a cell: a fingerprint stored in every record.
+"""The identity of what computes a cell: its code and the data it reads, stored in every record.
 
 A cell's key hashes what the cell *is* (image, degradation, level, method, options, seeds);
-its number also depends on the *code* that computes it. :func:`code_identity` hashes the
-source files that can move a method's number:
+its number also depends on the *code* that computes it and on the *data* it reads. Both are
+stored with the record and checked against the current files, without importing any method
+(the report and ``check`` load no torch):
 
-- the module that defines the method's function (a user's module too),
-- every module of this package that those modules import, directly or not (for DIP and the
-  Deep Decoder: the fit, the networks, stacking, the registry, degradations, forward models),
-- the modules every cell goes through: image loading (:mod:`benchmark.images`,
-  :mod:`benchmark.archives`), degradations, forward models, tasks and metrics,
-- the data files those modules name (``presets.toml``, ``registry.csv``).
+- :func:`code_identity`, per method: the source of the module that defines the method's
+  function (a user's module too), of every module of this package that it imports, directly
+  or not (for DIP and the Deep Decoder: the fit, the networks, stacking, the registry), and of
+  the modules every cell goes through (image loading, degradations, forward models, tasks,
+  metrics). A module is hashed as what it computes: its syntax tree without docstrings,
+  comments or formatting (:func:`source_hash`). A docstring fix re-runs nothing; any change
+  of a name, a number or a statement does.
+- :func:`inputs_identity`, per cell: the parts of the package's data files that the cell
+  actually read: its image's row of ``registry.csv`` (the pixel hash, mode and kind, not
+  where the file is downloaded from) and its preset's table of ``presets.toml``. Adding an
+  image or a preset changes no other cell's identity.
 
 The report, the runner's bookkeeping, the command line and the docs are not in it: editing
-them never invalidates a record. A run compares each record's fingerprint with the current
-code's and recomputes the cells whose code changed (:func:`changed_files` says which files).
+them never invalidates a record. :func:`changed_files` re-hashes the stored names and says
+which changed. Records written before this scheme (``scheme`` absent: whole files hashed by
+their bytes) are checked by that rule, and the runner re-stamps those whose files are byte
+for byte the current ones (:func:`is_legacy`).
 """
 
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
 import importlib.util
 import inspect
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
+SCHEME = 2  # 1 (no "scheme" key): whole files by their bytes, data files whole
+
+PRESETS = "benchmark/data/presets.toml"
+REGISTRY = "benchmark/data/registry.csv"
+# Where an image is fetched from does not change its pixels: these columns are left out.
+REGISTRY_SOURCE_COLUMNS = frozenset({"repo", "commit", "path_in_repo", "url"})
 
 # Every cell loads an image, degrades it and is scored: these modules move every number.
 EVERY_CELL = (
@@ -42,9 +60,13 @@ EVERY_CELL = (
 )
 
 
+# --- identities ------------------------------------------------------------------------------
+
+
 def code_identity(method: str) -> dict[str, Any]:
-    """``{"fingerprint": str, "files": {name: sha256[:16]}}`` of the code behind ``method``
-    (a registry name or ``package.module:function``), as stored in each record."""
+    """``{"scheme", "fingerprint", "files": {name: hash}}`` of the code behind ``method`` (a
+    registry name or ``package.module:function``); a file outside this package also has its
+    path under ``"paths"``, so that it can be found again."""
     from benchmark.methods.registry import get_method
 
     function = get_method(method).function
@@ -52,20 +74,220 @@ def code_identity(method: str) -> dict[str, Any]:
     own = inspect.getsourcefile(function)
     if own:
         files[_display_name(Path(own))] = Path(own).resolve()
-    hashes = {name: _file_hash(path) for name, path in sorted(files.items())}
-    digest = hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
-    return {"fingerprint": digest, "files": hashes}
+    identity: dict[str, Any] = {"scheme": SCHEME}
+    identity["files"] = {name: source_hash(path) for name, path in sorted(files.items())}
+    identity["fingerprint"] = _digest(identity["files"])
+    paths = {name: str(path) for name, path in files.items() if not _in_package(path)}
+    if paths:
+        identity["paths"] = paths
+    return identity
 
 
-def changed_files(stored: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
-    """The files whose change makes a record stale (``["(no fingerprint)"]`` for a record
-    written before fingerprints existed); empty when the record is current."""
-    if not stored or "fingerprint" not in stored:
+def inputs_identity(parts: Iterable[str]) -> dict[str, Any]:
+    """``{"fingerprint", "parts": {name: hash}}`` of the data parts a cell read
+    (:func:`image_part`, :func:`preset_part`)."""
+    hashes = {name: part_hash(name) for name in sorted(set(parts))}
+    hashes = {name: value for name, value in hashes.items() if value is not None}
+    return {"fingerprint": _digest(hashes), "parts": hashes}
+
+
+def cell_inputs(dataset: str, image: str, method: str, preset: str | None) -> dict[str, Any]:
+    """The :func:`inputs_identity` of a cell: its image's registry row and the preset its
+    method fitted with (the one its result names), where the package's data files hold them."""
+    parts = [image_part(dataset, image), preset_part(method, preset)]
+    return inputs_identity(part for part in parts if part is not None)
+
+
+def image_part(dataset: str, image: str) -> str | None:
+    """The registry row an image is read from (``registry.csv[set/name]``; a set that comes
+    as one archive: its archive's row), or None when the registry has none."""
+    rows = _registry_rows()
+    if (dataset, image) in rows:
+        return f"{REGISTRY}[{dataset}/{image}]"
+    archives = sorted(
+        name
+        for (set_, name), row in rows.items()
+        if set_ == dataset and row.get("kind") == "archive"
+    )
+    return f"{REGISTRY}[{dataset}/{archives[0]}]" if len(archives) == 1 else None
+
+
+def preset_part(method: str, preset: str | None) -> str | None:
+    """The table of ``presets.toml`` a cell's preset is (``presets.toml[dip.sr_x4]``), or None
+    when the method has no such preset."""
+    if not preset or not isinstance(_presets().get(method), dict):
+        return None
+    return f"{PRESETS}[{method}.{preset}]" if preset in _presets()[method] else None
+
+
+# --- staleness -------------------------------------------------------------------------------
+
+
+def changed_files(stored: Mapping[str, Any] | None) -> list[str]:
+    """The stored files (and data parts) whose current hash differs from the stored one, or
+    that are gone (empty: current). A record written before fingerprints existed is stale."""
+    if not stored or "files" not in stored:
         return ["(no code fingerprint: written by dipbench < 0.3)"]
-    if stored["fingerprint"] == current["fingerprint"]:
+    hashes = stored["files"]
+    if stored.get("scheme") is None:
+        return sorted(name for name, value in hashes.items() if _legacy_hash(name) != value)
+    paths = stored.get("paths", {})
+    return sorted(name for name, value in hashes.items() if _current_hash(name, paths) != value)
+
+
+def changed_parts(stored: Mapping[str, Any] | None) -> list[str]:
+    """The data parts of an :func:`inputs_identity` whose current hash differs (empty: none
+    changed, or nothing was stored: records before the scheme hashed whole data files)."""
+    if not stored:
         return []
-    before, now = stored.get("files", {}), current["files"]
-    return sorted(n for n in set(before) | set(now) if before.get(n) != now.get(n))
+    return sorted(
+        name for name, value in stored.get("parts", {}).items() if part_hash(name) != value
+    )
+
+
+def is_legacy(stored: Mapping[str, Any] | None) -> bool:
+    """Whether a code identity was written by the scheme before this one (whole files)."""
+    return bool(stored) and "files" in stored and stored.get("scheme") is None
+
+
+def _current_hash(name: str, paths: Mapping[str, str]) -> str | None:
+    path = Path(paths[name]) if name in paths else PACKAGE_ROOT.parent / name
+    try:
+        return source_hash(path.resolve())
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _legacy_hash(name: str) -> str | None:
+    """A file's hash by the first scheme: its bytes (package files only; a user's file was
+    stored by its bare name, which no longer says where it is)."""
+    path = PACKAGE_ROOT.parent / name
+    try:
+        return _bytes_hash(path, path.stat().st_mtime_ns, path.stat().st_size)
+    except OSError:
+        return None
+
+
+def legacy_fingerprint(method: str) -> str:
+    """The fingerprint the first scheme gives ``method``'s current code (whole files by their
+    bytes, with the data files its modules name): what a record of that scheme computed by
+    the current files holds, for re-stamping."""
+    from benchmark.methods.registry import get_method
+
+    function = get_method(method).function
+    files = dict(_module_files((function.__module__, *EVERY_CELL)))
+    for path in list(files.values()):
+        if _in_package(path):
+            text = path.read_text()
+            for data in sorted((PACKAGE_ROOT / "data").glob("*")):
+                if f'"{data.name}"' in text:
+                    files[_display_name(data)] = data
+    own = inspect.getsourcefile(function)
+    if own:
+        files[_display_name(Path(own))] = Path(own).resolve()
+    hashes = {
+        name: _bytes_hash(path, path.stat().st_mtime_ns, path.stat().st_size)
+        for name, path in sorted(files.items())
+    }
+    return hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
+
+
+# --- hashing ---------------------------------------------------------------------------------
+
+
+def source_hash(path: Path) -> str:
+    """The hash of what a Python file computes: its syntax tree with docstrings (and every
+    other bare string statement) dropped; comments and formatting are not in the tree. The
+    tree is written out by :func:`_canonical`, not ``ast.dump``, whose text changes between
+    Python versions (empty fields shown or not)."""
+    stat = path.stat()
+    return _source_hash(path, stat.st_mtime_ns, stat.st_size)
+
+
+@cache
+def _source_hash(path: Path, mtime_ns: int, size: int) -> str:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return hashlib.sha256(_canonical(tree).encode()).hexdigest()[:16]
+
+
+def _canonical(node: Any) -> str:
+    if isinstance(node, ast.AST):
+        shown = []
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                value = [v for v in value if not _is_bare_string(v)]
+            if value is None or value == [] or name in ("kind", "type_comment"):
+                continue  # absent, or how a constant was spelt ('u' prefix)
+            shown.append(f"{name}={_canonical(value)}")
+        return f"{type(node).__name__}({','.join(shown)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(item) for item in node) + "]"
+    return repr(node)
+
+
+def _is_bare_string(node: Any) -> bool:
+    """A statement that is only a string: a docstring, or text that computes nothing."""
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+
+
+def part_hash(name: str) -> str | None:
+    """The current hash of a data part (``<file>[<part>]``), or None where it is gone."""
+    file, _, part = name.partition("[")
+    part = part.removesuffix("]")
+    if file == PRESETS:
+        method, _, preset = part.partition(".")
+        table = _presets().get(method, {}).get(preset)
+        content = table
+    elif file == REGISTRY:
+        row = _registry_rows().get(tuple(part.split("/", 1)))
+        content = (
+            None
+            if row is None
+            else {k: v for k, v in row.items() if k not in REGISTRY_SOURCE_COLUMNS}
+        )
+    else:
+        return None
+    if content is None:
+        return None
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _presets() -> dict[str, Any]:
+    path = PACKAGE_ROOT.parent / PRESETS
+    return _read_toml(path, path.stat().st_mtime_ns)
+
+
+@cache
+def _read_toml(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _registry_rows() -> dict[tuple[str, str], dict[str, str]]:
+    path = PACKAGE_ROOT.parent / REGISTRY
+    return _read_registry(path, path.stat().st_mtime_ns)
+
+
+@cache
+def _read_registry(path: Path, mtime_ns: int) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {(row["set"], row["name"]): row for row in csv.DictReader(handle)}
+
+
+def _digest(hashes: Mapping[str, str]) -> str:
+    return hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
+
+
+@cache
+def _bytes_hash(path: Path, mtime_ns: int, size: int) -> str:
+    """A file's sha256 (cached while its modification time and size stay the same)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# --- the import closure ----------------------------------------------------------------------
 
 
 @cache
@@ -83,8 +305,6 @@ def _module_files(modules: tuple[str, ...]) -> tuple[tuple[str, Path], ...]:
         if path is None:
             continue
         files[_display_name(path)] = path
-        for data in _data_files(path):
-            files[_display_name(data)] = data
         if _in_package(path):
             queue += _package_imports(path, name)
     return tuple(files.items())
@@ -132,21 +352,3 @@ def _package_imports(path: Path, module: str) -> list[str]:
     return [
         name for name in found if name.startswith(PACKAGE + ".") and _source_of(name) is not None
     ]
-
-
-def _data_files(path: Path) -> list[Path]:
-    """The package's data files that a module names (``presets.toml``, ``registry.csv``)."""
-    if not _in_package(path):
-        return []
-    text = path.read_text()
-    return [p for p in sorted((PACKAGE_ROOT / "data").glob("*")) if f'"{p.name}"' in text]
-
-
-def _file_hash(path: Path) -> str:
-    return _hash_of(path, path.stat().st_mtime_ns, path.stat().st_size)
-
-
-@cache
-def _hash_of(path: Path, mtime_ns: int, size: int) -> str:
-    """A file's sha256 (cached while its modification time and size stay the same)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.provenance import changed_files, code_identity
+from benchmark.provenance import changed_files, changed_parts
 
 GRID_IMAGES = 3  # images in the report's grid
 # A network output this far under its image's trivial baseline is suspect (records' `suspect`
@@ -62,6 +62,7 @@ RESULT_COLUMNS = [
     "es_detected",
     "stale",
     "code",
+    "inputs",
     "key",
     "version",
     "git_revision",
@@ -184,6 +185,7 @@ class Record:
     version: str = ""  # dipbench's
     versions: dict[str, str] = field(default_factory=dict)  # everything that can move a number
     code: dict[str, Any] | None = None  # provenance.code_identity of the cell's method
+    inputs: dict[str, Any] | None = None  # provenance.inputs_identity: the data it read
     git_revision: str = "unknown"
     device: str = "cpu"
     started: float | None = None  # epoch seconds
@@ -250,13 +252,10 @@ class Record:
         return path
 
     def stale_files(self) -> list[str]:
-        """The files whose change since the record was written makes it stale (empty: its
-        code is the current code). A method that cannot be imported any more is stale too."""
-        try:
-            current = code_identity(self.method)
-        except (KeyError, ImportError, OSError, SyntaxError) as err:
-            return [f"(cannot read the method's code: {err})"]
-        return changed_files(self.code, current)
+        """The files and data parts whose change since the record was written makes it stale
+        (empty: its code and data are the current ones), from the stored hashes alone: no
+        method is imported."""
+        return changed_files(self.code) + changed_parts(self.inputs)
 
     def with_staleness(self) -> Record:
         """The record with ``stale`` set: whether its code differs from the current code."""
@@ -295,6 +294,7 @@ class Record:
             ),
             "stale": self.stale,
             "code": (self.code or {}).get("fingerprint", ""),
+            "inputs": (self.inputs or {}).get("fingerprint", ""),
             "key": self.key,
             "version": self.version,
             "git_revision": self.git_revision,
@@ -357,10 +357,33 @@ def typed_results(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def write_results(table: pd.DataFrame, out: Path) -> Path:
+def write_results(table: pd.DataFrame, out: Path, records: list[Record]) -> Path:
+    """``results.csv`` and, beside it, ``provenance.json``: what each of its ``code`` and
+    ``inputs`` fingerprints hashed (:func:`provenance_of`), so that whether a table was made
+    by the current code is known from the folder alone (a published report has no records)."""
     path = Path(out) / "results.csv"
+    write_json(Path(out) / PROVENANCE, provenance_of(records))
     atomic_write(path, lambda p: table.to_csv(p, index=False))
     return path
+
+
+PROVENANCE = "provenance.json"
+
+
+def provenance_of(records: list[Record]) -> dict[str, Any]:
+    """``{"code": {fingerprint: code identity}, "inputs": {fingerprint: parts}}`` of records."""
+    code = {r.code["fingerprint"]: r.code for r in records if r.code and "fingerprint" in r.code}
+    inputs = {r.inputs["fingerprint"]: r.inputs["parts"] for r in records if r.inputs}
+    return {"code": dict(sorted(code.items())), "inputs": dict(sorted(inputs.items()))}
+
+
+def read_provenance(out: Path) -> dict[str, Any] | None:
+    """A folder's ``provenance.json`` (None: absent or unreadable)."""
+    try:
+        content = json.loads((Path(out) / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -174,7 +174,7 @@ def test_an_edit_to_a_builtin_method_recomputes_its_cells_and_one_to_the_report_
 
     def touch(relative: str) -> None:
         path = src / "benchmark" / relative
-        path.write_text(path.read_text() + "\n# an edit\n")
+        path.write_text(path.read_text() + "\n_AN_EDIT = 1  # a statement: code changed\n")
 
     touch("report/tables.py")  # cannot move a number
     touch("cli/runs.py")
@@ -191,7 +191,6 @@ def test_the_fingerprint_covers_the_maths_and_not_the_report() -> None:
     dip = set(provenance.code_identity("dip")["files"])
     median = set(provenance.code_identity("median")["files"])
     assert {"benchmark/methods/fit/loop.py", "benchmark/methods/networks.py"} <= dip
-    assert "benchmark/data/presets.toml" in dip
     common = {"benchmark/degradations.py", "benchmark/forward.py", "benchmark/metrics.py"}
     assert common <= dip & median
     assert "benchmark/methods/classical.py" in median
@@ -199,12 +198,155 @@ def test_the_fingerprint_covers_the_maths_and_not_the_report() -> None:
     for files in (dip, median):
         assert not any(f.startswith(("benchmark/report", "benchmark/cli")) for f in files)
         assert not any(f.startswith("benchmark/runner") for f in files)
+        assert not any(f.startswith("benchmark/data") for f in files)  # a cell's parts instead
 
 
 def test_a_record_without_a_fingerprint_is_stale() -> None:
     current = provenance.code_identity("median")
-    assert provenance.changed_files(None, current)
-    assert provenance.changed_files(current, current) == []
+    assert provenance.changed_files(None)
+    assert provenance.changed_files(current) == []
+    assert provenance.changed_files({**current, "files": {"benchmark/gone.py": "0"}}) == [
+        "benchmark/gone.py"
+    ]
+
+
+HASHED = '''"""A module."""
+
+import numpy as np
+
+SCALE = 2.0  # a constant
+
+
+def scaled(x: np.ndarray) -> np.ndarray:
+    """Scale x."""
+    return x * SCALE
+'''
+
+
+@pytest.mark.parametrize(
+    ("edit", "same"),
+    [
+        (lambda t: t.replace('"""Scale x."""', '"""Scale x by SCALE (a fixed factor)."""'), True),
+        (lambda t: t.replace('"""A module."""', '"""A module.\n\nMore words."""'), True),
+        (lambda t: t.replace("# a constant", "# the factor, see the paper"), True),
+        (lambda t: t.replace("return x * SCALE", "return (\n        x * SCALE\n    )"), True),
+        (lambda t: t.replace("\n\n\ndef", "\n\ndef"), True),
+        (lambda t: t.replace('    """Scale x."""\n', ""), True),  # a docstring removed
+        (lambda t: t.replace("2.0", "2.5"), False),  # a number
+        (lambda t: t.replace("x * SCALE", "SCALE * x"), False),  # a statement
+        (lambda t: t.replace("def scaled(x", "def scaled(y").replace("x *", "y *"), False),
+    ],
+)
+def test_a_module_is_hashed_by_what_it_computes(tmp_path: Path, edit, same: bool) -> None:
+    path = tmp_path / "m.py"
+    path.write_text(HASHED)
+    before = provenance.source_hash(path)
+    path.write_text(edit(HASHED))
+    os.utime(path, ns=(1, 1))  # the cache is keyed by time and size: another time
+    assert (provenance.source_hash(path) == before) is same
+
+
+def test_the_inputs_are_the_rows_and_tables_a_cell_read() -> None:
+    inputs = provenance.cell_inputs("set5", "baby", "dip", "sr_x4")
+    assert sorted(inputs["parts"]) == [
+        "benchmark/data/presets.toml[dip.sr_x4]",
+        "benchmark/data/registry.csv[set5/baby]",
+    ]
+    assert provenance.changed_parts(inputs) == []
+    assert provenance.changed_parts({"parts": {"benchmark/data/presets.toml[dip.gone]": "x"}})
+    classical = provenance.cell_inputs("set5", "baby", "bicubic", None)
+    assert list(classical["parts"]) == ["benchmark/data/registry.csv[set5/baby]"]
+    archive = provenance.cell_inputs("cifar10", "00003", "median", None)
+    assert list(archive["parts"]) == ["benchmark/data/registry.csv[cifar10/cifar-10-python]"]
+
+
+def test_what_a_cell_did_not_compute_with_recomputes_nothing_and_what_it_did_exactly_it(
+    mirror: Path, tmp_path: Path
+) -> None:
+    """Docs, comments, a new image, a new preset: 0 cells recomputed. A number in a used
+    preset: its cells only. A number of a method's maths: that method's cells only. A number
+    of the forward models (every cell observes through them): every cell."""
+    src = _package_copy(tmp_path)
+    suite = _suite(
+        tmp_path,
+        """
+        [methods.median]
+
+        [methods.dip]
+        preset = "denoising"
+        outputs = ["last"]
+        fit = { iterations = 8 }
+        network = { channels_down = 8, channels_up = 8, scales = 2 }
+        """,
+        images='["kodim01"]',
+    )
+    out = tmp_path / "run"
+    assert "0 already done, 2 to run" in _run_copy(src, suite, out)
+
+    def edit(relative: str, old: str, new: str) -> None:
+        path = src / "benchmark" / relative
+        text = path.read_text()
+        assert old in text, (relative, old)
+        path.write_text(text.replace(old, new, 1))
+
+    edit("forward.py", '"""', '"""A docstring edited: nothing computes differently. ')
+    edit("methods/fit/loop.py", "\n\n", "\n\n# a comment\n\n")
+    edit("methods/classical.py", "\nimport ", "\n\n\nimport ")  # formatting
+    edit("methods/contract.py", "None where the method", "raises where the method")
+    registry = src / "benchmark" / "data" / "registry.csv"
+    row = registry.read_text().splitlines()[1].split(",")
+    row[0] = "my_set"  # a dataset added by a user
+    registry.write_text(registry.read_text() + ",".join(row) + "\n")
+    presets = src / "benchmark" / "data" / "presets.toml"
+    mine = presets.read_text().split("[dip.denoising]")[1].split("\n\n")[0]
+    presets.write_text(presets.read_text() + "\n[dip.mine]" + mine + "\n")  # a preset added
+    assert "2 already done, 0 to run" in _run_copy(src, suite, out)
+
+    edit(
+        "data/presets.toml",
+        "lr = 0.01, reg_noise_std = 0.0333333",
+        "lr = 0.02, reg_noise_std = 0.0333333",
+    )
+    again = _run_copy(src, suite, out)
+    assert "benchmark/data/presets.toml[dip.denoising]: 1" in again
+    assert "1 already done, 1 to run" in again
+
+    edit("methods/classical.py", "ksize: int = 3", "ksize: int = 5")
+    again = _run_copy(src, suite, out)
+    assert "benchmark/methods/classical.py: 1" in again and "1 already done, 1 to run" in again
+
+    edit(
+        "forward.py",
+        "return self.apply_numpy(target).astype(",
+        "return 1.0 * self.apply_numpy(target).astype(",
+    )
+    assert "0 already done, 2 to run" in _run_copy(src, suite, out)
+
+
+def test_a_record_of_the_first_scheme_is_restamped_when_its_files_are_todays(
+    mirror: Path, user_folder: Path, capsys: pytest.CaptureFixture
+) -> None:
+    suite = _suite(user_folder, "[methods.median]\n\n[methods.tv]")
+    out = user_folder / "run"
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 0
+    records = sorted((out / "cells").glob("*.json"))
+    for number, path in enumerate(records):  # as dipbench 0.2 wrote them
+        content = json.loads(path.read_text())
+        content.pop("inputs")
+        files = provenance.code_identity(content["cell"]["method"])["files"]
+        old = {name: provenance._legacy_hash(name) for name in files}
+        fingerprint = provenance.legacy_fingerprint(content["cell"]["method"])
+        if number == 0:  # computed by another forward.py than today's
+            old["benchmark/forward.py"], fingerprint = "0" * 16, "1" * 16
+        content["code"] = {"fingerprint": fingerprint, "files": old}
+        path.write_text(json.dumps(content))
+    capsys.readouterr()
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert f"{len(records) - 1} already done, 1 to run" in said
+    for path in records:
+        content = json.loads(path.read_text())
+        assert content["code"]["scheme"] == provenance.SCHEME and content["inputs"]
 
 
 # --- 2. runs never write into the committed reports ------------------------------------------
@@ -457,3 +599,36 @@ def test_a_method_that_cannot_take_the_images_is_refused_when_the_suite_loads(
     assert "takes color images only" in err and "set12/02_house" in err
     assert "Traceback" not in err
     assert "cbm3d" in METHODS
+
+
+NO_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch must not be imported here")
+
+sys.meta_path.insert(0, NoTorch())
+from benchmark.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_report_and_check_of_stale_cells_load_no_torch(mirror: Path, user_folder: Path) -> None:
+    suite = _suite(user_folder, "[methods.median]")
+    out = user_folder / "run"
+    assert main(["run", str(suite), "--out", str(out), "-q"]) == 0
+    expected = _expected_from(out, user_folder / "expected.csv")
+    for path in (out / "cells").glob("*.json"):  # computed by another classical.py
+        content = json.loads(path.read_text())
+        content["code"]["files"]["benchmark/methods/classical.py"] = "0" * 16
+        path.write_text(json.dumps(content))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv in (["report", str(out)], ["check", str(out), "--expected", str(expected)]):
+        done = subprocess.run(
+            [sys.executable, "-c", NO_TORCH, *argv], env=env, capture_output=True, text=True
+        )
+        assert "torch must not be imported" not in done.stderr, (argv, done.stderr)
+        assert "Traceback" not in done.stderr, (argv, done.stderr)
+    assert "**stale:** 2 cell(s)" in (out / "table.md").read_text()

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmark.provenance import changed_files, changed_parts
 from benchmark.report.authors import agreement
 from benchmark.report.comparison import write_comparison, write_es_table
 from benchmark.report.figures import figure_curves, figure_grid, figure_snapshots
 from benchmark.report.files import load_run
 from benchmark.report.published import PAPER_NUMBERS, WITHIN_DB, published
 from benchmark.report.tables import write_tables
-from benchmark.runfolder import Manifest, atomic_write, cells_dir
+from benchmark.runfolder import Manifest, atomic_write, cells_dir, read_provenance
 
 __all__ = [
     "PAPER_NUMBERS",
@@ -82,7 +83,7 @@ def summary_line(out: Path) -> str:
         ok = results[results.status == "ok"].key.nunique()
     line = f"{ok}/{len(meta.keys or records)} cells"
     if results is not None:
-        line += f"; {code_status(results, meta)}"
+        line += f"; {code_status(results, out)}"
     authors = out / "authors_comparison.csv"
     if authors.is_file() and authors.stat().st_size > 1:
         found = agreement(pd.read_csv(authors))
@@ -107,22 +108,26 @@ def summary_line(out: Path) -> str:
     return line
 
 
-def code_status(results: pd.DataFrame, meta: Manifest) -> str:
-    """Whether a results table was computed by the current code (its ``code`` column against
-    each method's fingerprint now)."""
-    from benchmark.provenance import code_identity
-
+def code_status(results: pd.DataFrame, out: Path) -> str:
+    """Whether a results table was computed by the current code and data: each ``code`` and
+    ``inputs`` fingerprint of its successful rows, re-hashed from what the folder's
+    ``provenance.json`` says it hashed (no method is imported)."""
     if "code" not in results or results.code.isna().all():
         return "code fingerprint not recorded (computed before dipbench recorded one)"
-    names = {m["key"]: m["method"] for m in meta.methods}
+    stored = read_provenance(out)
+    if stored is None:
+        return "**no provenance.json: whether the current code computed it is unknown**: re-run"
+    code, inputs = stored.get("code", {}), stored.get("inputs", {})
     rows = results[results.status == "ok"]
     changed = []
-    for key, codes in rows.groupby("method").code:
-        try:
-            current = code_identity(names.get(key, key))["fingerprint"]
-        except (KeyError, ImportError):
-            current = None
-        if set(codes.astype(str)) != {current}:
+    for key, group in rows.groupby("method"):
+        stale = any(changed_files(code.get(str(f))) for f in set(group.code))
+        if "inputs" in group:
+            parts = [f for f in set(group.inputs.dropna().astype(str)) if f]
+            stale = stale or any(
+                f not in inputs or changed_parts({"parts": inputs[f]}) for f in parts
+            )
+        if stale:
             changed.append(key)
     if changed:
         return f"**computed by code that has changed since** ({', '.join(changed)}): re-run"

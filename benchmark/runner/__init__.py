@@ -110,8 +110,8 @@ def run_suite(suite: Suite, out: Path, **options: Any) -> tuple[pd.DataFrame, li
     try:
         records = execute(cells, out, **options)
     finally:
-        table = collect_keys(keys, out)  # a narrower run keeps the folder's other results
-        write_results(table, out)
+        table, found = collect_keys(keys, out)  # a narrower run keeps the folder's others
+        write_results(table, out, found)
     done = set(table.key[table.status == "ok"])
     save_views([c for c in cells if record_path(c, out, device, threads).stem in done], out)
     return table, records

@@ -24,7 +24,7 @@ from benchmark.arrays import crop_to_size, to_uint8
 from benchmark.degradations import Observation, degrade
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
-from benchmark.provenance import code_identity
+from benchmark.provenance import cell_inputs, code_identity
 from benchmark.runfolder import SUSPECT_UNDER_TRIVIAL_DB, Record, atomic_write, cells_dir, savez
 from benchmark.runner.claims import claimed
 from benchmark.runner.records import compute_kind, versions
@@ -93,6 +93,7 @@ def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) ->
         version=__version__,
         versions=versions(),
         code=code_identity(cell.method),
+        inputs=cell_inputs(cell.dataset, cell.image, cell.method, None),
         git_revision=revision,
         device=device_name,
         started=time.time(),
@@ -109,6 +110,7 @@ def _succeeded(
 ) -> None:
     record.rows = _score(cell, result, target)
     record.default_output, record.info = result.default, result.info
+    record.inputs = cell_inputs(cell.dataset, cell.image, cell.method, result.info.get("preset"))
     record.trivial = trivial_baseline(cell, observation, target)  # the table's own row
     if result.curves:  # a fitted network: hold it against its task's trivial baseline
         record.suspect = suspect_reasons(cell, record)

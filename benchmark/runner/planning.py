@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import images
 from benchmark.methods.registry import get_method
+from benchmark.provenance import cell_inputs, code_identity, is_legacy, legacy_fingerprint
 from benchmark.runfolder import Record
 from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside
 from benchmark.tasks import get_task
@@ -29,8 +30,7 @@ def pending(
     stale ones recomputed unless ``reuse_stale``)."""
     todo = []
     for cell in cells:
-        path = record_path(cell, out, device, threads)
-        record = Record.read(path)
+        record = read_record(cell, out, device, threads)
         if not is_finished(record, reuse_stale=reuse_stale):
             todo.append(cell)
         elif damaged := damaged_outputs(out, record):
@@ -45,6 +45,26 @@ def pending(
     return todo
 
 
+def read_record(cell: Cell, out: Path, device: str, threads: int) -> Record | None:
+    """The cell's record (None: none readable). A successful record of the first fingerprint
+    scheme (whole files by their bytes) whose fingerprint is what that scheme gives the current
+    files is re-stamped: rewritten with today's code and inputs identities, not recomputed."""
+    record = Record.read(record_path(cell, out, device, threads))
+    if record is None or not record.ok or not is_legacy(record.code):
+        return record
+    try:
+        current = record.code["fingerprint"] == legacy_fingerprint(cell.method)
+    except (KeyError, ImportError, OSError):
+        return record
+    if current:
+        record.code = code_identity(cell.method)
+        record.inputs = cell_inputs(
+            cell.dataset, cell.image, cell.method, record.info.get("preset")
+        )
+        record.write(out)
+    return record
+
+
 def stale(
     cells: Sequence[Cell], out: Path, device: str, threads: int = 1
 ) -> list[tuple[Cell, list[str]]]:
@@ -52,7 +72,7 @@ def stale(
     with the files that changed."""
     found = []
     for cell in cells:
-        record = Record.read(record_path(cell, out, device, threads))
+        record = read_record(cell, out, device, threads)
         if record is not None and record.ok:
             changed = record.stale_files()
             if changed:

@@ -152,15 +152,13 @@ def record_path(cell: Cell, out: Path, device: str, threads: int) -> Path:
     return cells_dir(out) / f"{cell.key(compute_kind(cell, device, threads))}.json"
 
 
-def collect_keys(keys: Sequence[str], out: Path) -> pd.DataFrame:
-    """One row per (cell, output) for the records of ``keys`` that exist.
+def collect_keys(keys: Sequence[str], out: Path) -> tuple[pd.DataFrame, list[Record]]:
+    """One row per (cell, output) for the records of ``keys`` that exist, and the records.
 
     Cells without a record are absent; failed cells give one row with ``status = failed``
     and their error; a record whose code has changed since is marked ``stale``.
     """
-    rows = []
-    for key in keys:
-        record = Record.read(cells_dir(out) / f"{key}.json")
-        if record is not None:
-            rows.extend(record.with_staleness().result_rows())
-    return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+    records = [Record.read(cells_dir(out) / f"{key}.json") for key in keys]
+    found = [record.with_staleness() for record in records if record is not None]
+    rows = [row for record in found for row in record.result_rows()]
+    return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS)), found
