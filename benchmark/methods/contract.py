@@ -35,7 +35,13 @@ class NetworkMethod(ABC):
 
     def setting(self, task: str, factor: int | None, **options: Any) -> tuple[dict, Any]:
         """``(network table, fit settings)`` a cell of these options fits (shown by
-        ``dipbench restore`` and ``methods``); None where the method has no such tables."""
+        ``dipbench restore`` and ``methods``).
+
+        Raises
+        ------
+        NotImplementedError
+            The method declares no such tables (the default).
+        """
         raise NotImplementedError(f"{type(self).__name__} declares no setting")
 
     def can_batch(self, task: str, factor: int | None, **options: Any) -> bool:
