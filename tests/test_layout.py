@@ -190,3 +190,27 @@ def test_the_runner_needs_no_network_internals() -> None:
         if imported.startswith(internals)
     }
     assert found == set()
+
+
+def _layout_paths(text: str) -> set[str]:
+    """The files docs/design.md's layout block names, as paths under ``benchmark/``."""
+    block = text.split("```\nbenchmark/\n", 1)[1].split("```", 1)[0]
+    paths, folders = set(), []
+    for line in block.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if not name or line.startswith(" " * 21):  # blank, or a description's continuation
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2 - 1
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            paths.add("/".join([*folders, name]))
+    return paths
+
+
+def test_the_design_layout_names_every_module() -> None:
+    named = _layout_paths((ROOT / "docs" / "design.md").read_text())
+    modules = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
+    assert modules - named == set(), "modules the layout of docs/design.md does not name"
+    assert named - modules == set(), "names in the layout of docs/design.md with no module"
