@@ -656,3 +656,30 @@ def test_a_full_disk_is_a_message_and_a_rerun_completes(
     assert code_of(argv) == 0  # the disk has room again: the run completes
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 4 and (results.status == "ok").all()
+
+
+WANDERING_METHOD = """
+import os
+
+
+def wander(observation, *, seed=0):
+    os.makedirs("elsewhere", exist_ok=True)
+    os.chdir("elsewhere")  # and never back
+    return observation.y
+"""
+
+
+@pytest.mark.parametrize("executor", ["local", "inline"])
+def test_a_method_that_changes_the_working_folder_moves_no_record(
+    mirror: Path, here: Path, executor: str
+) -> None:
+    (here / "wandering_methods.py").write_text(WANDERING_METHOD)
+    suite = suite_file(here, '[methods.wander]\nmethod = "wandering_methods:wander"')
+    argv = ["run", str(suite), "--out", "run", "-q", "--jobs", "1", "--executor", executor]
+    try:
+        assert code_of(argv) == 0
+    finally:
+        sys.modules.pop("wandering_methods", None)
+    assert os.getcwd() == str(here)
+    assert len(list((here / "run" / "cells").glob("*.json"))) == 2  # one worker, two cells
+    assert not (here / "elsewhere" / "run").exists()

@@ -369,6 +369,35 @@ def test_recipe_an_executor(mirror: Path, tmp_path: Path, reversed_executor: str
     assert json.loads((tmp_path / "other" / "suite.json").read_text())["keys"]
 
 
+def test_an_executor_cannot_change_a_network_number(
+    mirror: Path, tmp_path: Path, reversed_executor: str
+) -> None:
+    """The unit, not the executor, sets torch's threads: a DIP cell through an executor that
+    sets none, in a process left at 2 threads, equals the local executor's 1-thread cell bit
+    for bit (oneDNN's numbers depend on the thread count)."""
+    import torch
+
+    methods = """
+    [methods.dip]
+    method = "dip"
+    outputs = ["last"]
+    fit = { iterations = 30 }
+    network = { channels_down = 64, channels_up = 64, scales = 4 }
+    """  # big enough for oneDNN to split its work between threads (smaller: bit-equal)
+    suite = load_suite(str(_suite(tmp_path, methods, images='["kodim01"]', crop=64)), "full")
+    local, _ = runner.run_suite(suite, tmp_path / "local", show_progress=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        other, _ = runner.run_suite(
+            suite, tmp_path / "other", executor=reversed_executor, show_progress=False
+        )
+        assert torch.get_num_threads() == 2  # restored after the unit
+    finally:
+        torch.set_num_threads(previous)
+    assert local.psnr.tolist() == other.psnr.tolist()
+
+
 def test_unknown_names_list_the_known_ones(mirror: Path, tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="known: denoising, inpainting, super_resolution"):
         get_task("deblurring")

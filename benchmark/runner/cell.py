@@ -9,9 +9,11 @@ and snapshots. A failed cell is recorded with its error.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -195,10 +197,27 @@ def run_cells(
     gets its own record, as from :func:`run_cell`, its ``info.batch`` saying how many cells
     were fitted together. Returns the records.
     """
-    with claimed(cells, out, device, threads) as mine:
+    out = Path(out).resolve()  # a method that changes the working folder moves no record
+    with claimed(cells, out, device, threads) as mine, unit_state(threads):
         if not mine:
             return []
         return _compute_cells(mine, out, device, revision, threads, progress)
+
+
+@contextmanager
+def unit_state(threads: int) -> Iterator[None]:
+    """What every executor's unit runs under, set here and not by the executor (so that no
+    executor, a user's included, can change a number): torch's CPU threads (part of the
+    cell's key), restored afterwards with the working folder, which a method may change."""
+    import torch
+
+    previous, folder = torch.get_num_threads(), os.getcwd()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+        os.chdir(folder)
 
 
 def _compute_cells(

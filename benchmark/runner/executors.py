@@ -87,8 +87,9 @@ def execute(
 
 # An executor computes units of cells (each a list fitted together) and returns their records:
 # executor(units, out, device, revision, threads, options, show_progress). It must compute
-# each unit through ``runner.cell.run_cells`` (which writes the records), so that it never
-# changes a number; ``options`` holds ``jobs`` and the command's executor options.
+# each unit through ``runner.cell.run_cells`` (which writes the records and sets the threads
+# and working folder each unit runs under), so that it never changes a number; ``options``
+# holds ``jobs`` and the command's executor options.
 Executor = Callable[[Sequence[list[Cell]], Path, str, str, int, dict[str, Any], bool], list[Record]]
 EXECUTORS: dict[str, Executor] = {}
 
@@ -166,19 +167,6 @@ def _execute_inline(
 def _execute_serial(
     units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
 ) -> list[Record]:
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _serial_loop(units, out, device, revision, threads, show)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _serial_loop(
-    units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
-) -> list[Record]:
     records = []
     with grid_bar(sum(len(u) for u in units), show) as bar:
         for unit in units:
@@ -220,9 +208,6 @@ def _slurm_job(
     unit: list[Cell], out: str, device: str, revision: str, threads: int
 ) -> list[Record]:
     """One unit as a Slurm job (its own process, like a local worker)."""
-    import torch
-
-    torch.set_num_threads(threads)
     return run_cells(unit, Path(out), device, revision=revision, threads=threads)
 
 

@@ -209,7 +209,6 @@ def _worker_main(
 ) -> None:
     """A worker's life: take a unit, compute it, send its records; leave on None, when the
     pipe closes, or when the run that started it is gone (even killed by SIGKILL)."""
-    import torch
 
     def report_progress(done: int, total: int) -> None:  # into this worker's shared slot
         shared[2 * slot], shared[2 * slot + 1] = done, total
@@ -217,7 +216,6 @@ def _worker_main(
     parent = os.getppid()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
-    torch.set_num_threads(threads)
     while True:
         try:
             message = conn.recv()
