@@ -21,6 +21,8 @@ from benchmark import runfolder
 from benchmark.cli import main
 from benchmark.suites import SuiteError, load_suite
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _exit_code(argv: list[str]) -> int:
     try:
@@ -664,3 +666,71 @@ def test_a_protocol_that_cannot_score_the_images_is_refused_at_load(tmp_path: Pa
     path.write_text(BASE_SUITE.replace('protocol = "rgb"', 'protocol = "gray"'))
     with pytest.raises(SuiteError, match="protocol 'gray' scores gray images, but cbm3d_color9/"):
         load_suite(str(path))
+
+
+GUARDLESS_SCRIPT = """
+from pathlib import Path
+
+from benchmark.runner import run_suite
+from benchmark.suites import load_suite
+
+# No `if __name__ == "__main__":` guard, as in a notebook cell or a quick script.
+suite = load_suite("inpainting-table1", "ci", images_subset=["house"], methods_subset=["telea"])
+table, _ = run_suite(suite, Path("run"), show_progress=False)
+print("statuses", table.status.tolist())
+"""
+
+
+def test_a_script_without_a_main_guard_runs_its_cells_in_workers(
+    tmp_path: Path, mirror: Path
+) -> None:
+    (tmp_path / "script.py").write_text(GUARDLESS_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "statuses ['ok']" in done.stdout
+    assert done.stdout.count("statuses") == 1  # the script did not run again in a worker
+
+
+SCALING_METHOD = """
+import os
+
+
+def scaled(observation, *, seed=0):
+    return observation.y * float(os.environ["DIPBENCH_TEST_SCALE"])
+"""
+
+
+def test_workers_compute_under_the_runs_environment_of_the_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirror: Path
+) -> None:
+    """Workers fork from a server started once per process: each unit still runs under the
+    run's environment as it is when the unit is handed over."""
+    (tmp_path / "scaling_method.py").write_text(SCALING_METHOD)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = tmp_path / "scaled.toml"
+    suite.write_text(
+        textwrap.dedent("""
+        task = "denoising"
+        protocol = "gray"
+        datasets = "bm3d_gray11"
+        images = ["house"]
+        crop = 32
+        [[degradations]]
+        kind = "gaussian"
+        levels = [25]
+        [methods.scaled]
+        method = "scaling_method:scaled"
+        """)
+    )
+    psnrs = []
+    for scale in ("1.0", "0.5"):
+        monkeypatch.setenv("DIPBENCH_TEST_SCALE", scale)
+        out = tmp_path / f"run-{scale}"
+        assert main(["run", str(suite), "--out", str(out), "-q", "--no-report"]) == 0
+        psnrs.append(float(pd.read_csv(out / "results.csv").psnr.iloc[0]))
+    assert psnrs[0] > psnrs[1] + 3  # half the intensities: far off
+    sys.modules.pop("scaling_method", None)

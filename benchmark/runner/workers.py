@@ -1,11 +1,19 @@
 """Worker processes that isolate each unit of cells, whatever the number of jobs.
 
-Each worker is a process of its own (started by ``spawn``: torch and ``fork`` do not mix) with
-a pipe to the run; the run hands it one unit at a time. Because the run knows which unit each
-worker holds, a worker that dies (a segfault, an out-of-memory kill, ``os._exit`` in a
-method) or outlives the cell time-out is attributed exactly: its unit is recorded as failed
-with the cause (a batch of cells is first retried cell by cell, to find the one at fault), a
-fresh worker takes its place, and every other unit runs on at full parallelism.
+Each worker is a process of its own with a pipe to the run; the run hands it one unit at a
+time. Workers fork from a server process that has imported torch and every packaged method
+once (``forkserver`` with those modules preloaded; torch and a plain ``fork`` of the run do not
+mix), so a worker is ready in milliseconds instead of seconds; where there is no
+``forkserver`` (Windows) they are ``spawn``-ed. A worker needs nothing of the caller's script
+(it computes cells of this package or of the suite's user module), so the script is not
+imported in it: a script without an ``if __name__ == "__main__"`` guard runs too. Each unit
+carries the run's environment (the server's may be older) and the worker takes it.
+
+Because the run knows which unit each worker holds, a worker that dies (a segfault, an
+out-of-memory kill, ``os._exit`` in a method) or outlives the cell time-out is attributed
+exactly: its unit is recorded as failed with the cause (a batch of cells is first retried cell
+by cell, to find the one at fault), a fresh worker takes its place, and every other unit runs
+on at full parallelism.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -28,6 +38,7 @@ from tqdm import tqdm
 from benchmark.runfolder import Record
 from benchmark.runner.cell import fail_unit, run_cells
 from benchmark.runner.progress import WorkerBars, grid_bar, take
+from benchmark.runner.records import process_is_running
 from benchmark.suites import Cell
 
 # The longest a cell may take before its worker is stopped, by profile (seconds; a unit of
@@ -50,6 +61,34 @@ def runs_in_a_worker(cell: Cell) -> bool:
 
 
 STARTED = "started"  # what a worker says when it begins a unit
+# What the server that workers fork from imports once: torch, the registry and every
+# packaged method (a user's module is imported by the worker that needs it).
+PRELOAD = ["benchmark.runner.workers", "benchmark.methods"]
+
+
+def worker_context() -> Any:
+    """The multiprocessing context workers start in: ``forkserver`` with :data:`PRELOAD`
+    imported where the platform has one, else ``spawn``."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+@contextmanager
+def caller_script_hidden() -> Iterator[None]:
+    """While a worker (or the server it forks from) starts, the caller's ``__main__`` is a
+    blank module, so that multiprocessing does not import the caller's script in it: a
+    script or notebook without an ``if __name__ == "__main__"`` guard would run itself again
+    there and fail every cell. Workers get nothing from ``__main__`` (cells of a method
+    registered there are computed in the run's own process)."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 @dataclass
@@ -80,7 +119,7 @@ def run_isolated(
     ``timeout`` is seconds per cell (None or 0: no limit); ``devices`` gives each worker a
     GPU of its own, in turn.
     """
-    context = mp.get_context("spawn")
+    context = worker_context()
     slots = max(1, min(jobs, len(units)))
     shared = context.Array("q", 2 * slots, lock=False)  # [done, total] per worker
     queue: deque[list[Cell]] = deque(units)
@@ -91,11 +130,12 @@ def run_isolated(
         ours, theirs = context.Pipe()
         process = context.Process(
             target=_worker_main,
-            args=(theirs, threads, device_of, shared, slot),
+            args=(theirs, threads, device_of, shared, slot, os.getpid()),
             daemon=True,
             name=f"dipbench-worker-{slot + 1}",
         )
-        process.start()
+        with caller_script_hidden():
+            process.start()
         theirs.close()
         return Worker(process, ours, slot)
 
@@ -104,7 +144,8 @@ def run_isolated(
         worker.started = None
         if worker.unit is not None:
             shared[2 * worker.slot] = shared[2 * worker.slot + 1] = 0
-            worker.conn.send((worker.unit, str(out), device, revision))
+            message = (worker.unit, str(out), device, revision, dict(os.environ))
+            worker.conn.send(message)
 
     workers = [start(slot) for slot in range(slots)]
     fits = WorkerBars(slots, shared, show=show and sys.stderr.isatty())
@@ -205,7 +246,7 @@ def _death_cause(process: Any) -> str:
 
 
 def _worker_main(
-    conn: Connection, threads: int, device: str | None, shared: Any, slot: int
+    conn: Connection, threads: int, device: str | None, shared: Any, slot: int, run: int
 ) -> None:
     """A worker's life: take a unit, compute it, send its records; leave on None, when the
     pipe closes, or when the run that started it is gone (even killed by SIGKILL)."""
@@ -213,8 +254,8 @@ def _worker_main(
     def report_progress(done: int, total: int) -> None:  # into this worker's shared slot
         shared[2 * slot], shared[2 * slot + 1] = done, total
 
-    parent = os.getppid()
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    parent = os.getppid()  # the run, or the server this worker forked from
+    threading.Thread(target=_exit_with_run, args=(parent, run), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle
     while True:
         try:
@@ -223,7 +264,10 @@ def _worker_main(
             return
         if message is None:
             return
-        unit, out, run_device, revision = message
+        unit, out, run_device, revision, environment = message
+        if environment != os.environ:  # the server's environment may be older than the run's
+            os.environ.clear()
+            os.environ.update(environment)
         conn.send(STARTED)  # the time-out counts from here, not from the start-up
         records = run_cells(
             unit,
@@ -236,10 +280,10 @@ def _worker_main(
         conn.send(records)
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_run(parent: int, run: int) -> None:
     """A worker whose run was killed must not keep computing: nothing half-written survives
     (see :func:`benchmark.runfolder.atomic_write`)."""
     while True:
         time.sleep(0.5)
-        if os.getppid() != parent:
+        if os.getppid() != parent or not process_is_running(run):
             os._exit(1)
