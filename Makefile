@@ -22,7 +22,7 @@ export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
 endif
 endif
 
-.PHONY: setup test lint reproduce quick publish download update-expected bench gpu-check clean
+.PHONY: setup test test-fast lint reproduce quick publish download update-expected bench gpu-check clean
 
 # PROFILE=full forces the papers' protocol; by default `dipbench reproduce` picks full on a
 # CUDA GPU and quick elsewhere.
@@ -45,6 +45,14 @@ lint: $(STAMP)
 # The tests include the PSNR regression check of the `ci` grid (tests/regression).
 test: lint
 	$(BIN)/python -m pytest --benchmark-skip
+
+# The inner loop (under a minute): layout and import rules, the run folder's files, metrics,
+# forward models and degradations. `make test` runs everything.
+FAST_TESTS := tests/test_layout.py tests/test_runfolder.py tests/test_metrics.py \
+	tests/test_forward.py tests/test_degradations.py
+test-fast: $(STAMP)
+	$(BIN)/ruff check benchmark tests scripts
+	$(BIN)/python -m pytest --benchmark-skip -q $(FAST_TESTS)
 
 # Re-measure the regression grid and its spread (the reference, 8 more method seeds, 2 kernel
 # settings and 2 threads: 12 runs of the ci grid, about 20 minutes on 2 cores) and rewrite the
