@@ -70,6 +70,9 @@ RESULT_COLUMNS = [
 
 
 RUNS = Path("runs")
+# The marker of a published report folder (written by `dipbench publish`, last): runs never
+# write there, and a publish replaces only such a folder.
+PUBLISHED = "published.json"
 
 
 def default_out(profile: str, suite: str) -> Path:
@@ -391,3 +394,26 @@ def savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     to an atomic write's temporary name)."""
     with path.open("wb") as handle:
         np.savez_compressed(handle, **arrays)
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited.
+
+    A killed process stays in the process table as a zombie until its parent reaps it; an
+    orphaned worker waits for PID 1, which can take seconds, and ``kill(pid, 0)`` still
+    succeeds on it. Linux's ``/proc`` tells a zombie apart; elsewhere ``kill`` decides.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # reaped since, or no /proc on this system
+        return not Path("/proc/self/stat").exists()
+    except OSError:
+        return True
+    state = stat.rsplit(")", 1)[-1].split()[0]  # the command name in (...) may hold spaces
+    return state not in ("Z", "X")  # zombie, dead

@@ -292,7 +292,7 @@ def test_what_a_cell_did_not_compute_with_recomputes_nothing_and_what_it_did_exa
     edit("forward.py", '"""', '"""A docstring edited: nothing computes differently. ')
     edit("methods/fit/loop.py", "\n\n", "\n\n# a comment\n\n")
     edit("methods/classical.py", "\nimport ", "\n\n\nimport ")  # formatting
-    edit("methods/contract.py", "None where the method", "raises where the method")
+    edit("methods/contract.py", "Whether cells of one shape", "Whether the cells of one shape")
     registry = src / "benchmark" / "data" / "registry.csv"
     row = registry.read_text().splitlines()[1].split(",")
     row[0] = "my_set"  # a dataset added by a user

@@ -168,10 +168,20 @@ def _run_commands(
         "publish",
         help="copy complete runs' reports into the committed reports folder",
         description="Copy the report of each complete run folder (every cell successful and "
-        "computed by the current code) into REPORTS/<profile>/<suite>, replacing that folder "
-        "whole, then rewrite REPORTS/README.md. The one step that changes committed reports.",
+        "computed by the current code) into REPORTS/<profile>/<suite>, its tables and "
+        "results.csv rebuilt from its records, replacing that folder whole, then rewrite "
+        "REPORTS/README.md. The one step that changes committed reports. Refused, with "
+        "nothing written: a target that is not a published report (a run folder, a user's "
+        "folder), and a publish that would drop cells of the report or map its methods "
+        "elsewhere (unless --replace).",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="publish even where the run drops cells of the published report or defines its "
+        "methods otherwise (what is dropped is said)",
+    )
     p.add_argument(
         "--reports",
         type=Path,

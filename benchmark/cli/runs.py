@@ -325,7 +325,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     refused = 0
     for run in args.runs:
         try:
-            target = publish(run, args.reports)
+            target = publish(run, args.reports, replace=args.replace)
         except FileNotFoundError as err:
             print(f"dipbench publish: {err}", file=sys.stderr)
             refused += 1

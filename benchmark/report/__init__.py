@@ -137,6 +137,15 @@ def code_status(results: pd.DataFrame, out: Path) -> str:
 INDEX_TITLE = "# dipbench reports"
 
 
+def _report_folders(root: Path) -> list[Path]:
+    """``<profile>/<suite>`` folders with a ``suite.json`` (hidden ones, such as a publish's
+    staging, are not reports)."""
+    found = [p.parent for p in Path(root).glob("*/*/suite.json")]
+    return sorted(
+        p for p in found if not p.name.startswith(".") and not p.parent.name.startswith(".")
+    )
+
+
 def _is_our_index(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8") as handle:
@@ -167,7 +176,7 @@ def write_index(root: Path) -> Path:
         ``root/README.md`` exists and is not an index that dipbench wrote.
     """
     root = Path(root)
-    if not any(root.glob("*/*/suite.json")):
+    if not _report_folders(root):
         raise FileNotFoundError(
             f"{root} holds no run folder (<profile>/<suite>/suite.json): no index written"
         )
@@ -180,9 +189,8 @@ def write_index(root: Path) -> Path:
         "protocols (crops, fewer iterations, narrower networks).",
         "",
     ]
-    for meta_path in sorted(root.glob("*/*/suite.json")):
-        out = meta_path.parent
-        meta = Manifest.read(meta_path.parent)
+    for out in _report_folders(root):
+        meta = Manifest.read(out)
         rel = out.relative_to(root)
         figures = sorted(p.name for p in out.glob("*.png")) + sorted(
             p.name for p in out.glob("*.gif")

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.runfolder import Manifest, default_out
+from benchmark.runfolder import PUBLISHED, Manifest, default_out
 from benchmark.runner.records import record_path
 from benchmark.tasks import get_task
 
@@ -50,6 +50,15 @@ def read_manifest(out: Path) -> Manifest | None:
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out} is a file, not a run folder")
     manifest = out / "suite.json"
+    published = (out / PUBLISHED).exists() or (
+        manifest.exists() and (out / "results.csv").exists() and not (out / "cells").exists()
+    )  # the second: a report published before the marker (no records, its tables kept)
+    if published:
+        raise RunFolderError(
+            f"{out} is a published report: a run never writes there (dipbench publish "
+            "replaces it from a complete run); run into another --out, e.g. "
+            f"{default_out(_name(manifest, 'profile'), _name(manifest, 'suite'))}"
+        )
     if not manifest.exists():
         if out.is_dir() and any(p.name != "cells" for p in out.iterdir()):
             raise RunFolderError(
@@ -64,6 +73,13 @@ def read_manifest(out: Path) -> Manifest | None:
             f"{manifest} cannot be read as a run manifest ({err}): move the folder aside or "
             "choose another --out"
         ) from err
+
+
+def _name(manifest: Path, field: str) -> str:
+    try:
+        return str(getattr(Manifest.read(manifest.parent), field))
+    except (OSError, ValueError, TypeError):
+        return "PROFILE" if field == "profile" else "SUITE"
 
 
 def check_same_run(meta: Manifest | None, suite: Suite, out: Path, threads: int) -> None:

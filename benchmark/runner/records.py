@@ -20,7 +20,13 @@ from PIL import Image
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
-from benchmark.runfolder import RESULT_COLUMNS, Record, cells_dir, typed_results
+from benchmark.runfolder import (  # noqa: F401  process_is_running: the runner's too
+    RESULT_COLUMNS,
+    Record,
+    cells_dir,
+    process_is_running,
+    typed_results,
+)
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell
@@ -73,29 +79,6 @@ def remove_stale_temporaries(folder: Path) -> None:
             continue  # not a name atomic_write makes
         if not process_is_running(pid):
             tmp.unlink(missing_ok=True)
-
-
-def process_is_running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited.
-
-    A killed process stays in the process table as a zombie until its parent reaps it; an
-    orphaned worker waits for PID 1, which can take seconds, and ``kill(pid, 0)`` still
-    succeeds on it. Linux's ``/proc`` tells a zombie apart; elsewhere ``kill`` decides.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:  # reaped since, or no /proc on this system
-        return not Path("/proc/self/stat").exists()
-    except OSError:
-        return True
-    state = stat.rsplit(")", 1)[-1].split()[0]  # the command name in (...) may hold spaces
-    return state not in ("Z", "X")  # zombie, dead
 
 
 def git_revision() -> str:

@@ -1,0 +1,175 @@
+"""Publishing is a trust boundary: a publish replaces only a report it published, never a run
+folder or a user's folder, never writes outside ``--reports``, never silently shrinks a report or
+swaps its methods, survives a kill at any point, and rebuilds its results with its tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+from benchmark.report import write_index
+from benchmark.report.publish import recover
+from benchmark.runfolder import PUBLISHED
+
+REPO = Path(__file__).resolve().parents[1]
+
+SUITE = """
+name = "tiny"
+title = "A tiny suite"
+task = "denoising"
+protocol = "rgb"
+datasets = "kodak24"
+images = {images}
+crop = 32
+
+[[degradations]]
+kind = "gaussian"
+levels = [25]
+
+{methods}
+"""
+DEAD_PID = 2**22 + 12345  # above Linux's pid_max: no such process
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def code_of(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+def tiny_run(
+    folder: Path,
+    out: str = "runs/ci/tiny",
+    images: str = '["kodim01", "kodim02"]',
+    methods: str = "[methods.median]\n\n[methods.tv]",
+) -> Path:
+    suite = folder / f"tiny-{abs(hash((out, images, methods)))}.toml"
+    suite.write_text(SUITE.format(images=images, methods=textwrap.dedent(methods)))
+    assert main(["run", str(suite), "--profile", "ci", "--out", out, "-q"]) == 0
+    return folder / out
+
+
+def test_publish_onto_the_run_itself_is_refused(mirror: Path, here: Path) -> None:
+    run = tiny_run(here)
+    before = snapshot(run)
+    assert code_of(["publish", str(run), "--reports", "runs"]) == 1
+    assert snapshot(run) == before
+
+
+def test_publish_over_another_run_folder_of_the_suite_is_refused(mirror: Path, here: Path) -> None:
+    run = tiny_run(here)
+    other = tiny_run(here, out="other/ci/tiny")
+    (other / "NOTES.txt").write_text("mine")
+    before = snapshot(other)
+    assert code_of(["publish", str(run), "--reports", "other"]) == 1
+    assert snapshot(other) == before
+
+
+def test_a_run_never_writes_into_a_published_report(mirror: Path, here: Path) -> None:
+    committed = here / "reports" / "quick" / "inpainting-table1"
+    shutil.copytree(REPO / "reports" / "quick" / "inpainting-table1", committed)
+    before = snapshot(committed)
+    argv = ["run", "inpainting-table1", "--profile", "quick", "--images", "house"]
+    assert code_of([*argv, "--methods", "telea", "--out", str(committed), "-q"]) == 2
+    assert snapshot(committed) == before
+    (committed / PUBLISHED).unlink()  # published before the marker: no cells, tables kept
+    assert code_of([*argv, "--methods", "telea", "--out", str(committed), "-q"]) == 2
+
+
+def test_names_from_suite_json_cannot_lead_outside_the_reports(mirror: Path, here: Path) -> None:
+    run = tiny_run(here)
+    manifest = json.loads((run / "suite.json").read_text())
+    manifest["suite"] = "../../escaped"
+    (run / "suite.json").write_text(json.dumps(manifest))
+    assert code_of(["publish", str(run), "--reports", "reports"]) == 1
+    assert not (here / "escaped").exists() and not (here / "reports").exists()
+
+
+def test_a_publish_that_drops_cells_needs_replace_and_says_what(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    full = tiny_run(here)
+    assert main(["publish", str(full), "--reports", "reports"]) == 0
+    published = here / "reports" / "ci" / "tiny"
+    before = snapshot(published)
+    one = tiny_run(here, out="runs/one/tiny", images='["kodim01"]')
+    capsys.readouterr()
+    assert code_of(["publish", str(one), "--reports", "reports"]) == 1
+    assert "would drop 2 of its 4 cells" in capsys.readouterr().err
+    assert snapshot(published) == before
+    assert main(["publish", str(one), "--reports", "reports", "--replace"]) == 0
+    assert len(pd.read_csv(published / "results.csv")) == 2
+
+
+def test_a_suite_that_maps_a_method_elsewhere_cannot_publish_over_it(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["publish", str(tiny_run(here)), "--reports", "reports"]) == 0
+    impostor = tiny_run(
+        here, out="runs/x/tiny", methods='[methods.median]\nmethod = "tv"\n\n[methods.tv]'
+    )
+    capsys.readouterr()
+    assert code_of(["publish", str(impostor), "--reports", "reports"]) == 1
+    assert "replace its method 'median' (median) with another definition (tv)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_results_are_rebuilt_from_the_records_with_the_tables(mirror: Path, here: Path) -> None:
+    run = tiny_run(here)
+    (run / "results.csv").unlink()
+    record = sorted((run / "cells").glob("*.json"))[0]
+    content = json.loads(record.read_text())
+    content["rows"][0]["psnr"] += 10.0  # what the tables will show (the digest is #38's next)
+    record.write_text(json.dumps(content))
+    assert main(["publish", str(run), "--reports", "reports"]) == 0
+    published = here / "reports" / "ci" / "tiny"
+    results = pd.read_csv(published / "results.csv")
+    assert content["rows"][0]["psnr"] in results.psnr.tolist()
+    assert (published / "provenance.json").is_file() and (published / PUBLISHED).is_file()
+
+
+@pytest.mark.parametrize("killed", ["staging", "between-renames", "after-renames"])
+def test_a_killed_publish_leaves_the_old_or_the_new_report(
+    mirror: Path, here: Path, killed: str
+) -> None:
+    """The states a kill can leave (by the order of publish's steps), then the next publish's
+    recovery and the index: a report is always there, and no leftover is listed."""
+    assert main(["publish", str(tiny_run(here)), "--reports", "reports"]) == 0
+    target = here / "reports" / "ci" / "tiny"
+    old = snapshot(target)
+    staged = target.with_name(f".tiny.publishing-{DEAD_PID}")
+    retired = target.with_name(f".tiny.replaced-{DEAD_PID}")
+    shutil.copytree(target, staged)
+    (staged / "table.md").write_text("the new report")
+    if killed == "staging":
+        (staged / PUBLISHED).unlink()  # the marker is written last
+    else:
+        os.replace(target, retired)
+        if killed == "after-renames":
+            os.replace(staged, target)
+    recover(target)
+    assert target.is_dir() and not staged.exists() and not retired.exists()
+    expected = "the new report" if killed != "staging" else old["table.md"].decode()
+    assert (target / "table.md").read_text() == expected
+    index = write_index(here / "reports").read_text()
+    assert "publishing" not in index and "replaced" not in index
