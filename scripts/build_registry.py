@@ -32,9 +32,14 @@ def extra_sets(mirror: Path, columns: list[str]) -> pd.DataFrame:
     return table[columns]
 
 
-def main(mirror: str) -> None:
+def build(mirror: Path) -> pd.DataFrame:
+    """The registry: the first manifest's rows (and CIFAR-10's), then the further sets'."""
     table = build_registry(Path(mirror))
-    table = pd.concat([table, extra_sets(Path(mirror), list(table.columns))], ignore_index=True)
+    return pd.concat([table, extra_sets(Path(mirror), list(table.columns))], ignore_index=True)
+
+
+def main(mirror: str) -> None:
+    table = build(Path(mirror))
     table.to_csv(REGISTRY_PATH, index=False)
     print(f"wrote {len(table)} rows to {REGISTRY_PATH}")
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,11 +25,24 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 # --- the registry ---------------------------------------------------------------------------
 
 
+MANIFESTS = ("MANIFEST.csv", "MANIFEST_denoising_sets.csv")  # the mirror's two lists
+
+
+def _builder() -> Any:
+    """``scripts/build_registry.py`` as a module."""
+    path = images.REGISTRY_PATH.parents[2] / "scripts" / "build_registry.py"
+    spec = importlib.util.spec_from_file_location("build_registry", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_registry_lists_every_mirrored_image_and_the_cifar_archive(mirror: Path) -> None:
     registry = images.load_registry()
-    manifest = pd.read_csv(mirror / "MANIFEST.csv", dtype=str)
+    manifest = pd.concat([pd.read_csv(mirror / name, dtype=str) for name in MANIFESTS])
     files = {e.file: e for e in registry}
-    assert len(registry) == len(manifest) + 1 == 139
+    assert len(registry) == len(manifest) + 1 == 138 + 154 + 1
     for row in manifest.itertuples():
         entry = files[row.file]
         assert (entry.sha256, entry.url, entry.mode) == (row.sha256, row.raw_url, row.mode)
@@ -39,7 +54,7 @@ def test_registry_lists_every_mirrored_image_and_the_cifar_archive(mirror: Path)
 def test_the_committed_registry_is_what_its_builder_writes(mirror: Path) -> None:
     """One registry: the file the code reads is the one ``scripts/build_registry.py`` makes
     from the mirror's manifest, and no second copy lies elsewhere in the checkout."""
-    built = images.build_registry(mirror).astype(str).replace("nan", "")
+    built = _builder().build(mirror).astype(str).replace("nan", "")
     committed = pd.read_csv(images.REGISTRY_PATH, dtype=str).fillna("")
     pd.testing.assert_frame_equal(built.reset_index(drop=True), committed)
     checkout = images.REGISTRY_PATH.parents[2]
@@ -65,10 +80,10 @@ def test_download_all_from_mirror_then_cached_then_corrupt_replaced(
 
     assert main(["download", "--all", "--quiet"]) == 1  # CIFAR-10 is not in the mirror
     out, err = capsys.readouterr()
-    assert "139 file(s)" in out and "138 downloaded, 1 unavailable" in out
+    assert "293 file(s)" in out and "292 downloaded, 1 unavailable" in out
     assert "unavailable: cifar10/cifar-10-python" in err and "no such file" in err
     assert main(["download", "--all", "--quiet", "--skip-unavailable"]) == 0
-    assert "138 cached, 1 unavailable" in capsys.readouterr().out
+    assert "292 cached, 1 unavailable" in capsys.readouterr().out
 
     victim = tmp_path / "bm3d_gray11" / "house.png"
     victim.write_bytes(victim.read_bytes()[:-100])  # truncated, as by a crash
