@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmark.runfolder import disagreements
+
 KEY = ["suite", "profile", "dataset", "image", "degradation", "level", "method", "output"]
 REQUIRED = ["statistic", *KEY, "n_cells", "expected_psnr", "tolerance", "gated"]
 ALL = "*"  # dataset, image and degradation of a suite mean
@@ -73,6 +75,12 @@ def _read_one_results(path: Path) -> pd.DataFrame:
     missing = [c for c in [*KEY, "psnr", "status"] if c not in table.columns]
     if missing:
         raise FileNotFoundError(f"{path} is not a results.csv: no column(s) {missing}")
+    differ = disagreements(path.parent, table)
+    if differ:
+        raise FileNotFoundError(
+            f"{path} is not what its records say ({len(differ)} row(s); {'; '.join(differ[:3])})"
+            ": run the suite into its folder again, which rebuilds it from the records"
+        )
     return table
 
 

@@ -15,6 +15,7 @@ version); each record also carries the fingerprint of the code that computed it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -202,6 +203,7 @@ class Record:
     arrays: bool = False  # <key>.npz (curves, snapshots) was written
     error: str = ""
     traceback: str = ""
+    digest: dict[str, str] = field(default_factory=dict)  # content_digest(), set by write
     stale: bool = False
 
     @property
@@ -240,19 +242,68 @@ class Record:
 
     @classmethod
     def read(cls, path: Path) -> Record | None:
-        """The record at ``path``, or None if it is absent, unreadable or not a record (valid
-        JSON of another shape): such a cell is recomputed and its file replaced."""
+        """The record at ``path``, or None if it is absent, unreadable, not a record (valid
+        JSON of another shape) or not its cell's (:meth:`problems`): such a cell is
+        recomputed and its file replaced; :func:`why_unusable` says why."""
+        record = cls.parse(Path(path))
+        return None if record is None or record.problems(Path(path)) else record
+
+    @classmethod
+    def parse(cls, path: Path) -> Record | None:
+        """The record at ``path`` as it is written, unchecked (None: no record there)."""
         try:
-            return cls.from_json(json.loads(Path(path).read_text()))
+            return cls.from_json(json.loads(path.read_text()))
         except (OSError, ValueError):  # JSON and UTF-8 decoding errors are ValueErrors
             return None
 
     def write(self, out: Path) -> Path:
-        """Write ``out/cells/<key>.json`` atomically; returns its path."""
+        """Write ``out/cells/<key>.json`` atomically, with the digest of its content and of
+        its output files (written before it); returns its path."""
         path = cells_dir(out) / f"{self.key}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.digest = self.content_digest(out)
         write_json(path, self.to_json())
         return path
+
+    def content_digest(self, out: Path) -> dict[str, str]:
+        """sha256 of everything the record says (but its digest), and of each output file it
+        has (``.png``, ``.npz``): a record edited after it was written, or an output damaged
+        or swapped, no longer matches it."""
+        content = self.to_json()
+        content.pop("digest")
+        text = json.dumps(content, sort_keys=True, default=_jsonable)
+        digest = {"content": hashlib.sha256(text.encode()).hexdigest()[:32]}
+        for suffix in (".png", ".npz"):
+            output = cells_dir(out) / f"{self.key}{suffix}"
+            if output.is_file():
+                digest[suffix] = hashlib.sha256(output.read_bytes()).hexdigest()[:32]
+        return digest
+
+    def problems(self, path: Path) -> list[str]:
+        """Why the record at ``path`` cannot be taken as its cell's (empty: none): it is
+        filed under another cell's key, or what it says changed after it was written. A
+        record written before digests existed is taken as it is."""
+        found = []
+        if path.stem != self.key:
+            found.append(f"it is the record of cell {self.key}, filed under {path.stem}")
+        if self.digest and self.digest.get("content") != self.content_digest(
+            path.parent.parent
+        ).get("content"):
+            found.append("its content changed after it was written")
+        return found
+
+    def changed_outputs(self, out: Path) -> list[Path]:
+        """Its output files that are not the ones written with it (damaged, replaced or
+        gone); empty for a record written before digests existed."""
+        if not self.digest:
+            return []
+        now = self.content_digest(out)
+        suffixes = (set(self.digest) | set(now)) - {"content"}
+        return [
+            cells_dir(out) / f"{self.key}{s}"
+            for s in sorted(suffixes)
+            if self.digest.get(s) != now.get(s)
+        ]
 
     def stale_files(self) -> list[str]:
         """The files and data parts whose change since the record was written makes it stale
@@ -352,6 +403,39 @@ class View:
                 observation=data["observation"],
                 psnr=float(data["psnr"]),
             )
+
+
+def why_unusable(path: Path) -> str:
+    """Why :meth:`Record.read` gives None for the file at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        return "no such file"
+    record = Record.parse(path)
+    if record is None:
+        return "it cannot be read as a cell record"
+    return "; ".join(record.problems(path)) or "it is readable"
+
+
+def disagreements(out: Path, table: pd.DataFrame) -> list[str]:
+    """Where a run folder's ``results.csv`` (``table``) is not what its records say: a
+    successful row whose record is missing or unusable, or whose PSNR differs (empty: none,
+    or the folder keeps no records, as a published report)."""
+    folder = cells_dir(out)
+    if not folder.is_dir() or "key" not in table:
+        return []
+    found = []
+    rows = table[table.status == "ok"]
+    for key, group in rows.groupby("key"):
+        path = folder / f"{key}.json"
+        record = Record.read(path)
+        if record is None:
+            found.append(f"{path.name}: {why_unusable(path)}")
+            continue
+        for row in group.itertuples():
+            theirs = record.psnr(str(row.output))
+            if theirs is None or not np.isclose(theirs, float(row.psnr), rtol=0, atol=1e-9):
+                found.append(f"{path.name}: {row.output} psnr {row.psnr} here, {theirs} there")
+    return found
 
 
 def typed_results(table: pd.DataFrame) -> pd.DataFrame:

@@ -136,15 +136,13 @@ def test_a_suite_that_maps_a_method_elsewhere_cannot_publish_over_it(
 
 def test_results_are_rebuilt_from_the_records_with_the_tables(mirror: Path, here: Path) -> None:
     run = tiny_run(here)
-    (run / "results.csv").unlink()
-    record = sorted((run / "cells").glob("*.json"))[0]
-    content = json.loads(record.read_text())
-    content["rows"][0]["psnr"] += 10.0  # what the tables will show (the digest is #38's next)
-    record.write_text(json.dumps(content))
+    (run / "results.csv").write_text("suite,psnr\nnot,these\n")  # a run's own file, broken
     assert main(["publish", str(run), "--reports", "reports"]) == 0
     published = here / "reports" / "ci" / "tiny"
     results = pd.read_csv(published / "results.csv")
-    assert content["rows"][0]["psnr"] in results.psnr.tolist()
+    records = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("*.json"))]
+    psnrs = sorted(row["psnr"] for record in records for row in record["rows"])
+    assert sorted(results.psnr) == psnrs
     assert (published / "provenance.json").is_file() and (published / PUBLISHED).is_file()
 
 
@@ -173,3 +171,61 @@ def test_a_killed_publish_leaves_the_old_or_the_new_report(
     assert (target / "table.md").read_text() == expected
     index = write_index(here / "reports").read_text()
     assert "publishing" not in index and "replaced" not in index
+
+
+# --- records are evidence --------------------------------------------------------------------
+
+
+def test_an_edited_psnr_is_found_by_report_publish_check_and_run(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tiny_run(here)
+    results = pd.read_csv(run / "results.csv")
+    expected = here / "expected.csv"
+    from benchmark import check
+
+    check.derive_expected(results, {"seed-1": results}, {"test": "1"}).to_csv(expected)
+    record = sorted((run / "cells").glob("*.json"))[0]
+    content = json.loads(record.read_text())
+    content["rows"][0]["psnr"] += 10.0
+    record.write_text(json.dumps(content))
+    capsys.readouterr()
+
+    assert main(["report", str(run)]) == 0
+    said = capsys.readouterr().err
+    assert f"{record} is left out: its content changed after it was written" in said
+    assert code_of(["publish", str(run), "--reports", "reports"]) == 1
+    assert "1 record(s) left out" in capsys.readouterr().err and not (here / "reports").exists()
+    assert code_of(["check", str(run), "--expected", str(expected)]) == 2
+    assert "is not what its records say" in capsys.readouterr().err
+    argv = ["run", str(sorted(here.glob("tiny-*.toml"))[0]), "--profile", "ci", "--out", str(run)]
+    assert main([*argv, "-q"]) == 0  # the run recomputes that cell, saying why
+    assert "changed after it was written: its cell is computed again" in capsys.readouterr().out
+    assert code_of(["check", str(run), "--expected", str(expected)]) == 0
+
+
+def test_a_record_filed_under_another_cells_key_is_not_taken(mirror: Path, here: Path) -> None:
+    run = tiny_run(here)
+    first, second = sorted((run / "cells").glob("*.json"))[:2]
+    shutil.copy(first, second)  # the first cell's record where the second's was
+    for suffix in (".png", ".npz"):
+        if first.with_suffix(suffix).exists():
+            shutil.copy(first.with_suffix(suffix), second.with_suffix(suffix))
+    assert code_of(["publish", str(run), "--reports", "reports"]) == 1
+    from benchmark.runfolder import Record, why_unusable
+
+    assert Record.read(second) is None
+    assert why_unusable(second).startswith(f"it is the record of cell {first.stem}")
+
+
+def test_an_output_swapped_for_another_cells_is_named_and_refused(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tiny_run(here)
+    first, second = sorted((run / "cells").glob("*.png"))[:2]
+    shutil.copy(first, second)  # a valid image, of another cell
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    assert f"{second} is not the file its run wrote" in capsys.readouterr().err
+    assert code_of(["publish", str(run), "--reports", "reports"]) == 1
+    assert "1 output file(s) not as their run wrote them" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def test_a_record_survives_its_file(tmp_path: Path) -> None:
 def test_a_record_reads_older_and_newer_files(tmp_path: Path) -> None:
     """A field an older dipbench did not write takes its default; one a newer one writes is
     dropped."""
-    path = tmp_path / "old.json"
+    path = tmp_path / "k.json"  # a record is filed under its key
     path.write_text(json.dumps({"key": "k", "cell": CELL, "status": "failed", "new": 1}))
     record = Record.read(path)
     assert record is not None and not record.ok

@@ -58,7 +58,8 @@ def write_report(out: Path, *, figures: bool = True) -> list[Path]:
             "report keeps only its tables). Its tables are left as they are; run the suite "
             "into this folder to rebuild them."
         )
-    written = write_tables(out, meta, records, missing_cells=run.missing_cells)
+    missing = run.missing_cells + len(run.unusable)
+    written = write_tables(out, meta, records, missing_cells=missing)
     written.append(write_comparison(out, meta, records))
     es_table = write_es_table(out, meta, records)
     written += [es_table] if es_table else []

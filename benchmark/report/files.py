@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from benchmark.runfolder import (  # noqa: E402
     atomic_write,
     cells_dir,
     views_dir,
+    why_unusable,
 )
 
 
@@ -36,6 +37,8 @@ class Run:
     manifest: Manifest  # its suite.json
     records: list[Record]  # each with ``stale`` set
     missing_cells: int = 0  # cells of its grid without a readable record
+    unusable: list[str] = field(default_factory=list)  # "<file>: why", records left out
+    changed_outputs: list[str] = field(default_factory=list)  # output files not as written
 
 
 def load_run(out: Path) -> Run:
@@ -52,11 +55,35 @@ def load_run(out: Path) -> Run:
     paths = (
         [folder / f"{k}.json" for k in meta.keys] if meta.keys else sorted(folder.glob("*.json"))
     )
-    records = [r.with_staleness() for r in map(Record.read, paths) if r is not None]
-    return Run(meta, records, missing_cells=len(paths) - len(records))
+    records, unusable, outputs = [], [], []
+    for path in paths:
+        record = Record.read(path)
+        if record is not None:
+            records.append(record.with_staleness())
+            changed = record.changed_outputs(out)
+            outputs += [str(p.name) for p in changed]
+            for output in changed:
+                print(
+                    f"warning: {output} is not the file its run wrote (damaged, replaced or "
+                    "gone): publish refuses the run until the suite is run again to remake it",
+                    file=sys.stderr,
+                )
+        elif path.is_file():  # a record that is not its cell's is evidence of nothing
+            unusable.append(f"{path.name}: {why_unusable(path)}")
+            refused(path, why_unusable(path))
+    missing = len(paths) - len(records) - len(unusable)
+    return Run(meta, records, missing, unusable, outputs)
 
 
 DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
+
+
+def refused(path: Path, why: str) -> None:
+    """Say that a cell record is left out, and why (the report goes on without it)."""
+    print(
+        f"warning: {path} is left out: {why} (delete it and run the suite again to remake it)",
+        file=sys.stderr,
+    )
 
 
 def damaged(path: Path, err: BaseException) -> None:

@@ -108,6 +108,13 @@ def incomplete(run: Run) -> list[str]:
     records = run.records
     if run.missing_cells:
         problems.append(f"{run.missing_cells} cell(s) not run")
+    if run.changed_outputs:
+        problems.append(
+            f"{len(run.changed_outputs)} output file(s) not as their run wrote them "
+            f"({', '.join(run.changed_outputs[:3])})"
+        )
+    if run.unusable:
+        problems.append(f"{len(run.unusable)} record(s) left out ({'; '.join(run.unusable[:3])})")
     failed = sum(not r.ok for r in records)
     if failed:
         problems.append(f"{failed} failed cell(s)")

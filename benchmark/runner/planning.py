@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from benchmark import images
 from benchmark.methods.registry import get_method
 from benchmark.provenance import cell_inputs, code_identity, is_legacy, legacy_fingerprint
-from benchmark.runfolder import Record
+from benchmark.runfolder import Record, why_unusable
 from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside
 from benchmark.tasks import get_task
 
@@ -31,6 +31,12 @@ def pending(
     todo = []
     for cell in cells:
         record = read_record(cell, out, device, threads)
+        path = record_path(cell, out, device, threads)
+        if record is None and (written := Record.parse(path)) is not None:
+            if damaged_outputs(out, written):
+                record = written  # set aside below, as damaged
+            else:
+                print(f"{path}: {why_unusable(path)}: its cell is computed again")
         if not is_finished(record, reuse_stale=reuse_stale):
             todo.append(cell)
         elif damaged := damaged_outputs(out, record):

@@ -50,8 +50,9 @@ def damaged_outputs(out: Path, record: Record) -> list[Path]:
             im.verify()
     except Exception:  # noqa: BLE001  Pillow raises many kinds for a bad file
         found.append(png)
+    found += [p for p in record.changed_outputs(out) if p != png]  # replaced or damaged
     npz = png.with_suffix(".npz")
-    if record.arrays and not npz.exists():
+    if record.arrays and not npz.exists() and npz not in found:
         found.append(npz)
     elif npz.exists():
         try:
