@@ -42,9 +42,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check benchmark tests scripts
 	$(BIN)/ruff format --check benchmark tests scripts
 
-# The tests include the PSNR regression check of the `ci` grid (tests/regression).
+# The tests include the PSNR regression check of the `ci` grid (tests/regression). They run
+# in TEST_WORKERS processes (pytest-xdist), a test module per process at a time, so that a
+# module's shared fixtures (a run of the ci grid) are computed once; no test's numbers depend
+# on it (every cell fixes its torch threads).
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest --benchmark-skip
+	$(BIN)/python -m pytest --benchmark-skip -n $(TEST_WORKERS) --dist loadscope
 
 # The inner loop (under a minute): layout and import rules, the run folder's files, metrics,
 # forward models and degradations. `make test` runs everything.
