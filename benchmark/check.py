@@ -75,6 +75,16 @@ def _read_one_results(path: Path) -> pd.DataFrame:
     missing = [c for c in [*KEY, "psnr", "status"] if c not in table.columns]
     if missing:
         raise FileNotFoundError(f"{path} is not a results.csv: no column(s) {missing}")
+    for column in ("psnr", "level"):
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = numbers.isna() & table[column].notna()
+        if bad.any():
+            row = int(bad.idxmax()) + 2  # 1-based, after the header
+            raise FileNotFoundError(
+                f"{path} is not a results.csv: its {column} {table[column][bad].iloc[0]!r} "
+                f"(line {row}) is not a number"
+            )
+        table[column] = numbers
     differ = disagreements(path.parent, table)
     if differ:
         raise FileNotFoundError(
@@ -261,14 +271,18 @@ def derive_expected(
     return table[columns].sort_values(order).reset_index(drop=True)
 
 
-def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+def compare(
+    results: pd.DataFrame, expected: pd.DataFrame, *, allow_new: bool = False
+) -> pd.DataFrame:
     """Every expected value with its measured PSNR, difference and verdict.
 
     Verdicts: ``missing`` (absent, failed, NaN, or a mean over fewer cells than expected:
     gated or not), ``stale`` (computed by code that has changed since: re-run it), ``reported``
     (a value that is not gated), and for gated values ``ok``,
     ``regression`` (below ``expected - tolerance``) or ``improvement`` (above
-    ``expected + tolerance``); measured values the expected file does not list read ``new``.
+    ``expected + tolerance``); measured values the expected file does not list read ``new``
+    in a suite (and profile) it knows, and ``unchecked`` in one it does not know at all, which
+    fails the check unless ``allow_new`` (a suite with no expected values is not checked).
     """
     expected = expected.copy()
     expected["level"] = expected["level"].astype(float).round(6)
@@ -293,12 +307,20 @@ def compare(results: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
         ["new", "missing", "stale", "reported", "regression", "improvement"],
         default="ok",
     )
-    merged["verdict"] = verdict
+    known = set(zip(expected.suite, expected.profile, strict=True))
+    unknown = [
+        (suite, profile) not in known
+        for suite, profile in zip(merged.suite, merged.profile, strict=True)
+    ]
+    unchecked = (merged._merge == "right_only") & pd.Series(unknown, index=merged.index)
+    merged["verdict"] = np.where(unchecked & (not allow_new), "unchecked", verdict)
     columns = index + ["expected_psnr", "psnr", "difference", "tolerance", "verdict"]
     return merged[columns].rename(columns={"psnr": "measured_psnr"})
 
 
 def failed(report: pd.DataFrame) -> pd.DataFrame:
-    """The rows that fail the check: values that moved beyond tolerance, are missing, or were
-    computed by code that has changed since."""
-    return report[report.verdict.isin(["regression", "improvement", "missing", "stale"])]
+    """The rows that fail the check: values that moved beyond tolerance, are missing, were
+    computed by code that has changed since, or belong to a suite the expected file does not
+    know (``unchecked``)."""
+    bad = ["regression", "improvement", "missing", "stale", "unchecked"]
+    return report[report.verdict.isin(bad)]

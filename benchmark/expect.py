@@ -74,7 +74,9 @@ def run_variant(
     refuse_foreign(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    (folder / OWNER_MARK).write_text("written by dipbench expect; emptied by its next run\n")
+    (folder / OWNER_MARK).write_text(
+        "written by dipbench expect; emptied by its next run\n", encoding="utf-8"
+    )
     env = {**os.environ, **variant.env}
     for suite in suites:
         name = Path(suite).stem if suite.endswith(".toml") else suite

@@ -178,7 +178,7 @@ def legacy_fingerprint(method: str) -> str:
     files = dict(_module_files((function.__module__, *EVERY_CELL)))
     for path in list(files.values()):
         if _in_package(path):
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
             for data in sorted((PACKAGE_ROOT / "data").glob("*")):
                 if f'"{data.name}"' in text:
                     files[_display_name(data)] = data
@@ -336,7 +336,7 @@ def _display_name(path: Path) -> str:
 def _package_imports(path: Path, module: str) -> list[str]:
     """This package's modules that ``path`` imports (anywhere in it, function bodies too),
     except the package's ``__init__`` (its version is part of every cell key already)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):

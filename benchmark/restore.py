@@ -119,6 +119,11 @@ def read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         raise ImageFileError(
             f"{Path(path).name}: the mask has no known pixel (white = known, black = to fill)"
         )
+    if mask.all():
+        raise ValueError(
+            f"{Path(path).name}: the mask marks every pixel known (white = known, black = to "
+            "fill): there is nothing to inpaint"
+        )
     return mask
 
 

@@ -32,6 +32,9 @@ GRID_IMAGES = 3  # images in the report's grid
 # A network output this far under its image's trivial baseline is suspect (records' `suspect`
 # at the full profile; the tables' under-baseline lines at any profile).
 SUSPECT_UNDER_TRIVIAL_DB = 1.0
+# What a record's cell must say (its results.csv rows and the tables read them).
+CELL_FIELDS = ("suite", "profile", "dataset", "image", "task", "degradation", "level")
+CELL_FIELDS += ("severity", "method_key", "method", "repetition", "method_seed")
 VIEW_FIELDS = ("dataset", "image", "degradation", "level", "repetition")  # a view's identity
 
 RESULT_COLUMNS = [
@@ -104,7 +107,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json(path: Path, content: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(content, indent=1, default=_jsonable)))
+    atomic_write(
+        path,
+        lambda p: p.write_text(json.dumps(content, indent=1, default=_jsonable), encoding="utf-8"),
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -164,7 +170,7 @@ class Manifest:
     @classmethod
     def read(cls, out: Path) -> Manifest:
         """``out/suite.json`` (``OSError``, ``ValueError`` when it is absent or not one)."""
-        return cls.from_json(json.loads((Path(out) / "suite.json").read_text()))
+        return cls.from_json(json.loads((Path(out) / "suite.json").read_text(encoding="utf-8")))
 
     def write(self, out: Path) -> None:
         write_json(Path(out) / "suite.json", self.to_json())
@@ -232,6 +238,9 @@ class Record:
             raise ValueError("not a cell record (no key, cell and status)")
         if not isinstance(data["cell"], dict) or not isinstance(data.get("rows", []), list):
             raise ValueError("not a cell record (its cell or rows have another shape)")
+        missing = [name for name in CELL_FIELDS if name not in data["cell"]]
+        if missing:
+            raise ValueError(f"not a cell record (its cell has no {', '.join(missing)})")
         known = {f.name for f in fields(cls)} - {"stale"}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -252,7 +261,7 @@ class Record:
     def parse(cls, path: Path) -> Record | None:
         """The record at ``path`` as it is written, unchecked (None: no record there)."""
         try:
-            return cls.from_json(json.loads(path.read_text()))
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):  # JSON and UTF-8 decoding errors are ValueErrors
             return None
 
@@ -467,7 +476,7 @@ def provenance_of(records: list[Record]) -> dict[str, Any]:
 def read_provenance(out: Path) -> dict[str, Any] | None:
     """A folder's ``provenance.json`` (None: absent or unreadable)."""
     try:
-        content = json.loads((Path(out) / PROVENANCE).read_text())
+        content = json.loads((Path(out) / PROVENANCE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return content if isinstance(content, dict) else None
@@ -494,7 +503,7 @@ def process_is_running(pid: int) -> bool:
     except PermissionError:  # alive, another user's
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except FileNotFoundError:  # reaped since, or no /proc on this system
         return not Path("/proc/self/stat").exists()
     except OSError:

@@ -242,6 +242,11 @@ def score_folders(gt_dir: Path, pred_dir: Path, protocol: str) -> FolderScores:
     is listed in ``problems`` and left out.
     """
     chosen = get_protocol(protocol)
+    if Path(gt_dir).resolve() == Path(pred_dir).resolve():
+        raise FileNotFoundError(
+            f"--gt and --pred are the same folder ({gt_dir}): every image would score against "
+            "itself (PSNR inf); give the folder of the restored images as --pred"
+        )
     (gts, gt_twins), (preds, pred_twins) = _by_stem(Path(gt_dir)), _by_stem(Path(pred_dir))
     problems = [
         f"{name}: {len(paths)} files in {where} ({', '.join(p.name for p in paths)}); "
@@ -252,6 +257,9 @@ def score_folders(gt_dir: Path, pred_dir: Path, protocol: str) -> FolderScores:
     twins = gt_twins.keys() | pred_twins.keys()
     rows = []
     for name in sorted((gts.keys() & preds.keys()) - twins):
+        if gts[name].resolve() == preds[name].resolve() or gts[name].samefile(preds[name]):
+            problems.append(f"{name}: --gt and --pred hold the same file; it is not scored")
+            continue
         try:
             gt, pred = read_for_scoring(gts[name]), read_for_scoring(preds[name])
             gt, pred = _match_channels(gt, pred, protocol)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -183,11 +184,19 @@ def check_degradation(entry: Mapping[str, Any], path: Path) -> dict[str, Any]:
             )
     if "imagenet_c" in entry and not all(v in (1, 2, 3, 4, 5) for v in values):
         raise SuiteError(f"{path}: degradation {kind!r}: ImageNet-C severities are 1..5")
-    if len({float(v) for v in values}) < len(values):
-        raise SuiteError(f"{path}: degradation {kind!r}: a level is listed twice in {values}")
+    # Levels are shown (figure names: "{level:g}") and checked (rounded to 6 decimals) by
+    # value: two levels that read the same there would be one level twice.
+    if len({f"{round(float(v), 6):g}" for v in values}) < len(values):
+        raise SuiteError(
+            f"{path}: degradation {kind!r}: a level is listed twice in {values} (levels equal "
+            "to 6 decimals are one level)"
+        )
     if "levels" in entry:
         check_levels(kind, values, f"{path}: degradation {kind!r}")
     return dict(entry)
+
+
+MAX_LEVEL = 1e4  # sigma 10000 on 0-255 is noise alone; a factor of 10000 leaves no pixel
 
 
 def check_levels(kind: str, values: Sequence[float], where: str) -> None:
@@ -195,6 +204,11 @@ def check_levels(kind: str, values: Sequence[float], where: str) -> None:
     run as if fine and score an undegraded image."""
     level_name = list(inspect.signature(DEGRADATIONS[kind]).parameters)[1]
     for value in values:
+        if not math.isfinite(value) or value > MAX_LEVEL:
+            raise SuiteError(
+                f"{where}: level {value!r} is not a level any degradation has (finite, at "
+                f"most {MAX_LEVEL:g} in its units)"
+            )
         if not value > 0:
             raise SuiteError(f"{where}: level {value!r} degrades nothing; levels are > 0")
         if level_name == "fraction" and not value < 1:

@@ -84,9 +84,15 @@ def read_suite_file(name_or_path: str) -> tuple[dict[str, Any], Path]:
     elif not path.is_file():
         raise SuiteError(f"suite file not found: {path}")
     try:
-        return tomllib.loads(path.read_text()), path
+        return tomllib.loads(path.read_text(encoding="utf-8")), path
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"{path}: not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise SuiteError(f"{path}: not UTF-8 text (TOML files are): byte {err.start}") from err
+    except RecursionError:
+        raise SuiteError(f"{path}: nested too deeply to be a suite file") from None
+    except OSError as err:
+        raise SuiteError(f"{path}: cannot be read: {err.strerror or err}") from err
 
 
 def _search_beside(path: Path) -> None:

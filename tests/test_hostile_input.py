@@ -4,6 +4,7 @@ on a tiny grid."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -683,3 +684,198 @@ def test_a_method_that_changes_the_working_folder_moves_no_record(
     assert os.getcwd() == str(here)
     assert len(list((here / "run" / "cells").glob("*.json"))) == 2  # one worker, two cells
     assert not (here / "elsewhere" / "run").exists()
+
+
+# --- the third round (issue 38): checks of meaning, one-line messages, restore's files -------
+
+
+def _tiny_results(here: Path) -> Path:
+    out = here / "run"
+    assert code_of(["run", str(suite_file(here)), "--out", str(out), "-q"]) == 0
+    return out
+
+
+def _expected_for(out: Path, path: Path) -> Path:
+    results = pd.read_csv(out / "results.csv")
+    check.derive_expected(results, {"seed-1": results}, {"t": "1"}).to_csv(path, index=False)
+    return path
+
+
+def test_a_suite_the_expected_file_does_not_know_fails_the_check(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = _tiny_results(here)
+    expected = _expected_for(out, here / "expected.csv")
+    table = pd.read_csv(expected)
+    table.assign(suite="another").to_csv(expected, index=False)
+    capsys.readouterr()
+    assert code_of(["check", str(out), "--expected", str(expected)]) == 1
+    assert "a suite the expected file does not know" in capsys.readouterr().err
+    assert code_of(["check", str(out), "--expected", str(expected), "--allow-new"]) == 1  # missing
+    table.to_csv(expected, index=False)
+    assert code_of(["check", str(out), "--expected", str(expected)]) == 0
+
+
+@pytest.mark.parametrize(("column", "value"), [("psnr", "abc"), ("level", "x")])
+def test_a_results_file_with_words_for_numbers_is_one_line(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture, column: str, value: str
+) -> None:
+    out = _tiny_results(here)
+    expected = _expected_for(out, here / "expected.csv")
+    results = pd.read_csv(out / "results.csv")
+    results[column] = results[column].astype(object)
+    results.loc[0, column] = value
+    (here / "loose").mkdir()
+    results.to_csv(here / "loose" / "results.csv", index=False)  # no records beside it
+    capsys.readouterr()
+    assert code_of(["check", str(here / "loose"), "--expected", str(expected)]) == 2
+    err = capsys.readouterr().err
+    assert f"its {column} '{value}' (line 2) is not a number" in err and "Traceback" not in err
+
+
+def test_check_update_never_overwrites_a_results_file(mirror: Path, here: Path) -> None:
+    out = _tiny_results(here)
+    before = (out / "results.csv").read_bytes()
+    argv = ["check", str(out), "--update", "--variants", str(out)]
+    assert code_of([*argv, "--expected", str(out / "results.csv")]) == 2
+    assert (out / "results.csv").read_bytes() == before
+
+
+def test_a_report_before_any_cell_and_a_record_without_its_cell_are_one_line(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = _tiny_results(here)
+    records = sorted((out / "cells").glob("*.json"))
+    content = json.loads(records[0].read_text())
+    content["cell"] = {}
+    records[0].write_text(json.dumps(content))
+    assert code_of(["report", str(out)]) == 0  # left out, named
+    assert "Traceback" not in capsys.readouterr().err
+    for path in [*records, out / "results.csv"]:  # as while a run is on its first cell
+        path.unlink()
+    assert code_of(["report", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "has no finished cell yet" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", b'name = "caf\xe9"\n'],
+    ids=["nested-5000-deep", "latin-1"],
+)
+def test_a_suite_file_that_is_not_a_suite_is_one_line(
+    here: Path, capsys: pytest.CaptureFixture, text: bytes
+) -> None:
+    (here / "bad.toml").write_bytes(text)
+    assert code_of(["run", str(here / "bad.toml"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("levels", ["[inf]", "[1e308]", "[nan]", "[25, 25.0000000001]"], ids=str)
+def test_levels_that_are_no_level_or_one_level_twice_are_refused(
+    here: Path, capsys: pytest.CaptureFixture, levels: str
+) -> None:
+    assert code_of(["run", str(suite_file(here, levels=levels)), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "level" in err and "Traceback" not in err
+
+
+def test_publish_in_an_ascii_locale_writes_its_report(mirror: Path, here: Path) -> None:
+    out = _tiny_results(here)
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmark", "publish", str(out), "--reports", "reports"],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (here / "reports" / "README.md").is_file()
+
+
+def test_score_refuses_the_ground_truth_as_the_prediction(
+    here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (here / "gt").mkdir()
+    Image.fromarray(np.full((16, 16), 100, np.uint8)).save(here / "gt" / "x.png")
+    argv = ["score", "--gt", "gt", "--pred", "gt", "--protocol", "gray"]
+    assert code_of(argv) == 2
+    assert "the same folder" in capsys.readouterr().err
+    (here / "pred").mkdir()
+    (here / "pred" / "x.png").symlink_to(here / "gt" / "x.png")
+    assert code_of(["score", "--gt", "gt", "--pred", "pred", "--protocol", "gray"]) == 1
+    assert "hold the same file" in capsys.readouterr().err
+
+
+def _noisy_png(here: Path) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (24, 24), dtype=np.uint8)).save(here / "in.png")
+    return here / "in.png"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--task", "denoising", "--sigma", "-5"],
+        ["--task", "denoising", "--sigma", "inf"],
+        ["--task", "denoising", "--factor", "4"],
+        ["--task", "denoising", "--mask", "in.png"],
+        ["--task", "super_resolution", "--sigma", "25"],
+    ],
+    ids=" ".join,
+)
+def test_restore_refuses_settings_that_mean_nothing(
+    here: Path, capsys: pytest.CaptureFixture, extra: list[str]
+) -> None:
+    _noisy_png(here)
+    argv = ["restore", "in.png", "--out", "out.png", "--method", "median", *extra]
+    assert code_of(argv) == 2
+    assert not (here / "out.png").exists() and "Traceback" not in capsys.readouterr().err
+
+
+def test_restore_refuses_a_mask_with_nothing_to_fill(
+    here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _noisy_png(here)
+    Image.fromarray(np.full((24, 24), 255, np.uint8)).save(here / "mask.png")
+    argv = ["restore", "in.png", "--task", "inpainting", "--mask", "mask.png", "--out", "o.png"]
+    assert code_of([*argv, "--method", "telea"]) == 2
+    assert "nothing to inpaint" in capsys.readouterr().err
+
+
+def test_restore_writes_beside_its_output_only_what_it_wrote_before(
+    here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _noisy_png(here)
+    argv = ["restore", "in.png", "--task", "denoising", "--method", "median", "--out", "o.png"]
+    (here / "theirs.json").write_text("a user's file")
+    (here / "o.png.json").symlink_to(here / "theirs.json")
+    assert code_of(argv) == 2  # a sidecar through a link
+    assert (here / "theirs.json").read_text() == "a user's file"
+    (here / "o.png.json").unlink()
+    (here / "o.png.json").write_text("a user's notes")
+    assert code_of(argv) == 2  # a sidecar of someone else's
+    (here / "o.png.json").unlink()
+    assert code_of(argv) == 0
+    sidecar = json.loads((here / "o.png.json").read_text())
+    assert sidecar["threads"] >= 1 and "torch" in sidecar["versions"]
+    assert sidecar["files"] == ["o.png.json"]
+    assert sidecar["output_sha256"] == hashlib.sha256((here / "o.png").read_bytes()).hexdigest()
+    (here / "o.curve.png").write_bytes(b"a user's figure")
+    assert code_of([*argv, "--curve"]) == 2  # not one it wrote
+    assert (here / "o.curve.png").read_bytes() == b"a user's figure"
+    assert code_of(argv) == 0  # what it wrote before, it may write again
+
+
+def test_two_restores_to_one_output_do_not_mix(here: Path, capsys: pytest.CaptureFixture) -> None:
+    _noisy_png(here)
+    lock = here / ".o.png.restoring"
+    lock.write_text(str(os.getppid()))  # a live process holds it
+    argv = ["restore", "in.png", "--task", "denoising", "--method", "median", "--out", "o.png"]
+    assert code_of(argv) == 2
+    assert "is writing" in capsys.readouterr().err and not (here / "o.png").exists()
+    lock.write_text("999999999")  # a dead one: taken over
+    assert code_of(argv) == 0 and not lock.exists()

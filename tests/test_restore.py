@@ -114,7 +114,7 @@ def test_bad_input_is_one_line_and_exit_2(
 ) -> None:
     files = {
         "input": _save8(tmp_path / "in.png", np.full((16, 16, 1), 0.5, np.float32)),
-        "mask": _save8(tmp_path / "mask.png", np.ones((16, 16, 1), np.float32)),
+        "mask": _save8(tmp_path / "mask.png", np.tri(16, 16, dtype=np.float32)[..., None]),
         "small_mask": _save8(tmp_path / "small.png", np.ones((8, 8, 1), np.float32)),
         "black_mask": _save8(tmp_path / "black.png", np.zeros((16, 16, 1), np.float32)),
         "theirs": _save8(tmp_path / "theirs.png", np.zeros((16, 16, 1), np.float32)),

@@ -24,6 +24,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dipbench`` and ``python -m benchmark``."""
+    for stream in (sys.stdout, sys.stderr):  # an ASCII locale (LC_ALL=C) shows "?" for "†"
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower() != "utf-8":
+            stream.reconfigure(errors="replace")
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -43,7 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         expected = check.read_expected(args.expected)
     except check.ExpectedFileError as err:
         raise UsageError(str(err)) from err
-    report = check.compare(results, expected)
+    report = check.compare(results, expected, allow_new=args.allow_new)
     shown = report[~report.verdict.isin(["ok", "reported"])] if args.failures_only else report
     if "statistic" in shown and len(shown):  # a suite mean has no level of its own
         shown = shown.assign(
@@ -64,7 +64,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             "computed by code that has changed since (stale: re-run the suite):",
             file=sys.stderr,
         )
-        for row in bad.itertuples():
+        unknown = bad[bad.verdict == "unchecked"]
+        for (suite, profile), values in unknown.groupby(["suite", "profile"]):
+            print(
+                f"  {suite} ({profile}): {len(values)} value(s) of a suite the expected file "
+                f"does not know, so nothing checked them: add its expected values (dipbench "
+                f"expect {suite} --profile {profile} --expected {args.expected}) or pass "
+                "--allow-new",
+                file=sys.stderr,
+            )
+        for row in bad[bad.verdict != "unchecked"].itertuples():
             where = (
                 f"suite mean ({row.suite})"
                 if row.statistic == "mean"
@@ -86,7 +95,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _is_expected_file(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "expected_psnr" in [column.strip() for column in header.split(",")]
+
+
+def _check_writable_expected(path: Path) -> None:
+    if path.exists() and not _is_expected_file(path):
+        raise UsageError(
+            f"--expected {path} exists and is not an expected-values file (no expected_psnr "
+            "column): it is left as it is; name a new file or an expected file to rewrite"
+        )
+
+
 def _write_expected(expected: Any, path: Path) -> None:
+    _check_writable_expected(path)
     from benchmark.runfolder import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +136,7 @@ def cmd_expect(args: argparse.Namespace) -> int:
     from benchmark import check, expect, runner
     from benchmark.suites import SuiteError, load_suite, packaged_suites
 
+    _check_writable_expected(args.expected)  # before the runs, not after them
     names = args.suites or packaged_suites()
     try:
         suites = [(name, load_suite(name, args.profile)) for name in names]

@@ -22,6 +22,19 @@ def positive_int(value: str) -> int:
     return number
 
 
+def noise_level(value: str) -> float:
+    """An argparse type: a noise level on the 0-255 scale, finite and above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < number <= 1e4:
+        raise argparse.ArgumentTypeError(
+            f"a noise level is above 0 and finite (0-255 scale, e.g. 25), got {value}"
+        )
+    return number
+
+
 def seconds(value: str) -> float:
     """An argparse type: a finite number of seconds, at least 0."""
     try:

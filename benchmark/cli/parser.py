@@ -219,6 +219,12 @@ def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentP
         action="store_true",
         help="list only the cells that are not ok (default: every cell)",
     )
+    p.add_argument(
+        "--allow-new",
+        action="store_true",
+        help="pass results of a suite the expected file does not know (default: such values "
+        "read 'unchecked' and fail the check, which could not have failed on them)",
+    )
     p.set_defaults(func=measure.cmd_check)
 
     p = sub.add_parser(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,17 @@ TASKS = ("denoising", "inpainting", "super_resolution")
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore INPUT with one method and write OUTPUT, OUTPUT.json and the optional figures."""
     from benchmark import restore
+    from benchmark.runfolder import atomic_write
     from benchmark.score_files import ImageFileError
 
-    out = _check_output(args.input, args.out)
+    out = _check_output(args.input, args.out, _companions(args.out, args))
+    for given, flag, task in (
+        (args.mask, "--mask", "inpainting"),
+        (args.factor, "--factor", "super_resolution"),
+        (args.sigma, "--sigma", "denoising"),
+    ):
+        if given is not None and args.task != task:
+            raise UsageError(f"{flag} is for --task {task}, not {args.task}")
     try:
         image = restore.read_input(args.input)
         mask = restore.read_mask(args.mask, image.pixels.shape) if args.mask else None
@@ -69,7 +80,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     except ValueError as err:
         raise UsageError(str(err)) from None
-    restore.write_output(out, restored.image, image.depth)
     device = str(restored.info.get("device", "cpu"))
     record = restore.sidecar(
         args.input, image, restored, method=args.method, task=args.task, seed=args.seed,
@@ -77,12 +87,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
                   "mask": str(args.mask) if args.mask else None},
         device=device,
     )  # fmt: skip
-    _sidecar_path(out).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    written = [out, _sidecar_path(out)]
-    if args.curve and restored.curves:
-        written.append(_curve_figure(out, restored))
-    if args.snapshots and restored.snapshots:
-        written.append(_snapshot_figure(out, restored))
+    with _writing(out):  # one restore at a time writes OUT and the files beside it
+        _check_output(args.input, out, _companions(out, args))
+        restore.write_output(out, restored.image, image.depth)
+        written = [out, _sidecar_path(out)]
+        if args.curve and restored.curves:
+            written.append(_curve_figure(out, restored))
+        if args.snapshots and restored.snapshots:
+            written.append(_snapshot_figure(out, restored))
+        record.update(_facts_of_the_run(out, written))
+        text = json.dumps(record, indent=2, default=str) + "\n"
+        atomic_write(_sidecar_path(out), lambda p: p.write_text(text, encoding="utf-8"))
     stop = record["stopping"]
     print(
         f"{args.method} ({args.task}): kept `{restored.output}`: {restored.reason}"
@@ -102,30 +117,105 @@ def _sidecar_path(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def _check_output(source: Path, out: Path) -> Path:
-    """Refuse an output that is the input, or a file this command did not write (a file with
-    no dipbench sidecar beside it): nothing of the user's is ever replaced."""
+def _companions(out: Path, args: argparse.Namespace) -> list[Path]:
+    """The files a restore writes beside OUT: its sidecar and the figures asked for."""
+    files = [_sidecar_path(out)]
+    files += [out.with_name(out.stem + ".curve.png")] if args.curve else []
+    files += [out.with_name(out.stem + ".snapshots.png")] if args.snapshots else []
+    return files
+
+
+def _check_output(source: Path, out: Path, companions: list[Path]) -> Path:
+    """Refuse an output that is the input, a file this command did not write (a file with
+    no dipbench sidecar beside it), a link, or files beside it that an earlier restore did not
+    write: nothing of the user's is ever replaced, nor written through."""
     from benchmark.restore import OUTPUT_SUFFIXES
 
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UsageError(f"--out {out}: write a .png or .tif(f) file")
     if out.exists() and out.resolve() == Path(source).resolve():
         raise UsageError(f"--out {out} is the input; choose another output file")
-    if out.exists() and not _written_by_us(out):
+    ours = _our_sidecar(out)
+    if out.exists() and ours is None:
         raise UsageError(
             f"--out {out} exists and was not written by dipbench restore; choose another "
             "output file (or move that one away)"
         )
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    earlier = set(ours.get("files", [p.name for p in companions])) if ours else set()
+    for path in [out, *companions]:
+        if path.is_symlink():
+            raise UsageError(f"{path} is a link: dipbench restore writes through none")
+        if path != out and path.exists() and path.name not in earlier | {_sidecar_path(out).name}:
+            raise UsageError(
+                f"{path} exists and was not written by dipbench restore for {out.name}; move "
+                "it away or choose another output file"
+            )
+        if path.name == _sidecar_path(out).name and path.exists() and ours is None:
+            raise UsageError(
+                f"{path} exists and is not a dipbench restore sidecar; move it away or choose "
+                "another output file"
+            )
     return out
 
 
-def _written_by_us(out: Path) -> bool:
+def _our_sidecar(out: Path) -> dict[str, Any] | None:
+    """The sidecar an earlier restore wrote for OUT (None: there is none of ours)."""
     try:
-        return "dipbench" in json.loads(_sidecar_path(out).read_text())
+        content = json.loads(_sidecar_path(out).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
+    return content if isinstance(content, dict) and "dipbench" in content else None
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Hold OUT for this restore: a second restore to the same OUT is refused while the first
+    writes, so that an image and a sidecar of two runs never pair (a lock left by a restore
+    that died is taken over)."""
+    from benchmark.runfolder import process_is_running
+
+    lock = out.with_name(f".{out.name}.restoring")
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text(encoding="utf-8") or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and process_is_running(holder):
+                raise UsageError(
+                    f"another dipbench restore (pid {holder}) is writing {out}; wait for it or "
+                    "choose another output file"
+                ) from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _facts_of_the_run(out: Path, written: list[Path]) -> dict[str, Any]:
+    """What the sidecar adds once the files are written: their names, the output's hash (the
+    pair's tie), the threads and the libraries' versions (threads change DIP's numbers)."""
+    import hashlib
+
+    import torch
+
+    from benchmark.runner.records import versions
+
+    return {
+        "files": [p.name for p in written if p != out],
+        "output_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+    }
 
 
 def _check_method(args: argparse.Namespace) -> Any:
@@ -207,6 +297,7 @@ def _run(args: argparse.Namespace, info: Any, observation: Any, options: dict[st
 def _curve_figure(out: Path, restored: Any) -> Path:
     """The training loss (and ES-WMV's running variance) against the iteration."""
     from benchmark.report.files import plt
+    from benchmark.runfolder import atomic_write
 
     curves = restored.curves
     its = curves.get("iteration")
@@ -218,7 +309,7 @@ def _curve_figure(out: Path, restored: Any) -> Path:
     ax.set_xlabel("iteration")
     ax.legend() if ax.get_legend_handles_labels()[0] else None
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
     plt.close(fig)
     return path
 
@@ -226,6 +317,7 @@ def _curve_figure(out: Path, restored: Any) -> Path:
 def _snapshot_figure(out: Path, restored: Any) -> Path:
     """The outputs at a few iterations, side by side."""
     from benchmark.report.files import plt
+    from benchmark.runfolder import atomic_write
 
     shots = sorted(restored.snapshots.items())
     path = out.with_name(out.stem + ".snapshots.png")
@@ -235,14 +327,14 @@ def _snapshot_figure(out: Path, restored: Any) -> Path:
         ax.set_title(f"{it}")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
     plt.close(fig)
     return path
 
 
 def add_parser(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:
     """The ``restore`` sub-command."""
-    from benchmark.cli.options import device, positive_int
+    from benchmark.cli.options import device, noise_level, positive_int
 
     p = sub.add_parser(
         "restore",
@@ -264,9 +356,11 @@ def add_parser(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) 
     p.add_argument("--mask", type=Path, help="inpainting: the mask image, white = known")
     p.add_argument("--factor", type=positive_int, help="super-resolution: the output is N x")
     p.add_argument(
-        "--sigma", type=float, help="denoising: the noise level (0-255) for classical methods "
-        "that need one (estimated from the image when absent)",
-    )  # fmt: skip
+        "--sigma",
+        type=noise_level,
+        help="denoising: the noise level (0-255) for classical methods that need one "
+        "(estimated from the image when absent)",
+    )
     p.add_argument(
         "--output", choices=["last", "ema", "es", "best_loss", "out", "oracle"],
         help="the output to keep (default: ES-WMV or the EMA for DIP denoising, the preset's "

@@ -58,6 +58,11 @@ def write_report(out: Path, *, figures: bool = True) -> list[Path]:
             "report keeps only its tables). Its tables are left as they are; run the suite "
             "into this folder to rebuild them."
         )
+    if not records:
+        raise NoRecordsError(
+            f"{out} has no finished cell yet (a run still on its first cell, or one stopped "
+            "before): no table written; report it when a cell has finished"
+        )
     missing = run.missing_cells + len(run.unusable)
     written = write_tables(out, meta, records, missing_cells=missing)
     written.append(write_comparison(out, meta, records))
@@ -210,5 +215,5 @@ def write_index(root: Path) -> Path:
             f"- {links}",
             "",
         ]
-    atomic_write(root / "README.md", lambda p: p.write_text("\n".join(lines)))
+    atomic_write(root / "README.md", lambda p: p.write_text("\n".join(lines), encoding="utf-8"))
     return root / "README.md"

@@ -125,7 +125,7 @@ def has_curves(out: Path, key: str) -> bool:
 
 def write_lines(path: Path, lines: list[str]) -> None:
     """A text file, one line per item."""
-    atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n"))
+    atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
 
 
 def save_figure(fig: Any, path: Path) -> None:

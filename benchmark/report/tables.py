@@ -271,7 +271,7 @@ def write_tables(
         )
     if italics:
         md[header_lines - 1 : header_lines - 1] = ["", " ".join(italics)]
-    atomic_write(out / "table.md", lambda p: p.write_text("\n".join(md)))
+    atomic_write(out / "table.md", lambda p: p.write_text("\n".join(md), encoding="utf-8"))
     csv = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     front = ["degradation", "level", "dataset", "metric", "method", "source"]
     csv = csv[front + [c for c in csv.columns if c not in front]] if len(csv) else csv

@@ -57,7 +57,7 @@ def claim(path: Path) -> bool:
 
 def _stale(path: Path) -> bool:
     try:
-        owner = json.loads(path.read_text())
+        owner = json.loads(path.read_text(encoding="utf-8"))
         age = time.time() - path.stat().st_mtime
     except (OSError, ValueError):
         return True  # unreadable, or half-written by a process that died
@@ -75,7 +75,7 @@ def process_start(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot, from Linux's ``/proc``), or
     None where that cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[-1].split()  # the command name in (...) may hold spaces
@@ -85,7 +85,7 @@ def process_start(pid: int) -> int | None:
 def release(path: Path) -> None:
     """Remove a claim this process holds."""
     try:
-        owner = json.loads(path.read_text())
+        owner = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
     if owner.get("pid") == os.getpid() and owner.get("host") == platform.node():
