@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.runfolder import disagreements
+from benchmark.results_file import disagreements
 
 KEY = ["suite", "profile", "dataset", "image", "degradation", "level", "method", "output"]
 REQUIRED = ["statistic", *KEY, "n_cells", "expected_psnr", "tolerance", "gated"]

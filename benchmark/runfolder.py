@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from benchmark.provenance import changed_files, changed_parts
 
@@ -36,41 +35,6 @@ SUSPECT_UNDER_TRIVIAL_DB = 1.0
 CELL_FIELDS = ("suite", "profile", "dataset", "image", "task", "degradation", "level")
 CELL_FIELDS += ("severity", "method_key", "method", "repetition", "method_seed")
 VIEW_FIELDS = ("dataset", "image", "degradation", "level", "repetition")  # a view's identity
-
-RESULT_COLUMNS = [
-    "suite",
-    "profile",
-    "dataset",
-    "image",
-    "task",
-    "degradation",
-    "level",
-    "severity",
-    "method",
-    "output",
-    "oracle",
-    "repetition",
-    "seed",
-    "psnr",
-    "ssim",
-    "seconds",
-    "device",
-    "iterations",
-    "stop_iteration",
-    "best_iteration",
-    "preset",
-    "status",
-    "error",
-    "trivial_psnr",
-    "suspect",
-    "es_detected",
-    "stale",
-    "code",
-    "inputs",
-    "key",
-    "version",
-    "git_revision",
-]
 
 
 RUNS = Path("runs")
@@ -423,63 +387,6 @@ def why_unusable(path: Path) -> str:
     if record is None:
         return "it cannot be read as a cell record"
     return "; ".join(record.problems(path)) or "it is readable"
-
-
-def disagreements(out: Path, table: pd.DataFrame) -> list[str]:
-    """Where a run folder's ``results.csv`` (``table``) is not what its records say: a
-    successful row whose record is missing or unusable, or whose PSNR differs (empty: none,
-    or the folder keeps no records, as a published report)."""
-    folder = cells_dir(out)
-    if not folder.is_dir() or "key" not in table:
-        return []
-    found = []
-    rows = table[table.status == "ok"]
-    for key, group in rows.groupby("key"):
-        path = folder / f"{key}.json"
-        record = Record.read(path)
-        if record is None:
-            found.append(f"{path.name}: {why_unusable(path)}")
-            continue
-        for row in group.itertuples():
-            theirs = record.psnr(str(row.output))
-            if theirs is None or not np.isclose(theirs, float(row.psnr), rtol=0, atol=1e-9):
-                found.append(f"{path.name}: {row.output} psnr {row.psnr} here, {theirs} there")
-    return found
-
-
-def typed_results(table: pd.DataFrame) -> pd.DataFrame:
-    for column in ("severity", "iterations", "stop_iteration", "best_iteration"):
-        table[column] = table[column].astype("Int64")
-    return table
-
-
-def write_results(table: pd.DataFrame, out: Path, records: list[Record]) -> Path:
-    """``results.csv`` and, beside it, ``provenance.json``: what each of its ``code`` and
-    ``inputs`` fingerprints hashed (:func:`provenance_of`), so that whether a table was made
-    by the current code is known from the folder alone (a published report has no records)."""
-    path = Path(out) / "results.csv"
-    write_json(Path(out) / PROVENANCE, provenance_of(records))
-    atomic_write(path, lambda p: table.to_csv(p, index=False))
-    return path
-
-
-PROVENANCE = "provenance.json"
-
-
-def provenance_of(records: list[Record]) -> dict[str, Any]:
-    """``{"code": {fingerprint: code identity}, "inputs": {fingerprint: parts}}`` of records."""
-    code = {r.code["fingerprint"]: r.code for r in records if r.code and "fingerprint" in r.code}
-    inputs = {r.inputs["fingerprint"]: r.inputs["parts"] for r in records if r.inputs}
-    return {"code": dict(sorted(code.items())), "inputs": dict(sorted(inputs.items()))}
-
-
-def read_provenance(out: Path) -> dict[str, Any] | None:
-    """A folder's ``provenance.json`` (None: absent or unreadable)."""
-    try:
-        content = json.loads((Path(out) / PROVENANCE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return content if isinstance(content, dict) else None
 
 
 def savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

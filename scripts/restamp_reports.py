@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from benchmark.provenance import cell_inputs, code_identity, legacy_fingerprint
-from benchmark.runfolder import PROVENANCE, RESULT_COLUMNS, Manifest, write_json
+from benchmark.results_file import PROVENANCE, RESULT_COLUMNS
+from benchmark.runfolder import Manifest, write_json
 
 
 def restamp(folder: Path) -> tuple[int, int]:

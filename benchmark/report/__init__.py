@@ -22,7 +22,8 @@ from benchmark.report.figures import figure_curves, figure_grid, figure_snapshot
 from benchmark.report.files import load_run
 from benchmark.report.published import PAPER_NUMBERS, WITHIN_DB, published
 from benchmark.report.tables import write_tables
-from benchmark.runfolder import Manifest, atomic_write, cells_dir, read_provenance
+from benchmark.results_file import read_provenance
+from benchmark.runfolder import Manifest, atomic_write, cells_dir
 
 __all__ = [
     "PAPER_NUMBERS",

@@ -35,15 +35,8 @@ from typing import Any
 import pandas as pd
 
 from benchmark.report.files import Run, load_run
-from benchmark.runfolder import (
-    PUBLISHED,
-    RESULT_COLUMNS,
-    Manifest,
-    process_is_running,
-    typed_results,
-    write_json,
-    write_results,
-)
+from benchmark.results_file import results_table, write_results
+from benchmark.runfolder import PUBLISHED, Manifest, process_is_running, write_json
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # The cells of a report, whatever the package version in their keys.
@@ -128,8 +121,7 @@ def incomplete(run: Run) -> list[str]:
 
 def results_of(run: Run) -> pd.DataFrame:
     """``results.csv`` rebuilt from the run's records (in its grid's order)."""
-    rows = [row for record in run.records for row in record.result_rows()]
-    return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+    return results_table(run.records)
 
 
 def _target(reports: Path, meta: Manifest) -> Path:

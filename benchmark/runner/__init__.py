@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.runfolder import Record, default_out, write_results
+from benchmark.results_file import write_results
+from benchmark.runfolder import Record, default_out
 from benchmark.runner.availability import fetch_images_of, fetch_suite_images
 from benchmark.runner.cell import run_cell
 from benchmark.runner.claims import claimed_elsewhere

@@ -20,12 +20,11 @@ from PIL import Image
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
+from benchmark.results_file import results_table
 from benchmark.runfolder import (  # noqa: F401  process_is_running: the runner's too
-    RESULT_COLUMNS,
     Record,
     cells_dir,
     process_is_running,
-    typed_results,
 )
 
 if TYPE_CHECKING:
@@ -144,5 +143,4 @@ def collect_keys(keys: Sequence[str], out: Path) -> tuple[pd.DataFrame, list[Rec
     """
     records = [Record.read(cells_dir(out) / f"{key}.json") for key in keys]
     found = [record.with_staleness() for record in records if record is not None]
-    rows = [row for record in found for row in record.result_rows()]
-    return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS)), found
+    return results_table(found), found
