@@ -167,6 +167,19 @@ class Suite:
                             )
         return cells
 
+    def cell_count(self) -> int:
+        """How many cells :meth:`cells` makes, counted without making them (a grid of a
+        million cells is refused before it is planned)."""
+        count = 0
+        for dataset, _ in self.images:
+            for deg in self.degradations:
+                if deg.get("datasets") and dataset not in deg["datasets"]:
+                    continue
+                levels = len(deg["imagenet_c"] if "imagenet_c" in deg else deg["levels"])
+                methods = sum(spec.runs_on(deg["kind"]) for spec in self.methods)
+                count += levels * self.repetitions * methods
+        return count
+
     def _method_seed(self, degradation_seed: int, key: str) -> int:
         """The seed of a method's own randomness (network initialisation, input noise)."""
         if self.method_seed == 0:

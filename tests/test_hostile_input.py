@@ -879,3 +879,20 @@ def test_two_restores_to_one_output_do_not_mix(here: Path, capsys: pytest.Captur
     assert "is writing" in capsys.readouterr().err and not (here / "o.png").exists()
     lock.write_text("999999999")  # a dead one: taken over
     assert code_of(argv) == 0 and not lock.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"levels": str([round(1 + i / 1000, 3) for i in range(100_000)])}, {"name": "reps"}],
+    ids=["a hundred thousand levels", "a hundred million repetitions"],
+)
+def test_a_huge_grid_is_counted_and_refused_before_it_is_planned(
+    here: Path, capsys: pytest.CaptureFixture, fields: dict[str, str]
+) -> None:
+    path = suite_file(here, "[methods.median]\n\n[methods.tv]", **fields)
+    if fields.get("name") == "reps":
+        text = path.read_text().replace("title =", "repetitions = 100000000\ntitle =")
+        path.write_text(text)
+    assert code_of(["run", str(path), "-q"]) == 2  # counted: planned, it would not end
+    err = capsys.readouterr().err
+    assert "more than 20,000" in err and "--yes" in err

@@ -121,7 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
             crop = f"crop {suite.crop}" if suite.crop else "full size"
             print(
-                f"    {profile:<6} {len(suite.cells()):>5} cells: {len(suite.images)} images "
+                f"    {profile:<6} {suite.cell_count():>5} cells: {len(suite.images)} images "
                 f"({crop}) x {degradations} x {len(suite.methods)} methods "
                 f"({', '.join(m.key for m in suite.methods)})"
             )

@@ -142,6 +142,10 @@ def cmd_expect(args: argparse.Namespace) -> int:
         suites = [(name, load_suite(name, args.profile)) for name in names]
     except SuiteError as err:
         raise UsageError(str(err)) from err
+    from benchmark.cli.runs import check_grid_size
+
+    for _, suite in suites:
+        check_grid_size(suite, confirmed=False)  # expect runs each grid a dozen times
     runnable = []
     for name, suite in suites:
         reason = runner.fetch_suite_images(suite)

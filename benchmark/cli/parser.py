@@ -105,7 +105,8 @@ def _run_commands(
     p.add_argument(
         "--yes",
         action="store_true",
-        help=f"start a run estimated at more than {LONG_RUN_HOURS:g} h without asking",
+        help=f"start a run estimated at more than {LONG_RUN_HOURS:g} h without asking, or one "
+        "of more than 20,000 cells",
     )
     slurm = p.add_argument_group("executor")
     slurm.add_argument(

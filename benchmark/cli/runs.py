@@ -62,6 +62,21 @@ def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace,
     )
 
 
+GRID_LIMIT = 20_000  # cells; the largest packaged grid has 1280
+
+
+def check_grid_size(suite: Any, *, confirmed: bool) -> None:
+    """Refuse, before anything is planned, a grid far larger than any benchmark's (levels or
+    repetitions by the thousand are a typo far more often than a plan) unless confirmed."""
+    count = suite.cell_count()
+    if count > GRID_LIMIT and not confirmed:
+        raise UsageError(
+            f"suite {suite.name!r} ({suite.profile}) has {count:,} cells (images x levels x "
+            f"repetitions x methods), more than {GRID_LIMIT:,}: check its levels and "
+            "repetitions, or add --yes to plan them all"
+        )
+
+
 def _default_profile(args: argparse.Namespace) -> str:
     """``--profile`` when given, else full on a CUDA GPU and quick elsewhere (said once)."""
     if args.profile:
@@ -98,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.profile = _default_profile(args)
     suite = _load_suite(args)
     out = args.out or runner.default_out(suite.profile, suite.name)
+    check_grid_size(suite, confirmed=args.yes)
     cells = suite.cells()
     if not cells:
         raise UsageError(
