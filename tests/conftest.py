@@ -40,3 +40,10 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         if found is not None:
             mp.setenv("DIPBENCH_MIRROR", str(found))
         yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with a slow test first: with several test processes (``make test``), each
+    takes a module at a time, and the longest work starting first lets them end together."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable

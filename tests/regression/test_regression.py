@@ -18,6 +18,8 @@ from benchmark.cli import main
 from benchmark.forward import LanczosDownsampling
 from benchmark.suites import SUITES_DIR
 
+pytestmark = pytest.mark.slow  # a run of every suite's ci grid, then the planted regressions
+
 EXPECTED = Path(__file__).with_name("expected_ci.csv")
 
 
