@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ from benchmark.metrics import get_protocol
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm")
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L")  # Pillow's gray modes
 
 
 class ImageFileError(ValueError):
@@ -50,10 +52,11 @@ def read_for_scoring(path: Path) -> ScoredImage:
     """
     path = Path(path)
     notes: list[str] = []
+    mode = None
     if path.suffix.lower() in (".tif", ".tiff"):
-        data = _read_tiff(path)  # float RGB too, which neither Pillow nor OpenCV read
+        data = _read_tiff(path, notes)  # float RGB too, which neither Pillow nor OpenCV read
     else:
-        orientation = _check_file(path)
+        orientation, mode = _check_file(path)
         data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if data is None:  # a format Pillow knows and OpenCV does not: 8 bits only
             with Image.open(path) as im:
@@ -73,6 +76,8 @@ def read_for_scoring(path: Path) -> ScoredImage:
         else:
             notes.append("opaque alpha channel dropped")
         data = data[..., :3]
+    if mode in GRAY_MODES and data.ndim == 3:  # gray (+ alpha) that OpenCV read as color
+        data = data[..., 0]
     if data.ndim == 3 and data.shape[2] == 1:
         data = data[..., 0]
     elif data.ndim != 2 and not (data.ndim == 3 and data.shape[2] == 3):
@@ -109,18 +114,20 @@ def _check_file(path: Path) -> int:
     EXIF orientation (1: as stored)."""
     try:
         with Image.open(path) as im:
-            im.verify()  # truncated or corrupt files fail here (PNG checks every chunk's CRC)
+            im.verify()  # corrupt files fail here (PNG checks every chunk's CRC)
         with Image.open(path) as im:  # verify() leaves the file unusable: open it again
             pages = getattr(im, "n_frames", 1)
             orientation = int(im.getexif().get(0x0112, 1))
+            mode = im.mode
+            im.load()  # the whole image decoded: a truncated JPEG fails here, not in verify
     except Exception as err:  # noqa: BLE001  Pillow raises many kinds for bad files
         raise ImageFileError(f"{path.name}: not a readable image ({err})") from None
     if pages > 1:
         raise ImageFileError(f"{path.name}: holds {pages} pages; save one image per file")
-    return orientation if orientation in range(1, 9) else 1
+    return (orientation if orientation in range(1, 9) else 1), mode
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, notes: list[str]) -> np.ndarray:
     import tifffile
 
     try:
@@ -129,13 +136,40 @@ def _read_tiff(path: Path) -> np.ndarray:
                 raise ImageFileError(
                     f"{path.name}: holds {len(tif.pages)} pages; save one image per file"
                 )
-            data = tif.pages[0].asarray()
+            page = tif.pages[0]
+            data = _as_written(path, page, page.asarray(), notes)
     except ImageFileError:
         raise
     except Exception as err:  # noqa: BLE001  tifffile raises many kinds for bad files
         raise ImageFileError(f"{path.name}: not a readable TIFF ({err})") from None
     if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[2] not in (3, 4):
         data = np.moveaxis(data, 0, -1)  # planar (C, H, W)
+    return data
+
+
+def _as_written(path: Path, page: Any, data: np.ndarray, notes: list[str]) -> np.ndarray:
+    """A TIFF page's samples as the picture they encode: a MINISWHITE page inverted, a
+    palette page through its colormap; any other interpretation is refused."""
+    import tifffile
+
+    kind = tifffile.PHOTOMETRIC
+    photometric = page.photometric
+    if photometric == kind.MINISWHITE:
+        notes.append("MINISWHITE TIFF (0 = white): inverted")
+        return np.iinfo(data.dtype).max - data if data.dtype.kind == "u" else 1.0 - data
+    if photometric == kind.PALETTE:
+        if page.colormap is None or data.dtype.kind != "u":
+            raise ImageFileError(f"{path.name}: a palette TIFF without a colormap")
+        notes.append("palette TIFF: colors from its colormap")
+        colormap = np.asarray(page.colormap, np.uint16)
+        # 8-bit colors, as libtiff reads them: the high byte (writers store v << 8), or the
+        # values themselves in a colormap written as 8-bit (all below 256)
+        colors = colormap if colormap.max() < 256 else colormap >> 8
+        return np.moveaxis(colors.astype(np.uint8)[:, data], 0, -1)
+    if photometric not in (kind.MINISBLACK, kind.RGB):
+        raise ImageFileError(
+            f"{path.name}: a TIFF in {kind(photometric).name} colors; save it as gray or RGB"
+        )
     return data
 
 

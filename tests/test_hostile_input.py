@@ -896,3 +896,53 @@ def test_a_huge_grid_is_counted_and_refused_before_it_is_planned(
     assert code_of(["run", str(path), "-q"]) == 2  # counted: planned, it would not end
     err = capsys.readouterr().err
     assert "more than 20,000" in err and "--yes" in err
+
+
+# --- images read as written ------------------------------------------------------------------
+
+
+def _pixels(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (40, 40), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["miniswhite", "palette", "gray+alpha", "16-bit"])
+def test_an_image_is_scored_as_the_picture_its_file_encodes(
+    here: Path, capsys: pytest.CaptureFixture, kind: str
+) -> None:
+    import tifffile
+
+    clean = _pixels()
+    (here / "gt").mkdir(), (here / "pred").mkdir()
+    Image.fromarray(clean).save(here / "gt" / "x.png")
+    if kind == "miniswhite":
+        tifffile.imwrite(here / "pred" / "x.tif", 255 - clean, photometric="miniswhite")
+    elif kind == "palette":
+        rgb = Image.fromarray(np.stack([clean] * 3, -1))
+        rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(here / "pred" / "x.tif")
+    elif kind == "gray+alpha":
+        Image.fromarray(np.stack([clean, np.full_like(clean, 255)], -1), "LA").save(
+            here / "pred" / "x.png"
+        )
+    else:
+        Image.fromarray(clean.astype(np.uint16) * 257).save(here / "pred" / "x.png")
+    assert code_of(["score", "--gt", "gt", "--pred", "pred", "--protocol", "gray"]) == 0
+    assert " inf " in capsys.readouterr().out  # the very picture (it scored 4.85 dB read raw)
+
+
+def test_a_truncated_jpeg_is_not_scored(here: Path, capsys: pytest.CaptureFixture) -> None:
+    (here / "gt").mkdir(), (here / "pred").mkdir()
+    Image.fromarray(_pixels()).save(here / "gt" / "x.png")
+    Image.fromarray(_pixels()).save(here / "pred" / "x.jpg", quality=95)
+    whole = (here / "pred" / "x.jpg").read_bytes()
+    (here / "pred" / "x.jpg").write_bytes(whole[: len(whole) // 2])
+    assert code_of(["score", "--gt", "gt", "--pred", "pred", "--protocol", "gray"]) == 1
+    assert "x.jpg: not a readable image (image file is truncated" in capsys.readouterr().err
+
+
+def test_a_gray_image_with_alpha_is_restored_gray(here: Path) -> None:
+    clean = _pixels()
+    Image.fromarray(np.stack([clean, np.full_like(clean, 255)], -1), "LA").save(here / "in.png")
+    argv = ["restore", "in.png", "--task", "denoising", "--method", "median", "--out", "o.png"]
+    assert code_of(argv) == 0
+    with Image.open(here / "o.png") as out:
+        assert out.mode == "L"
