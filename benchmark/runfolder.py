@@ -242,15 +242,18 @@ class Record:
         """sha256 of everything the record says (but its digest), and of each output file it
         has (``.png``, ``.npz``): a record edited after it was written, or an output damaged
         or swapped, no longer matches it."""
-        content = self.to_json()
-        content.pop("digest")
-        text = json.dumps(content, sort_keys=True, default=_jsonable)
-        digest = {"content": hashlib.sha256(text.encode()).hexdigest()[:32]}
+        digest = {"content": self._content_hash()}
         for suffix in (".png", ".npz"):
             output = cells_dir(out) / f"{self.key}{suffix}"
             if output.is_file():
                 digest[suffix] = hashlib.sha256(output.read_bytes()).hexdigest()[:32]
         return digest
+
+    def _content_hash(self) -> str:
+        content = self.to_json()
+        content.pop("digest")
+        text = json.dumps(content, sort_keys=True, default=_jsonable)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def problems(self, path: Path) -> list[str]:
         """Why the record at ``path`` cannot be taken as its cell's (empty: none): it is
@@ -259,9 +262,7 @@ class Record:
         found = []
         if path.stem != self.key:
             found.append(f"it is the record of cell {self.key}, filed under {path.stem}")
-        if self.digest and self.digest.get("content") != self.content_digest(
-            path.parent.parent
-        ).get("content"):
+        if self.digest and self.digest.get("content") != self._content_hash():
             found.append("its content changed after it was written")
         return found
 

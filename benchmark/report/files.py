@@ -69,8 +69,9 @@ def load_run(out: Path) -> Run:
                     file=sys.stderr,
                 )
         elif path.is_file():  # a record that is not its cell's is evidence of nothing
-            unusable.append(f"{path.name}: {why_unusable(path)}")
-            refused(path, why_unusable(path))
+            why = why_unusable(path)
+            unusable.append(f"{path.name}: {why}")
+            refused(path, why)
     missing = len(paths) - len(records) - len(unusable)
     return Run(meta, records, missing, unusable, outputs)
 

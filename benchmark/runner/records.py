@@ -21,11 +21,7 @@ from PIL import Image
 from benchmark import __version__
 from benchmark.methods.registry import get_method
 from benchmark.results_file import results_table
-from benchmark.runfolder import (  # noqa: F401  process_is_running: the runner's too
-    Record,
-    cells_dir,
-    process_is_running,
-)
+from benchmark.runfolder import Record, cells_dir, process_is_running
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell
@@ -59,7 +55,7 @@ def damaged_outputs(out: Path, record: Record) -> list[Path]:
                 data.files  # noqa: B018  the archive's directory sits at its end
         except (OSError, ValueError, EOFError, zipfile.BadZipFile):
             found.append(npz)
-    return found
+    return list(dict.fromkeys(found))  # a file both replaced and unreadable: once
 
 
 def set_aside(paths: Sequence[Path]) -> None:

@@ -35,10 +35,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmark.runfolder import Record
+from benchmark.runfolder import Record, process_is_running
 from benchmark.runner.cell import fail_unit, run_cells
 from benchmark.runner.progress import WorkerBars, grid_bar, take
-from benchmark.runner.records import process_is_running
 from benchmark.suites import Cell
 
 # The longest a cell may take before its worker is stopped, by profile (seconds; a unit of
