@@ -50,9 +50,24 @@ RESULT_COLUMNS = [
 
 
 def results_table(records: list[Record]) -> pd.DataFrame:
-    """``results.csv`` of ``records``, in their order."""
+    """``results.csv`` of ``records``, in their order: :data:`RESULT_COLUMNS`, with the column
+    of each metric a rescore added (:mod:`benchmark.scoring`) after ``ssim``."""
     rows = [row for record in records for row in record.result_rows()]
-    return typed_results(pd.DataFrame(rows, columns=RESULT_COLUMNS))
+    return typed_results(pd.DataFrame(rows, columns=result_columns(records)))
+
+
+def result_columns(records: list[Record]) -> list[str]:
+    """:data:`RESULT_COLUMNS` and the added metrics of ``records`` (in the order they were
+    added), after ``ssim``."""
+    added = list(dict.fromkeys(name for record in records for name in record.metrics))
+    at = RESULT_COLUMNS.index("ssim") + 1
+    return RESULT_COLUMNS[:at] + added + RESULT_COLUMNS[at:]
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The metric columns of a results table: PSNR and SSIM, then each a rescore added."""
+    built_in = [c for c in ("psnr", "ssim") if c in table.columns]
+    return built_in + [c for c in table.columns if c not in RESULT_COLUMNS]
 
 
 def typed_results(table: pd.DataFrame) -> pd.DataFrame:

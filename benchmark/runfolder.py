@@ -3,8 +3,9 @@
 The runner writes a run folder and the report reads it; this module is all they share, and it
 imports neither torch nor a method (``import benchmark.report`` stays light). Each finished
 cell is one :class:`Record`, ``<out>/cells/<key>.json``, written atomically (temporary file,
-then rename), next to its output image ``<key>.png``, its curves and snapshots ``<key>.npz``
-(methods that fit a network) and the :class:`View` of its observation
+then rename), next to its output image ``<key>.png``, every output it was scored on as a
+lossless array ``<key>.outputs.npz`` (what ``dipbench rescore`` reads), its curves and
+snapshots ``<key>.npz`` (methods that fit a network) and the :class:`View` of its observation
 ``views/<observation key>.npz``.
 The key hashes what the cell is (image, degradation, level, method, options, seeds, package
 version); each record also carries the fingerprint of the code that computed it
@@ -41,6 +42,7 @@ RUNS = Path("runs")
 # The marker of a published report folder (written by `dipbench publish`, last): runs never
 # write there, and a publish replaces only such a folder.
 PUBLISHED = "published.json"
+OUTPUTS_SUFFIX = ".outputs.npz"  # a cell's scored outputs, float32, as the method returned them
 
 
 def default_out(profile: str, suite: str) -> Path:
@@ -171,6 +173,7 @@ class Record:
     trivial: dict[str, Any] | None = None  # the task's trivial baseline: method, psnr
     suspect: list[str] = field(default_factory=list)  # why its numbers look impossible
     arrays: bool = False  # <key>.npz (curves, snapshots) was written
+    metrics: dict[str, Any] = field(default_factory=dict)  # rescored: scoring.metric_identity
     error: str = ""
     traceback: str = ""
     digest: dict[str, str] = field(default_factory=dict)  # content_digest(), set by write
@@ -240,10 +243,10 @@ class Record:
 
     def content_digest(self, out: Path) -> dict[str, str]:
         """sha256 of everything the record says (but its digest), and of each output file it
-        has (``.png``, ``.npz``): a record edited after it was written, or an output damaged
-        or swapped, no longer matches it."""
+        has (``.png``, ``.npz``, ``.outputs.npz``): a record edited after it was written, or an
+        output damaged or swapped, no longer matches it."""
         digest = {"content": self._content_hash()}
-        for suffix in (".png", ".npz"):
+        for suffix in (".png", ".npz", OUTPUTS_SUFFIX):
             output = cells_dir(out) / f"{self.key}{suffix}"
             if output.is_file():
                 digest[suffix] = hashlib.sha256(output.read_bytes()).hexdigest()[:32]
@@ -395,26 +398,3 @@ def savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     to an atomic write's temporary name)."""
     with path.open("wb") as handle:
         np.savez_compressed(handle, **arrays)
-
-
-def process_is_running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited.
-
-    A killed process stays in the process table as a zombie until its parent reaps it; an
-    orphaned worker waits for PID 1, which can take seconds, and ``kill(pid, 0)`` still
-    succeeds on it. Linux's ``/proc`` tells a zombie apart; elsewhere ``kill`` decides.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except FileNotFoundError:  # reaped since, or no /proc on this system
-        return not Path("/proc/self/stat").exists()
-    except OSError:
-        return True
-    state = stat.rsplit(")", 1)[-1].split()[0]  # the command name in (...) may hold spaces
-    return state not in ("Z", "X")  # zombie, dead

@@ -152,6 +152,18 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Every metric: built in (computed with every cell) or added later by ``rescore``."""
+    from benchmark.scoring import BUILT_IN, describe, get_metric, known_metrics
+
+    for name in known_metrics():
+        row = describe(get_metric(name))
+        when = "every cell" if name in BUILT_IN else "dipbench rescore"
+        print(f"{name:<8} {row['better']:<7} {when:<17} {row['library']:<13} {row['description']}")
+    print("(or your own: package.module:function, f(output, reference) -> float)")
+    return EXIT_OK
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score restored images made elsewhere against ground truths, per image and on average.
 

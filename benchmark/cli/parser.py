@@ -62,6 +62,9 @@ def _data_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentPars
     p = sub.add_parser("methods", help="list methods, presets and network parameter counts")
     p.set_defaults(func=data.cmd_methods)
 
+    p = sub.add_parser("metrics", help="list the metrics results can be scored with")
+    p.set_defaults(func=data.cmd_metrics)
+
     p = sub.add_parser("score", help="score restored images made elsewhere (matched by file name)")
     p.add_argument("--gt", required=True, type=Path, help="folder of ground-truth images")
     p.add_argument("--pred", required=True, type=Path, help="folder of restored images")
@@ -164,6 +167,25 @@ def _run_commands(
     )
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.set_defaults(func=runs.cmd_report)
+
+    p = sub.add_parser(
+        "rescore",
+        parents=[quiet],
+        help="add a metric to a run folder from its cells' saved outputs (no fit again)",
+        description="Score every finished cell of a run folder with more metrics (LPIPS, or "
+        "your own package.module:function) from the outputs it saved, losslessly, when it "
+        "was computed; the values join its records, results.csv and tables. Cells already "
+        "scored by the current code of a metric are left as they are.",
+    )
+    p.add_argument("dir", type=Path, help="a run folder (runs/<profile>/<suite>)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        required=True,
+        metavar="METRIC",
+        help="metrics to add: a name of `dipbench metrics`, or package.module:function",
+    )
+    p.set_defaults(func=runs.cmd_rescore)
 
     p = sub.add_parser(
         "publish",

@@ -174,7 +174,7 @@ def _writing(out: Path) -> Iterator[None]:
     """Hold OUT for this restore: a second restore to the same OUT is refused while the first
     writes, so that an image and a sidecar of two runs never pair (a lock left by a restore
     that died is taken over)."""
-    from benchmark.runfolder import process_is_running
+    from benchmark.processes import process_is_running
 
     lock = out.with_name(f".{out.name}.restoring")
     for _ in range(2):

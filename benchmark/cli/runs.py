@@ -333,6 +333,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    """Add metrics to a run folder from its cells' saved outputs."""
+    from benchmark.rescore import rescore
+
+    try:
+        done = rescore(args.dir, args.metrics, quiet=args.quiet)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    except RuntimeError as err:  # a metric that cannot run here (LPIPS without its weights)
+        print(f"dipbench rescore: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in done.skipped:
+        print(f"not rescored: {line}", file=sys.stderr)
+    print(
+        f"rescored {done.scored} cell(s) with {', '.join(args.metrics)}; {done.current} "
+        f"already current, {len(done.skipped)} left alone; results.csv and tables rewritten"
+    )
+    return EXIT_FAILED if done.skipped else EXIT_OK
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """Copy complete runs' reports into the reports folder and rewrite its index."""
     from benchmark import report

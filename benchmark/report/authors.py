@@ -101,7 +101,7 @@ def authors_rows(
         for r in part.itertuples():
             column = f"{r.dataset}/{r.image}" if several else r.image
             if column in values:
-                values[column] = getattr(r, metric)
+                values[column] = getattr(r, metric, np.nan)  # a rescored metric: none
         present = [v for v in values.values() if not np.isnan(v)]
         if not present:
             continue

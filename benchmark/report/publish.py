@@ -34,9 +34,10 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.processes import process_is_running
 from benchmark.report.files import Run, load_run
 from benchmark.results_file import results_table, write_results
-from benchmark.runfolder import PUBLISHED, Manifest, process_is_running, write_json
+from benchmark.runfolder import PUBLISHED, Manifest, write_json
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # The cells of a report, whatever the package version in their keys.

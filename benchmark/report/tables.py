@@ -28,7 +28,9 @@ from benchmark.report.published import (
     published_mean_size,
     same_images,
 )
+from benchmark.results_file import metric_columns
 from benchmark.runfolder import Manifest, Record, atomic_write
+from benchmark.scoring import METRICS, OPTIONAL, get_metric
 
 OUTPUT_LABELS = {
     "out": "",
@@ -229,10 +231,10 @@ def write_tables(
     for key, group in _groups(meta, results):
         title = group_title(key, group)
         marks = _marks(meta, group)
-        for metric, digits in (("psnr", 2), ("ssim", 4)):
+        for metric, digits, better in table_metrics(results):
             table = wide_table(meta, group, paper, metric, reference)
             md += [
-                f"## {title}: {metric.upper()}" + (" (dB)" if metric == "psnr" else ""),
+                f"## {title}: {metric.upper()}" + (" (dB)" if metric == "psnr" else "") + better,
                 "",
                 _markdown(table, digits, marks),
                 "",
@@ -277,6 +279,18 @@ def write_tables(
     csv = csv[front + [c for c in csv.columns if c not in front]] if len(csv) else csv
     atomic_write(out / "table.csv", lambda p: csv.to_csv(p, index=False))
     return [out / "table.md", out / "table.csv"]
+
+
+def table_metrics(results: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """``(metric, digits, note)`` of each metric column of ``results`` (:mod:`benchmark.scoring`:
+    PSNR and SSIM, then those a rescore added); the note says when lower is better."""
+    found = []
+    for name in metric_columns(results):
+        metric = get_metric(name) if name in METRICS or name in OPTIONAL else None  # no user import
+        digits = metric.digits if metric else 4
+        lower = metric is not None and not metric.higher_is_better
+        found.append((name, digits, " (lower is better)" if lower else ""))
+    return found
 
 
 def group_title(key: tuple, group: pd.DataFrame) -> str:

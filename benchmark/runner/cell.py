@@ -21,32 +21,25 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark import __version__, images
-from benchmark.arrays import crop_to_size, to_uint8
-from benchmark.degradations import Observation, degrade
+from benchmark import __version__
+from benchmark.arrays import to_uint8
+from benchmark.degradations import Observation
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
+from benchmark.observation import prepare
 from benchmark.provenance import cell_inputs, code_identity
-from benchmark.runfolder import SUSPECT_UNDER_TRIVIAL_DB, Record, atomic_write, cells_dir, savez
+from benchmark.runfolder import (
+    OUTPUTS_SUFFIX,
+    SUSPECT_UNDER_TRIVIAL_DB,
+    Record,
+    atomic_write,
+    cells_dir,
+    savez,
+)
 from benchmark.runner.claims import claimed
 from benchmark.runner.records import compute_kind, versions
 from benchmark.suites import Cell
 from benchmark.tasks import get_task
-
-
-def prepare(cell: Cell) -> tuple[Any, np.ndarray]:
-    """The cell's degraded observation and clean target (deterministic from its seed)."""
-    clean = images.load_image(cell.dataset, cell.image)
-    if cell.crop:
-        clean = crop_to_size(clean, cell.crop)
-    degraded = degrade(
-        clean,
-        cell.degradation,
-        cell.level,
-        np.random.default_rng(cell.degradation_seed),
-        **cell.degradation_options,
-    )
-    return degraded.observation, degraded.target
 
 
 def run_cell(
@@ -118,7 +111,7 @@ def _succeeded(
         record.suspect = suspect_reasons(cell, record)
     record.status = "ok"
     record.arrays = bool(result.curves or result.snapshots)  # <key>.npz is written
-    _save_outputs(cells_dir(out) / record.key, result)
+    _save_outputs(cells_dir(out) / record.key, result, [row["output"] for row in record.rows])
 
 
 SUSPECT_UNDER_ORACLE_DB = 10.0  # `last` under the same fit's oracle (any profile)
@@ -292,10 +285,15 @@ def _score(cell: Cell, result: Restoration, target: np.ndarray) -> list[dict[str
     ]
 
 
-def _save_outputs(stem: Path, result: Restoration) -> None:
+def _save_outputs(stem: Path, result: Restoration, scored: list[str]) -> None:
+    """The default output as an 8-bit PNG (to look at), every scored output as the method
+    returned it (``.outputs.npz``, lossless: ``dipbench rescore`` scores it exactly as the
+    cell was), and the curves and snapshots of a fitted network (``.npz``)."""
     default = to_uint8(result.outputs[result.default])
     pixels = default[..., 0] if default.shape[2] == 1 else default
     atomic_write(stem.with_suffix(".png"), lambda p: Image.fromarray(pixels).save(p, format="PNG"))
+    outputs = {name: result.outputs[name] for name in scored}
+    atomic_write(stem.with_suffix(OUTPUTS_SUFFIX), lambda p: savez(p, outputs))
     if result.curves or result.snapshots:
         arrays = {f"curve_{k}": v for k, v in result.curves.items()}
         arrays.update({f"snapshot_{k}": to_uint8(v) for k, v in result.snapshots.items()})

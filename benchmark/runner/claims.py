@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmark.runfolder import Record, cells_dir, process_is_running
+from benchmark.processes import process_is_running
+from benchmark.runfolder import Record, cells_dir
 from benchmark.runner.records import damaged_outputs, is_finished, record_path
 
 if TYPE_CHECKING:

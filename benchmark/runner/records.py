@@ -20,8 +20,9 @@ from PIL import Image
 
 from benchmark import __version__
 from benchmark.methods.registry import get_method
+from benchmark.processes import process_is_running
 from benchmark.results_file import results_table
-from benchmark.runfolder import Record, cells_dir, process_is_running
+from benchmark.runfolder import Record, cells_dir
 
 if TYPE_CHECKING:
     from benchmark.suites import Cell

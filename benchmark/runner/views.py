@@ -59,7 +59,7 @@ def thumbnail(image: np.ndarray, max_side: int = VIEW_MAX_SIDE) -> np.ndarray:
 def save_views(cells: Sequence[Cell], out: Path) -> int:
     """Write the view of each observation the grid shows that has none yet; returns how
     many were written. The observation is re-made from the cell's seed, as the cell made it."""
-    from benchmark.runner.cell import prepare
+    from benchmark.observation import prepare
 
     written = 0
     for cell in grid_cells(cells):

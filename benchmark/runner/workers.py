@@ -35,7 +35,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmark.runfolder import Record, process_is_running
+from benchmark.processes import process_is_running
+from benchmark.runfolder import Record
 from benchmark.runner.cell import fail_unit, run_cells
 from benchmark.runner.progress import WorkerBars, grid_bar, take
 from benchmark.suites import Cell
