@@ -42,7 +42,7 @@ OUTPUT_SUFFIXES = (".png", ".tif", ".tiff")
 OUTPUT_REASONS = {
     "es": "ES-WMV detected a stop (the running variance of the outputs stopped improving)",
     "ema": "the exponential moving average of the outputs (0.99)",
-    "last": "the final weights after the preset's iterations",
+    "last": "the output of the final weights, after the last iteration",
     "best_loss": "the step with the lowest training loss (the Deep Decoder's rule)",
     "out": "the method's output",
 }
@@ -190,6 +190,8 @@ def restore_image(
         known = ", ".join(o for o in result.outputs if o != "oracle")
         raise ValueError(f"{method} has no output {chosen!r} without a clean image; it has {known}")
     reason = OUTPUT_REASONS.get(chosen, chosen)
+    if chosen == "es" and result.info.get("es_stop_iteration", 0) is None:
+        reason = "ES-WMV detected no stop within the iterations: its output is the last one"
     if chosen == "ema" and output is None and "es" in result.outputs:
         reason = "ES-WMV detected no stop within the iterations: " + OUTPUT_REASONS["ema"]
     return Restored(

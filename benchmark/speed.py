@@ -80,7 +80,23 @@ class SpeedReport:
 def setup_for(
     method: str, *, suite: str | None = None, profile: str = "full", preset: str | None = None
 ) -> Setup:
-    """The network of ``method``'s default denoising preset, a named preset, or a suite's."""
+    """The network of ``method``'s default denoising preset, a named preset, or a suite's.
+
+    Raises
+    ------
+    KeyError
+        ``method`` is not configured by presets (its fit loop is its own: not this report's).
+    """
+    from benchmark.methods import get_method
+    from benchmark.methods.priors import load_presets
+
+    if method not in load_presets():
+        info = get_method(method)  # an unknown name: KeyError listing the known ones
+        raise KeyError(
+            f"dipbench speed measures the fitting loop that methods configured by presets "
+            f"share ({', '.join(load_presets())}); {info.name} fits its own: its cells' time is "
+            "in the estimate of dipbench run and in each record's seconds"
+        )
     options: Mapping[str, Any] = {}
     label = ""
     if suite is not None:

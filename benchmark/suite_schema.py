@@ -246,21 +246,34 @@ def check_method_options(
     """Unknown options fail here, when the suite loads, not hours into a run."""
     where = f"{path}: method {spec.key!r}"
     info = get_method(spec.method)
+    for deg in degradations:
+        if not spec.runs_on(deg["kind"]):
+            continue
+        for level, _ in levels_of(deg):
+            factor = get_task(task).factor(level)
+            check_options_for(info, task, factor, spec.options_for(deg["kind"]), where)
+
+
+def check_options_for(
+    info: Any,
+    task: str,
+    factor: int | None,
+    given: Mapping[str, Any],
+    where: str,
+    error: type[Exception] = SuiteError,
+) -> None:
+    """Raise ``error`` when ``info``'s method would refuse the options ``given`` for ``task``
+    (its own ``check_options``, else its named keyword parameters): a suite's methods when it
+    loads, ``dipbench restore --option`` before the fit."""
     if info.check_options is not None:
-        for deg in degradations:
-            if not spec.runs_on(deg["kind"]):
-                continue
-            for level, _ in levels_of(deg):
-                try:
-                    info.check_options(
-                        task, get_task(task).factor(level), **spec.options_for(deg["kind"])
-                    )
-                except (KeyError, ValueError, TypeError) as err:
-                    raise SuiteError(f"{where}: {err.args[0] if err.args else err}") from err
+        try:
+            info.check_options(task, factor, **given)
+        except (KeyError, ValueError, TypeError) as err:
+            raise error(f"{where}: {err.args[0] if err.args else err}") from err
         return
-    extra = set(spec.options) - {"preset"}
+    extra = set(given) - {"preset"}
     if "network" in extra or "fit_options" in extra:
-        raise SuiteError(
+        raise error(
             f"{where}: 'network' and 'fit' apply to network methods configured by presets only"
         )
     if info.any_options:
@@ -270,7 +283,8 @@ def check_method_options(
     parameters = list(inspect.signature(info.function).parameters.values())
     named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     accepted = [p.name for p in parameters[1:] if p.kind in named]  # after the observation
-    check_known(extra, [a for a in accepted if a != "seed"], f"{where}: option(s)")
+    accepted = [a for a in accepted if a != "seed"]
+    options.check_known(extra, accepted, f"{where}: option(s)", error)
 
 
 def method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str]) -> MethodSpec:

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import images, runner
+from benchmark import check, images, runner
 from benchmark.cli import main
 from benchmark.degradations import DEGRADATIONS, Degraded, Observation, register_degradation
 from benchmark.forward import ForwardModel
@@ -208,6 +208,122 @@ def test_recipe_a_network_method_declares_what_it_is(
     assert "curves_gaussian_25.png" in written
     two = runner.run_suite(suite, tmp_path / "two", device="cpu", threads=2, show_progress=False)
     assert two[1][0].key != record.key  # 2 threads are another cell on the CPU
+
+
+# --- a user's own network method, through run, restore, check and speed ----------------------
+
+USER_NETWORK = """'''A user's network method (the recipe's): a three-layer CNN fitted to the
+degraded image from a fixed random input, stopped after ``steps`` steps.'''
+
+import numpy as np
+import torch
+
+from benchmark.methods import Restoration, register
+from benchmark.methods.contract import NetworkMethod
+
+STEPS = 40
+
+
+class TinyNet(NetworkMethod):
+    '''Its contract with the runner: ``steps`` steps a cell, each cell fitted alone.'''
+
+    def iterations(self, task, factor, **options):
+        return int(options.get("steps", STEPS))
+
+
+@register(
+    "tiny_net",
+    tasks=("denoising",),
+    description="a three-layer CNN fitted to the noisy image (a recipe's network method)",
+    outputs=("last",),
+    network=TinyNet(),
+)
+def tiny_net(observation, *, seed=0, steps=STEPS, width=16, device="cpu", progress=None,
+             monitor_reference=None):
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.from_numpy(np.ascontiguousarray(observation.y.transpose(2, 0, 1)))[None].float()
+    z = torch.rand((1, 8, *y.shape[2:]), generator=generator)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(8, width, 3, padding=1), torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(width, y.shape[1], 1),
+    )
+    with torch.no_grad():  # He initialisation from the method's own generator
+        for parameter in net.parameters():
+            fan_in = parameter[0].numel() if parameter.dim() > 1 else 1
+            scale = (2 / fan_in) ** 0.5 if parameter.dim() > 1 else 0.0
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    losses, psnrs = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        out = net(z)
+        loss = torch.mean((out - y) ** 2)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if monitor_reference is not None:
+            image = out.detach()[0].numpy().transpose(1, 2, 0)
+            psnrs.append(-10 * np.log10(np.mean((image - monitor_reference) ** 2)))
+        if progress is not None:
+            progress(step + 1, steps)
+    image = np.clip(net(z).detach()[0].numpy().transpose(1, 2, 0), 0, 1)
+    curves = {"iteration": np.arange(1, steps + 1), "loss": np.array(losses)}
+    if psnrs:
+        curves["psnr_last"] = np.array(psnrs)
+    return Restoration({"last": image}, default="last", info={"iterations": steps}, curves=curves)
+"""
+
+
+def test_recipe_a_users_network_method_through_every_command(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A network method of the user's own (not DIP or DD under another name), in a module of
+    their working folder, named by import path: ``run`` fits it through its contract,
+    ``restore`` takes its options (``--option``, checked as a suite's) and records them,
+    ``check`` gates its numbers, ``speed`` says in one line that it measures preset fits."""
+    (tmp_path / "my_net.py").write_text(USER_NETWORK)
+    monkeypatch.chdir(tmp_path)  # a user runs dipbench from their folder
+    sys.modules.pop("my_net", None)
+    try:
+        suite = _suite(
+            tmp_path,
+            '[methods.tiny]\nmethod = "my_net:tiny_net"\noptions = { steps = 30 }\n',
+            images='["kodim01"]',
+        )
+        out = tmp_path / "run"
+        # quick: the toy fits under the noisy input, which a full run flags (exit 1)
+        assert main(["run", str(suite), "--profile", "quick", "--out", str(out), "-q"]) == 0
+        table = pd.read_csv(out / "results.csv")
+        assert table.status.tolist() == ["ok"] and table.iterations.tolist() == [30]
+        assert (out / "curves_gaussian_25.png").is_file()  # the report drew its curve
+        expected = tmp_path / "expected.csv"
+        check.derive_expected(table, {"seed-1": table}, {"test": "1"}).to_csv(expected)
+        assert main(["check", str(out / "results.csv"), "--expected", str(expected)]) == 0
+
+        source = tmp_path / "noisy.png"
+        shutil.copy(images.image_path("kodak24", "kodim01"), source)
+        argv = ["restore", str(source), "--task", "denoising", "--method", "my_net:tiny_net"]
+        assert main([*argv, "--option", "steps=12", "--out", str(tmp_path / "r.png")]) == 0
+        sidecar = json.loads((tmp_path / "r.png.json").read_text())
+        assert sidecar["settings"]["options"] == {"steps": 12}
+        assert sidecar["stopping"]["iterations"] == 12 and sidecar["stopping"]["output"] == "last"
+        capsys.readouterr()
+        for extra, said in (
+            (["--option", "stesp=3"], "unknown 'stesp' (did you mean 'steps'?)"),
+            (["--preset", "denoising"], "pass my_net:tiny_net's options with --option"),
+        ):
+            with pytest.raises(SystemExit):
+                main([*argv, *extra, "--out", str(tmp_path / "x.png")])
+            assert said in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            main(["speed", "--method", "my_net:tiny_net", "--no-estimate"])
+        assert "tiny_net fits its own" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("my_net", None)
+        METHODS.pop("tiny_net", None)
+    package = Path(images.__file__).parent
+    assert not [p for p in package.rglob("*.py") if "tiny_net" in p.read_text()]
 
 
 # --- a task: its forward model, a degradation that observes through it ------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -86,6 +87,21 @@ PROFILE_HELP = (
     "ci: a small regression grid"
 )
 LONG_RUN_HOURS = 1.0  # a run estimated longer than this asks for --yes
+
+
+def method_option(value: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(KEY, VALUE)``, VALUE read as a TOML value (``3``, ``0.5``,
+    ``true``, ``[1, 2]``, ``"text"``), else taken as text: a suite's option, on one line."""
+    import tomllib
+
+    key, sep, text = value.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY=VALUE (e.g. passes=2)")
+    try:
+        return key, tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        return key, text.strip()
 
 
 def quiet_options() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError
+from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError, method_option
 
 TASKS = ("denoising", "inpainting", "super_resolution")
 
@@ -44,30 +44,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except (ImageFileError, ValueError) as err:
         raise UsageError(str(err)) from None
     info = _check_method(args)
-    options: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
-    if info.network is not None:  # DIP, the Deep Decoder: a preset and its fit
-        fit_options: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
-        if args.task == "denoising" and args.output in (None, "es"):
-            # ES-WMV's output is frozen once it detects: the steps after it change nothing kept
-            fit_options["stop_early"] = True
-            if args.iterations:
-                # ES-WMV's window and patience measure how fast the output moves, not the
-                # budget: kept at the preset's, so a short fit falls back on the EMA rather
-                # than "detecting" in its first steps
-                _, preset_fit = info.network.setting(
-                    args.task, observation.factor, preset=args.preset
-                )
-                fit_options["es_window"] = preset_fit.es_window
-                fit_options["es_patience"] = preset_fit.es_patience
-        options = {"preset": args.preset, "fit_options": fit_options, "device": args.device}
-        settings = _network_plan(args, info, observation)
-    elif args.task == "denoising" and args.sigma is None and args.method in _needs_sigma():
+    options, settings = _method_options(args, info, observation)
+    if args.task == "denoising" and args.sigma is None and not info.fits_network:
         from benchmark.methods.classical import estimated_sigma
 
         print(
-            f"noise level not given (--sigma): estimated from the image as "
-            f"{255 * estimated_sigma(observation.y):.1f} (0-255 scale)"
+            f"noise level not given (--sigma): a method that uses one estimates it from the "
+            f"image ({255 * estimated_sigma(observation.y):.1f} on the 0-255 scale here)"
         )
     if args.threads:
         import torch
@@ -230,18 +213,65 @@ def _check_method(args: argparse.Namespace) -> Any:
         raise UsageError(
             f"{args.method} does not do {args.task}; methods that do: {', '.join(fits)}"
         )
-    if not info.fits_network and (args.iterations or args.preset):
+    if info.network is None and (args.iterations or args.preset):
         raise UsageError(f"--iterations and --preset are for network methods; {args.method} is not")
     if args.output == "oracle":
         raise UsageError("--output oracle needs the clean image; restore has none")
     return info
 
 
-def _needs_sigma() -> set[str]:
-    return {"bm3d", "cbm3d", "nlm", "nlm_blind", "wavelet", "tv"}
+def _method_options(
+    args: argparse.Namespace, info: Any, observation: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options the method is called with (its ``--option``s, checked as a suite's are;
+    for a method configured by presets, ``--preset`` and ``--iterations``; the device for a
+    method that takes one) and the settings the sidecar records."""
+    from benchmark.device import resolve_device
+    from benchmark.suite_schema import check_options_for
+
+    given = dict(args.option or [])
+    check_options_for(info, args.task, observation.factor, given, args.method, UsageError)
+    options = {**given, "device": args.device} if info.needs_device else dict(given)
+    recorded = {"options": given} if given else {}
+    if info.network is None:
+        return options, recorded
+    setting = _preset_setting(info, args.task, observation.factor, given)
+    if setting is None:  # a network method without presets: its own options only
+        if args.iterations or args.preset:
+            raise UsageError(
+                f"--iterations and --preset are for methods configured by presets (dip, dd); "
+                f"pass {args.method}'s options with --option KEY=VALUE"
+            )
+        steps = info.network.iterations(args.task, observation.factor, **options)
+        h, w = observation.output_shape[:2]
+        print(f"{args.method}: {steps} steps at {w}x{h} on {resolve_device(args.device)}")
+        return options, recorded
+    fit_options: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
+    if args.task == "denoising" and args.output in (None, "es") and "es" in info.outputs:
+        # ES-WMV's output is frozen once it detects: the steps after it change nothing kept
+        fit_options["stop_early"] = True
+        if args.iterations:
+            # ES-WMV's window and patience measure how fast the output moves, not the
+            # budget: kept at the preset's, so a short fit falls back on the EMA rather
+            # than "detecting" in its first steps
+            fit_options["es_window"] = setting[1].es_window
+            fit_options["es_patience"] = setting[1].es_patience
+    options.update(preset=args.preset, fit_options=fit_options)
+    return options, {**_network_plan(args, info, observation, given), **recorded}
 
 
-def _network_plan(args: argparse.Namespace, info: Any, observation: Any) -> dict[str, Any]:
+def _preset_setting(info: Any, task: str, factor: int | None, options: dict[str, Any]) -> Any:
+    """The method's (network table, fit settings) for these options, or None when it
+    declares none (:meth:`NetworkMethod.setting`)."""
+    try:
+        return info.network.setting(task, factor, **options)
+    except NotImplementedError:
+        return None
+
+
+def _network_plan(
+    args: argparse.Namespace, info: Any, observation: Any, given: dict[str, Any]
+) -> dict[str, Any]:
     """Say what the fit will be (preset, steps, size, device, the memory it needs) before it
     starts; returns the settings for the sidecar."""
     from benchmark.device import resolve_device
@@ -251,7 +281,9 @@ def _network_plan(args: argparse.Namespace, info: Any, observation: Any) -> dict
 
     fit_options = {"iterations": args.iterations} if args.iterations else {}
     network, cfg = info.network.setting(
-        args.task, observation.factor, preset=args.preset, fit_options=fit_options
+        args.task,
+        observation.factor,
+        **{**given, "preset": args.preset, "fit_options": fit_options},
     )
     import torch
 
@@ -347,7 +379,19 @@ def add_parser(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) 
     p.add_argument("input", type=Path, help="the image to restore")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--out", required=True, type=Path, help="output .png or .tif(f)")
-    p.add_argument("--method", default="dip", help="dip (default), dd or a classical method")
+    p.add_argument(
+        "--method",
+        default="dip",
+        help="dip (default), dd, a classical method, or your own as package.module:function",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        type=method_option,
+        metavar="KEY=VALUE",
+        help="an option of the method, as a suite's [methods.X.options] gives it (VALUE read "
+        'as TOML: 3, 0.5, true, [1, 2], "text"; else as text); repeat for more',
+    )
     p.add_argument("--preset", help="a network preset (dipbench methods lists them)")
     p.add_argument("--iterations", type=positive_int, help="network steps (default: preset's)")
     p.add_argument("--seed", type=int, default=0, help="the method's seed (default 0)")
@@ -362,10 +406,11 @@ def add_parser(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) 
         "(estimated from the image when absent)",
     )
     p.add_argument(
-        "--output", choices=["last", "ema", "es", "best_loss", "out", "oracle"],
-        help="the output to keep (default: ES-WMV or the EMA for DIP denoising, the preset's "
-        "iterations for DIP inpainting and SR, the best-loss step for DD)",
-    )  # fmt: skip
+        "--output",
+        help="the output to keep, one the method returns (DIP: last, ema, es, best_loss; "
+        "default: ES-WMV or the EMA for DIP denoising, the preset's iterations for DIP "
+        "inpainting and SR, the best-loss step for DD, the method's own otherwise)",
+    )
     p.add_argument("--curve", action="store_true", help="also write OUTPUT.curve.png")
     p.add_argument("--snapshots", action="store_true", help="also write OUTPUT.snapshots.png")
     p.set_defaults(func=cmd_restore)

@@ -26,7 +26,9 @@ class NetworkMethod(ABC):
 
     Every method receives the cell's ``task``, its integer ``factor`` (super-resolution, else
     None) and the method options the suite gives (``**options``, as the method function takes
-    them).
+    them). An option named like one of a call's own keywords (``steps``, ``warmup``,
+    ``device``, ``seeds``...) cannot be passed with them: the estimate then times a whole
+    cell instead of calling :meth:`measure_step`.
     """
 
     @abstractmethod

@@ -132,6 +132,11 @@ def _channels(cell: Cell) -> int:
     return 1 if mode == "L" else 3
 
 
+# NetworkMethod.measure_step's own keywords: a method option of one of these names cannot
+# reach it, and the cell is timed whole instead.
+MEASURE_STEP_KEYWORDS = frozenset({"device", "steps", "warmup", "min_seconds", "clock"})
+
+
 def measure_step(
     shape: Shape,
     device: str,
@@ -150,10 +155,13 @@ def measure_step(
     network = get_method(shape.cell.method).network
     assert network is not None, "measure_step is for network cells"
     observations, targets = synthetic_observations(shape, shape.batch)
+    options = shape.cell.method_options
     try:
+        if MEASURE_STEP_KEYWORDS & set(options):  # e.g. a method's own `steps`: not passable
+            raise NotImplementedError
         return network.measure_step(
             observations, targets, device, steps=steps, warmup=warmup,
-            min_seconds=min_seconds, clock=clock, **shape.cell.method_options,
+            min_seconds=min_seconds, clock=clock, **options,
         )  # fmt: skip
     except NotImplementedError:
         cell_seconds = measure_cell(replace(shape, batch=1), device, clock=clock)
