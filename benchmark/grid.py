@@ -63,6 +63,7 @@ class Cell:
     outputs: tuple[str, ...]
     degradation_seed: int
     method_seed: int
+    registry: str = ""  # the suite's own registry file ("": the packaged images only)
 
     def key(self, compute_kind: str) -> str:
         """A hash of everything that determines the result, the package version included;
@@ -71,6 +72,7 @@ class Cell:
         content = asdict(self)
         content.pop("suite")  # the same cell in two suites computes the same thing
         content.pop("profile")
+        content.pop("registry")  # where the image is listed: its pixels are the inputs' part
         # The stored name stays "device_type": renaming it would change every cell's key.
         content.update(version=__version__, device_type=compute_kind)
         return _digest(content)[:20]
@@ -129,6 +131,7 @@ class Suite:
     report: dict[str, Any] = field(default_factory=dict)
     method_seed: int = 0  # 0: the suite's method seeds; K > 0: stream K (same degraded inputs)
     profile_defined: bool = True  # False: the suite has no [profiles.<profile>] (full settings)
+    registry: Path | None = None  # the suite's own registry file (benchmark.datasets)
 
     def cells(self) -> list[Cell]:
         """The grid, image-major (so a suite's first results cover whole images)."""
@@ -163,6 +166,7 @@ class Suite:
                                     outputs=spec.outputs,
                                     degradation_seed=d_seed,
                                     method_seed=self._method_seed(d_seed, spec.key),
+                                    registry=str(self.registry or ""),
                                 )
                             )
         return cells

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import images
+from benchmark import datasets
 from benchmark.arrays import crop_to_size
 from benchmark.degradations import degrade
 from benchmark.grid import Cell
@@ -15,7 +15,7 @@ from benchmark.grid import Cell
 
 def prepare(cell: Cell) -> tuple[Any, np.ndarray]:
     """The cell's degraded observation and clean target (deterministic from its seed)."""
-    clean = images.load_image(cell.dataset, cell.image)
+    clean = datasets.load_image(cell.dataset, cell.image, cell.registry or None)
     if cell.crop:
         clean = crop_to_size(clean, cell.crop)
     degraded = degrade(

@@ -91,16 +91,22 @@ def inputs_identity(parts: Iterable[str]) -> dict[str, Any]:
     return {"fingerprint": _digest(hashes), "parts": hashes}
 
 
-def cell_inputs(dataset: str, image: str, method: str, preset: str | None) -> dict[str, Any]:
-    """The :func:`inputs_identity` of a cell: its image's registry row and the preset its
-    method fitted with (the one its result names), where the package's data files hold them."""
-    parts = [image_part(dataset, image), preset_part(method, preset)]
+def cell_inputs(
+    dataset: str, image: str, method: str, preset: str | None, registry: str = ""
+) -> dict[str, Any]:
+    """The :func:`inputs_identity` of a cell: its image's registry row (in the package's
+    registry, or in the suite's own ``registry`` file) and the preset its method fitted with
+    (the one its result names), where the package's data files hold them."""
+    parts = [image_part(dataset, image, registry), preset_part(method, preset)]
     return inputs_identity(part for part in parts if part is not None)
 
 
-def image_part(dataset: str, image: str) -> str | None:
+def image_part(dataset: str, image: str, registry: str = "") -> str | None:
     """The registry row an image is read from (``registry.csv[set/name]``; a set that comes
-    as one archive: its archive's row), or None when the registry has none."""
+    as one archive: its archive's row; a suite's own registry file: ``<its path>[set/name]``),
+    or None when no registry has it."""
+    if registry and (dataset, image) in _user_rows(registry):
+        return f"{Path(registry).resolve()}[{dataset}/{image}]"
     rows = _registry_rows()
     if (dataset, image) in rows:
         return f"{REGISTRY}[{dataset}/{image}]"
@@ -249,6 +255,13 @@ def part_hash(name: str) -> str | None:
             if row is None
             else {k: v for k, v in row.items() if k not in REGISTRY_SOURCE_COLUMNS}
         )
+    elif file.endswith(".csv") and Path(file).is_absolute():  # a suite's own registry file
+        row = _user_rows(file).get(tuple(part.split("/", 1)))
+        content = (
+            None
+            if row is None
+            else {k: v for k, v in row.items() if k not in REGISTRY_SOURCE_COLUMNS}
+        )
     else:
         return None
     if content is None:
@@ -269,6 +282,13 @@ def _read_toml(path: Path, mtime_ns: int) -> dict[str, Any]:
 def _registry_rows() -> dict[tuple[str, str], dict[str, str]]:
     path = PACKAGE_ROOT.parent / REGISTRY
     return _read_registry(path, path.stat().st_mtime_ns)
+
+
+def _user_rows(path: str) -> dict[tuple[str, str], dict[str, str]]:
+    try:
+        return _read_registry(Path(path), Path(path).stat().st_mtime_ns)
+    except (OSError, KeyError, UnicodeDecodeError):  # gone, or not a registry
+        return {}
 
 
 @cache

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark import images, options
+from benchmark import options
 from benchmark.degradations import DEGRADATIONS
 from benchmark.grid import MethodSpec, levels_of
 from benchmark.methods import get_method
@@ -51,6 +51,7 @@ SUITE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "methods": _TABLE,
     "profiles": _TABLE,
     "datasets": _NAMES,
+    "registry": (lambda v: isinstance(v, str) and v != "", "a registry file's path"),
     "images": (_is_str_list, "a list of image names"),
     "count": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
     "crop": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0 (0: whole images)"),
@@ -111,13 +112,15 @@ def check_known(found: Iterable[str], valid: Iterable[str], where: str) -> None:
     options.check_known(found, valid, where, SuiteError)
 
 
-def check_protocol_channels(chosen: Sequence[tuple[str, str]], protocol: str, path: Path) -> None:
+def check_protocol_channels(
+    chosen: Sequence[tuple[str, str]], protocol: str, path: Path, entries: Sequence[Any]
+) -> None:
     """A ``gray`` protocol on color images (or ``rgb`` on gray ones) would fail every cell
     when it is scored; say so now."""
     wanted = {"gray": "gray", "rgb": "RGB"}.get(protocol)
     if wanted is None:
         return
-    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
+    modes = {(e.set, e.name): e.mode for e in entries}
     kinds = {"L": "gray", "1": "gray", "LA": "gray", "RGB": "RGB", "RGBA": "RGB"}
     wrong = [f"{d}/{i}" for d, i in chosen if kinds.get(modes.get((d, i), "RGB"), wanted) != wanted]
     if wrong:
@@ -130,11 +133,14 @@ def check_protocol_channels(chosen: Sequence[tuple[str, str]], protocol: str, pa
 
 
 def check_method_channels(
-    methods: Sequence[MethodSpec], chosen: Sequence[tuple[str, str]], path: Path
+    methods: Sequence[MethodSpec],
+    chosen: Sequence[tuple[str, str]],
+    path: Path,
+    entries: Sequence[Any],
 ) -> None:
     """A method that takes only color (or only gray) images is refused with the images it
     cannot take, instead of failing each of their cells (or the estimate) later."""
-    modes = {(e.set, e.name): e.mode for e in images.load_registry()}
+    modes = {(e.set, e.name): e.mode for e in entries}
     for spec in methods:
         accepted = get_method(spec.method).channels
         if not accepted:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import archives, images
+from benchmark import datasets as datasets_
 from benchmark.grid import Cell, MethodSpec, Suite, seed_of
 from benchmark.metrics import PROTOCOLS
 from benchmark.suite_schema import (
@@ -171,11 +172,16 @@ def load_suite(
 
     datasets = merged["datasets"]
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
-    available = _available_images(datasets, int(merged.get("count", 0)), path)
+    registry = (path.parent / merged["registry"]).resolve() if "registry" in merged else None
+    try:
+        entries = datasets_.registry_of(registry)
+    except datasets_.DatasetError as err:
+        raise SuiteError(f"{path}: {err}") from None
+    available = _available_images(datasets, int(merged.get("count", 0)), path, entries)
     chosen = _choose_images(available, merged.get("images"), path, what=f"suite {name!r}")
     if images_subset:
         chosen = _choose_images(chosen, images_subset, path, what=f"suite {name!r} ({profile})")
-    check_protocol_channels(chosen, merged["protocol"], path)
+    check_protocol_channels(chosen, merged["protocol"], path, entries)
 
     degradations = tuple(check_degradation(d, path) for d in merged["degradations"])
     kinds = {d["kind"] for d in degradations}
@@ -189,7 +195,7 @@ def load_suite(
     )
     for spec in methods:
         check_method_options(spec, merged["task"], degradations, path)
-    check_method_channels(methods, chosen, path)
+    check_method_channels(methods, chosen, path, entries)
     check_labels(methods, path)
     if methods_subset:
         keys = [m.key for m in methods]
@@ -219,12 +225,15 @@ def load_suite(
         source=path,
         report=dict(merged.get("report", {})),
         method_seed=int(method_seed),
+        registry=registry,
     )
 
 
-def _available_images(datasets: list[str], count: int, path: Path) -> list[tuple[str, str]]:
-    """Every (dataset, image) of the named sets; an archive set yields ``count`` images."""
-    registry = images.load_registry()
+def _available_images(
+    datasets: list[str], count: int, path: Path, registry: list[images.Entry]
+) -> list[tuple[str, str]]:
+    """Every (dataset, image) of the named sets of ``registry`` (the packaged one and the
+    suite's own); an archive set yields ``count`` images."""
     try:
         entries = images.select(registry, datasets)
     except KeyError as err:

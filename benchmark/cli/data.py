@@ -33,8 +33,12 @@ def _selected(args: argparse.Namespace, registry: list[Any]) -> list[Any]:
 def cmd_datasets(args: argparse.Namespace) -> int:
     """List sets and images and whether each is on disk."""
     from benchmark import images
+    from benchmark.datasets import DatasetError, registry_of
 
-    registry = images.load_registry()
+    try:
+        registry = registry_of(args.registry)
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
     entries = _selected(args, registry)
     root = images.data_dir()
     print(f"cache: {root}")
@@ -52,6 +56,35 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             size = f"{entry.width}x{entry.height}" if entry.kind == "image" else entry.kind
             state = "on disk" if present else "missing"
             print(f"    {entry.name:<34} {size:>9} {entry.mode:<4} {state}")
+    return EXIT_OK
+
+
+def cmd_add_dataset(args: argparse.Namespace) -> int:
+    """Append a folder's images to a user's registry file as one set."""
+    import pandas as pd
+
+    from benchmark import images
+    from benchmark.datasets import DatasetError, folder_rows, user_entries
+    from benchmark.runfolder import atomic_write
+
+    if not args.set.replace("-", "_").isidentifier():
+        raise UsageError(f"set name {args.set!r}: use letters, digits, - and _")
+    if args.set in images.set_names(images.load_registry()):
+        raise UsageError(f"{args.set} is a packaged set; give yours a name of its own")
+    if not args.folder.is_dir():
+        raise UsageError(f"{args.folder} is not a folder")
+    try:
+        known = user_entries(args.registry) if args.registry.exists() else []
+        if args.set in {e.set for e in known}:
+            raise DatasetError(f"{args.registry} has a set {args.set} already; choose another name")
+        rows = folder_rows(args.folder, args.set, args.registry)
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
+    table = rows
+    if args.registry.exists():
+        table = pd.concat([pd.read_csv(args.registry, dtype=str, keep_default_na=False), rows])
+    atomic_write(args.registry, lambda p: table.to_csv(p, index=False))
+    print(f"{args.registry}: set {args.set}, {len(rows)} image(s) added")
     return EXIT_OK
 
 

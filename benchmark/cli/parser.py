@@ -41,7 +41,23 @@ def _data_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentPars
     p = sub.add_parser("datasets", help="list sets and images and whether each is on disk")
     p.add_argument("sets", nargs="*", metavar="SET", help="only these sets")
     p.add_argument("--summary", action="store_true", help="one line per set")
+    p.add_argument(
+        "--registry", type=Path, metavar="FILE", help="also the sets of your registry file"
+    )
     p.set_defaults(func=data.cmd_datasets)
+
+    p = sub.add_parser(
+        "add-dataset",
+        help="add a folder of your images as a set of your registry file (a suite names it)",
+        description="Write one registry row per image of FOLDER (size, mode, sha256 of the "
+        "bytes and of the decoded pixels, its path relative to FILE) as set SET, appended to "
+        'FILE (created if absent). A suite then says registry = "FILE" and datasets = '
+        '"SET"; its images are verified against these checksums whenever they are read.',
+    )
+    p.add_argument("set", metavar="SET", help="the new set's name (not a packaged set's)")
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="a folder of image files")
+    p.add_argument("--registry", type=Path, required=True, metavar="FILE", help="a CSV file")
+    p.set_defaults(func=data.cmd_add_dataset)
 
     p = sub.add_parser(
         "download", parents=[quiet], help="fetch and verify images (sha256) into the cache"

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from benchmark import images
+from benchmark import datasets, images
 
 if TYPE_CHECKING:
     from benchmark.suites import Suite
@@ -36,7 +36,7 @@ def _failures(entries: Sequence[Any], *, first_only: bool = False) -> dict[str, 
             if entry.set in missing:
                 continue
             try:
-                images.fetch(entry)
+                datasets.fetch(entry)
             except images.DownloadError as err:
                 missing[entry.set] = str(err)
                 if first_only:
@@ -48,9 +48,10 @@ def fetch_images_of(cells: Sequence[Any]) -> dict[str, str]:
     """Fetch (and verify) into the cache every image ``cells`` need; ``{set: reason}`` for
     the sets of which one cannot be had here (empty: all are at hand)."""
     needed = {(c.dataset, c.image) for c in cells}
+    registry = datasets.registry_of(next((c.registry for c in cells if c.registry), None))
     entries = [
         e
-        for e in images.select(images.load_registry(), sorted({d for d, _ in needed}))
+        for e in images.select(registry, sorted({d for d, _ in needed}))
         if e.kind != "image" or (e.set, e.name) in needed
     ]
     return {
@@ -62,5 +63,5 @@ def fetch_images_of(cells: Sequence[Any]) -> dict[str, str]:
 def fetch_suite_images(suite: Suite) -> str | None:
     """Fetch (and verify) into the cache a suite's images; why one cannot be had here, or
     None when all are at hand."""
-    entries = images.select(images.load_registry(), suite.datasets)
+    entries = images.select(datasets.registry_of(suite.registry), suite.datasets)
     return next(iter(_failures(entries, first_only=True).values()), None)

@@ -88,7 +88,7 @@ def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) ->
         version=__version__,
         versions=versions(),
         code=code_identity(cell.method),
-        inputs=cell_inputs(cell.dataset, cell.image, cell.method, None),
+        inputs=cell_inputs(cell.dataset, cell.image, cell.method, None, cell.registry),
         git_revision=revision,
         device=device_name,
         started=time.time(),
@@ -105,7 +105,8 @@ def _succeeded(
 ) -> None:
     record.rows = _score(cell, result, target)
     record.default_output, record.info = result.default, result.info
-    record.inputs = cell_inputs(cell.dataset, cell.image, cell.method, result.info.get("preset"))
+    preset = result.info.get("preset")
+    record.inputs = cell_inputs(cell.dataset, cell.image, cell.method, preset, cell.registry)
     record.trivial = trivial_baseline(cell, observation, target)  # the table's own row
     if result.curves:  # a fitted network: hold it against its task's trivial baseline
         record.suspect = suspect_reasons(cell, record)

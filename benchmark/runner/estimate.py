@@ -82,7 +82,7 @@ def _signature(cell: Cell, h: int, w: int, batch: int, network: bool) -> str:
 def units(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> list[tuple[Shape, int]]:
     """The run's units in the executor's order, each as (shape, count): a network unit counts
     its iterations (steps of the whole unit), another cell counts once."""
-    sizes = registry_sizes()
+    sizes = registry_sizes(next((c.registry for c in cells if c.registry), None))
     planned = []
     for unit in batches(cells, device, batch):
         first = unit[0]
@@ -123,9 +123,9 @@ def synthetic_observations(shape: Shape, count: int) -> tuple[list[Any], list[np
 
 def _channels(cell: Cell) -> int:
     """The cell's image channels, from the registry (no image is read)."""
-    from benchmark import images
+    from benchmark import datasets
 
-    registry = images.load_registry()
+    registry = datasets.registry_of(cell.registry or None)
     modes: dict[Any, str] = {(e.set, e.name): e.mode for e in registry}
     modes.update({e.set: e.mode for e in registry if e.kind == "archive"})
     mode = modes.get((cell.dataset, cell.image)) or modes.get(cell.dataset, "RGB")

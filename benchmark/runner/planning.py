@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark import images
+from benchmark import datasets
 from benchmark.methods.registry import get_method
 from benchmark.provenance import cell_inputs, code_identity, is_legacy, legacy_fingerprint
 from benchmark.runfolder import Record, why_unusable
@@ -145,10 +145,11 @@ def can_batch(cell: Cell) -> bool:
     return bool(ask_contract(cell, "can_batch"))
 
 
-def registry_sizes() -> dict[tuple[str, str] | str, tuple[int, int]]:
-    """(height, width) by (set, image), and by set for the members of an archive set."""
+def registry_sizes(registry: str | None = None) -> dict[tuple[str, str] | str, tuple[int, int]]:
+    """(height, width) by (set, image), and by set for the members of an archive set (of the
+    packaged registry and the suite's own ``registry`` file)."""
     sizes: dict[tuple[str, str] | str, tuple[int, int]] = {}
-    for entry in images.load_registry():
+    for entry in datasets.registry_of(registry):
         sizes[(entry.set, entry.name)] = (entry.height, entry.width)
         if entry.kind == "archive":
             sizes[entry.set] = (entry.height, entry.width)
@@ -167,7 +168,7 @@ def batches(cells: Sequence[Cell], device: str, batch: int | str = "auto") -> li
     """Split cells into units of work: network cells that can be fitted together (same
     method and options, same dataset, task, crop and factor, same image size), at most
     ``batch`` (or :func:`auto_batch`) per unit; every other cell alone. Order is kept."""
-    sizes = registry_sizes()
+    sizes = registry_sizes(next((c.registry for c in cells if c.registry), None))
     groups: dict[str, list[Cell]] = {}
     units: list[list[Cell]] = []
     for cell in cells:
