@@ -72,8 +72,7 @@ def _read_user_registry(path: Path, mtime_ns: int) -> tuple[Entry, ...]:
         entries = images.load_registry(path)
     except ValueError as err:  # a size or byte count that is not a number
         raise DatasetError(f"registry file {path}: {err}") from None
-    packaged = set(images.set_names(images.load_registry()))
-    taken = sorted({e.set for e in entries} & packaged)
+    taken = sorted({e.set for e in entries} & packaged_sets())
     kinds = sorted({e.kind for e in entries} - {"image"})
     if kinds:
         raise DatasetError(f"registry file {path}: rows of kind {', '.join(kinds)}; only image")
@@ -94,7 +93,17 @@ def _with_absolute_url(entry: Entry, folder: Path) -> Entry:
 
 def is_packaged(entry: Entry) -> bool:
     """Whether ``entry`` is a row of the package's own registry."""
-    return entry.set in set(images.set_names(images.load_registry()))
+    return entry.set in packaged_sets()
+
+
+def packaged_sets() -> frozenset[str]:
+    """The packaged registry's set names (read once while the file stays as it is)."""
+    return _packaged_sets(images.REGISTRY_PATH.stat().st_mtime_ns)
+
+
+@cache
+def _packaged_sets(mtime_ns: int) -> frozenset[str]:
+    return frozenset(images.set_names(images.load_registry()))
 
 
 def fetch(entry: Entry) -> Path:
@@ -106,7 +115,7 @@ def fetch(entry: Entry) -> Path:
 def load_image(set_name: str, name: str, registry: str | Path | None = None) -> np.ndarray:
     """An image of a packaged set, or of the user's ``registry`` file, as float32
     ``(H, W, C)`` in [0, 1] (:func:`benchmark.images.load_image`'s array)."""
-    if not registry or set_name in images.set_names(images.load_registry()):
+    if not registry or set_name in packaged_sets():
         return images.load_image(set_name, name)
     entry = images.find(set_name, name, user_entries(Path(registry)))
     with Image.open(fetch(entry)) as im:

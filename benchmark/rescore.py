@@ -23,7 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmark.grid import Cell
-from benchmark.runfolder import OUTPUTS_SUFFIX, PUBLISHED, Manifest, Record, cells_dir
+from benchmark.report import write_report
+from benchmark.report.files import load_run
+from benchmark.results_file import results_table, write_results
+from benchmark.runfolder import OUTPUTS_SUFFIX, PUBLISHED, Record, cells_dir
 from benchmark.scoring import BUILT_IN, get_metric, metric_identity, score
 
 
@@ -55,14 +58,11 @@ def rescore(out: Path, metrics: Sequence[str], *, quiet: bool = False) -> Rescor
         raise ValueError(f"{out} is not a run folder with cells (no suite.json or cells/)")
     names = _checked(metrics)
     identities = {name: metric_identity(name) for name in names}
-    manifest = Manifest.read(out)
-    paths = _record_paths(out, manifest)
+    run = load_run(out)  # the grid's usable records, as the report reads them
     done = Rescored()
     targets: dict[str, np.ndarray] = {}
-    for path in tqdm(paths, desc="rescore", unit="cell", disable=quiet or len(paths) < 2):
-        record = Record.read(path)
-        if record is None or not record.ok:
-            continue
+    finished = [r for r in run.records if r.ok]
+    for record in tqdm(finished, desc="rescore", unit="cell", disable=quiet or len(finished) < 2):
         if all(record.metrics.get(n) == identities[n] for n in names):
             done.current += 1
             continue
@@ -72,7 +72,8 @@ def rescore(out: Path, metrics: Sequence[str], *, quiet: bool = False) -> Rescor
             continue
         _rescore_record(record, out, names, identities, targets)
         done.scored += 1
-    _rebuild(out)
+    write_results(results_table(run.records), out, run.records)
+    write_report(out)
     return done
 
 
@@ -91,15 +92,6 @@ def _checked(metrics: Sequence[str]) -> list[str]:
         except KeyError as err:
             raise ValueError(str(err.args[0])) from None
     return [get_metric(name).name for name in names]
-
-
-def _record_paths(out: Path, manifest: Manifest) -> list[Path]:
-    folder = cells_dir(out)
-    if manifest.keys:
-        return [
-            folder / f"{key}.json" for key in manifest.keys if (folder / f"{key}.json").is_file()
-        ]
-    return sorted(folder.glob("*.json"))
 
 
 def _why_not(record: Record, out: Path) -> str:
@@ -132,14 +124,3 @@ def _rescore_record(
             row.update(score(protocol, saved[row["output"]], target, names))
     record.metrics = {**record.metrics, **identities}
     record.write(out)
-
-
-def _rebuild(out: Path) -> None:
-    """results.csv from the records, then the report (tables and figures)."""
-    from benchmark.report import write_report
-    from benchmark.report.files import load_run
-    from benchmark.results_file import results_table, write_results
-
-    records = load_run(out).records
-    write_results(results_table(records), out, records)
-    write_report(out)

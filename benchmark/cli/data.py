@@ -63,13 +63,12 @@ def cmd_add_dataset(args: argparse.Namespace) -> int:
     """Append a folder's images to a user's registry file as one set."""
     import pandas as pd
 
-    from benchmark import images
-    from benchmark.datasets import DatasetError, folder_rows, user_entries
+    from benchmark.datasets import DatasetError, folder_rows, packaged_sets, user_entries
     from benchmark.runfolder import atomic_write
 
     if not args.set.replace("-", "_").isidentifier():
         raise UsageError(f"set name {args.set!r}: use letters, digits, - and _")
-    if args.set in images.set_names(images.load_registry()):
+    if args.set in packaged_sets():
         raise UsageError(f"{args.set} is a packaged set; give yours a name of its own")
     if not args.folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder")
