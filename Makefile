@@ -48,7 +48,7 @@ lint: $(STAMP)
 # on it (every cell fixes its torch threads).
 TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest --benchmark-skip -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest --benchmark-skip -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The inner loop (under a minute): layout and import rules, the run folder's files, metrics,
 # forward models and degradations. `make test` runs everything.

@@ -649,6 +649,7 @@ def test_a_cell_claimed_by_another_live_run_is_left_to_it(
     assert not list(runfolder.cells_dir(out).glob("*.lock"))
 
 
+@pytest.mark.slow(seconds=40)
 def test_a_long_run_needs_yes_and_says_its_estimate(
     tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
 ) -> None:

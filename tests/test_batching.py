@@ -177,7 +177,7 @@ def test_cells_on_onednn_kernels_fitted_together_equal_one_at_a_time() -> None:
             np.testing.assert_array_equal(together[b].outputs[name], alone.outputs[name])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_sixteen_cifar_size_cells_fitted_together_equal_one_at_a_time() -> None:
     """The cifar10-noise network (quick profile: DIP, 3 scales, 32 channels), 100 steps."""
     setup = setup_for("dip", suite="cifar10-noise", profile="quick")

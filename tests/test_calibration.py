@@ -26,7 +26,7 @@ def f16_crop(mirror: object) -> tuple[np.ndarray, object]:
     return clean, gaussian(clean, 25, np.random.default_rng(0)).observation
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=265)
 def test_dip_rises_then_overfits_and_its_ema_and_es_hold(f16_crop: tuple) -> None:
     clean, obs = f16_crop
     result = run(
@@ -47,7 +47,7 @@ def test_dip_rises_then_overfits_and_its_ema_and_es_hold(f16_crop: tuple) -> Non
     assert 300 <= result.info["es_iteration"] <= 900
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_deep_decoder_does_not_overfit(f16_crop: tuple) -> None:
     clean, obs = f16_crop
     result = run(

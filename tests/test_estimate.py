@@ -109,7 +109,7 @@ def test_the_estimate_is_the_run_under_a_fake_cost_model(small_run: tuple) -> No
     assert "dip" in estimate.table()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_batched_fits_equal_lone_fits_in_distribution() -> None:
     """Without exact stacking (CUDA's case: equal up to float rounding, which DIP's training
     amplifies), a batched cell is not its lone fit bit for bit; over seeds, the two PSNR

@@ -42,7 +42,7 @@ def _denoised_psnr(method: str, name: str) -> float:
     return psnr(restore(method, degraded.observation), clean)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=300)
 def test_cbm3d_mean_within_0p3_db_of_the_paper(mirror: object) -> None:
     names = [e.name for e in load_registry() if e.set == "cbm3d_color9"]
     table = pd.Series({name: _denoised_psnr("cbm3d", name) for name in names})
@@ -50,7 +50,7 @@ def test_cbm3d_mean_within_0p3_db_of_the_paper(mirror: object) -> None:
     assert abs(table.mean() - PAPER_CBM3D_MEAN) <= 0.3, table.round(2).to_dict()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=6)
 @pytest.mark.parametrize("name", ["baboon", "house", "f16"])
 def test_nlm_reproduces_the_released_outputs_within_0p5_db(name: str, mirror: object) -> None:
     # Baboon is the hardest: scikit-image's fast mode loses 1.8 dB there, h = 0.6 or 1.0 sigma
@@ -72,7 +72,7 @@ def test_bicubic_reproduces_the_released_set5_x4_outputs_within_0p05_db(mirror: 
     assert ours.mean() == pytest.approx(28.43, abs=0.05)  # the paper's Set5 x4 bicubic
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=2)
 def test_bicubic_set14_x4_mean_and_images_within_0p05_db(mirror: object) -> None:
     released = _released("bicubic", "set14")
     ours = pd.Series({name: _bicubic_sr_y("set14_x4_gt", name) for name in released.index})

@@ -261,6 +261,7 @@ def test_the_inputs_are_the_rows_and_tables_a_cell_read() -> None:
     assert list(archive["parts"]) == ["benchmark/data/registry.csv[cifar10/cifar-10-python]"]
 
 
+@pytest.mark.slow(seconds=50)
 def test_what_a_cell_did_not_compute_with_recomputes_nothing_and_what_it_did_exactly_it(
     mirror: Path, tmp_path: Path
 ) -> None:

@@ -182,6 +182,7 @@ def test_cifar10_suite_on_a_small_archive_in_the_official_format(
     assert (table.status == "ok").all()
 
 
+@pytest.mark.slow(seconds=32)
 def test_reproduce_skips_a_suite_whose_images_are_unavailable(
     tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -40,7 +40,7 @@ def _restore(*argv: str) -> None:
     assert main(["restore", *argv, "-q"]) == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_denoising_beats_the_noisy_input_and_says_how_it_stopped(
     house: np.ndarray, tmp_path: Path
 ) -> None:

@@ -18,7 +18,8 @@ from benchmark.cli import main
 from benchmark.forward import LanczosDownsampling
 from benchmark.suites import SUITES_DIR
 
-pytestmark = pytest.mark.slow  # a run of every suite's ci grid, then the planted regressions
+# a run of every suite's ci grid (130 s), then the planted regressions: 6 tests, 200 s
+pytestmark = pytest.mark.slow(seconds=33)
 
 EXPECTED = Path(__file__).with_name("expected_ci.csv")
 
