@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark import file_memo
 from benchmark.provenance import changed_files, changed_parts
 
 GRID_IMAGES = 3  # images in the report's grid
@@ -228,7 +229,7 @@ class Record:
     def parse(cls, path: Path) -> Record | None:
         """The record at ``path`` as it is written, unchecked (None: no record there)."""
         try:
-            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+            return cls.from_json(json.loads(file_memo.read_text(path)))
         except (OSError, ValueError):  # JSON and UTF-8 decoding errors are ValueErrors
             return None
 
@@ -249,7 +250,7 @@ class Record:
         for suffix in (".png", ".npz", OUTPUTS_SUFFIX):
             output = cells_dir(out) / f"{self.key}{suffix}"
             if output.is_file():
-                digest[suffix] = hashlib.sha256(output.read_bytes()).hexdigest()[:32]
+                digest[suffix] = file_memo.sha256_prefix(output)
         return digest
 
     def _content_hash(self) -> str:

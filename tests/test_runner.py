@@ -9,13 +9,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import runfolder, runner
+from benchmark import file_memo, runfolder, runner
 from benchmark.cli import main
 from benchmark.suites import SuiteError, load_suite, packaged_suites
 
@@ -376,6 +378,36 @@ def test_concurrent_runs_on_one_folder_do_not_corrupt_it(user_path: Path, mirror
     assert len(records) == 15
     assert all(runfolder.Record.read(r).ok for r in records)
     assert len(pd.read_csv(out / "results.csv")) == 15
+
+
+def test_a_resumed_run_reads_each_record_and_hashes_each_output_once(
+    user_path: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning asks for a record four times (stale, pending, pending again, claimed) and the
+    results and the report twice more; the file is read, and its outputs hashed, once."""
+    suite = _suite_file(user_path, "[methods.telea]\n[methods.biharmonic]")
+    out = user_path / "run"
+    argv = ["run", str(suite), "--out", str(out), "-q"]
+    assert main(argv) == 0
+    monkeypatch.setattr(file_memo, "_SETTLED_S", 0.0)  # what this test wrote counts as settled
+    file_memo.forget()  # as a new command's process starts
+    reads: Counter[str] = Counter()
+    read_text, read_bytes = Path.read_text, Path.read_bytes
+
+    def counted(read: Any) -> Any:
+        def reading(path: Path, *args: Any, **kwargs: Any) -> Any:
+            if path.parent.name == "cells":
+                reads[path.name] += 1
+            return read(path, *args, **kwargs)
+
+        return reading
+
+    monkeypatch.setattr(Path, "read_text", counted(read_text))
+    monkeypatch.setattr(Path, "read_bytes", counted(read_bytes))
+    assert main(argv) == 0
+    records = [name for name in reads if name.endswith(".json")]
+    assert len(records) == 4 and any(name.endswith(".png") for name in reads)
+    assert set(reads.values()) == {1}, reads
 
 
 def test_full_profile_marks_suspect_cells_and_fails_unless_allowed(
