@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from benchmark import check, images
@@ -684,6 +685,64 @@ def test_a_method_that_changes_the_working_folder_moves_no_record(
     assert os.getcwd() == str(here)
     assert len(list((here / "run" / "cells").glob("*.json"))) == 2  # one worker, two cells
     assert not (here / "elsewhere" / "run").exists()
+
+
+MEDDLING_METHOD = """
+import json, os, random, sys, warnings
+
+import numpy as np
+import torch
+
+
+def meddle(observation, *, seed=0):
+    seen = {
+        "dtype": str(torch.get_default_dtype()),
+        "grad": torch.is_grad_enabled(),
+        "matmul": torch.get_float32_matmul_precision(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cwd": os.getcwd(),
+        "env": os.environ.get("MEDDLED"),
+        "path": sys.path[:2],
+        "umask": os.umask(0o077),
+        "warnings": len(warnings.filters),
+        "draws": [random.random(), float(np.random.random()), float(torch.rand(1))],
+    }
+    with open(os.environ["SEEN_LOG"], "a") as log:
+        log.write(json.dumps(seen) + "\\n")
+    torch.set_default_dtype(torch.float64)  # and every other switch a method can reach
+    torch.set_grad_enabled(False)
+    torch.set_float32_matmul_precision("medium")
+    torch.use_deterministic_algorithms(True)
+    os.makedirs("elsewhere", exist_ok=True)
+    os.chdir("elsewhere")
+    os.environ["MEDDLED"] = "yes"
+    sys.path.insert(0, "/nowhere")
+    warnings.simplefilter("ignore")
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    return observation.y
+"""
+
+
+@pytest.mark.parametrize("executor", ["local", "inline"])
+def test_a_method_that_changes_its_process_changes_no_later_cell(
+    mirror: Path, here: Path, monkeypatch: pytest.MonkeyPatch, executor: str
+) -> None:
+    """Each cell in a reused worker (or in the caller's process) starts from the state its
+    unit found: the second cell sees what the first saw, and the caller gets its state back."""
+    (here / "meddling_methods.py").write_text(MEDDLING_METHOD)
+    monkeypatch.setenv("SEEN_LOG", str(here / "seen.jsonl"))
+    suite = suite_file(here, '[methods.meddle]\nmethod = "meddling_methods:meddle"')
+    argv = ["run", str(suite), "--out", "run", "-q", "--jobs", "1", "--executor", executor]
+    try:
+        assert code_of(argv) == 0
+    finally:
+        sys.modules.pop("meddling_methods", None)
+    first, second = (json.loads(line) for line in (here / "seen.jsonl").read_text().splitlines())
+    assert first == second
+    assert (first["dtype"], first["grad"], first["env"]) == ("torch.float32", True, None)
+    assert torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()
+    assert not torch.are_deterministic_algorithms_enabled() and os.getcwd() == str(here)
+    assert "MEDDLED" not in os.environ and "/nowhere" not in sys.path
 
 
 # --- the third round (issue 38): checks of meaning, one-line messages, restore's files -------

@@ -9,11 +9,9 @@ and snapshots. A failed cell is recorded with its error.
 
 from __future__ import annotations
 
-import os
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from benchmark.runfolder import (
     savez,
 )
 from benchmark.runner.claims import claimed
+from benchmark.runner.isolation import kept_process_state, unit_state
 from benchmark.runner.records import compute_kind, versions
 from benchmark.suites import Cell
 from benchmark.tasks import get_task
@@ -198,20 +197,17 @@ def run_cells(
         return _compute_cells(mine, out, device, revision, threads, progress)
 
 
-@contextmanager
-def unit_state(threads: int) -> Iterator[None]:
-    """What every executor's unit runs under, set here and not by the executor (so that no
-    executor, a user's included, can change a number): torch's CPU threads (part of the
-    cell's key), restored afterwards with the working folder, which a method may change."""
-    import torch
-
-    previous, folder = torch.get_num_threads(), os.getcwd()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-        os.chdir(folder)
+def _run_kept(
+    cell: Cell,
+    out: Path,
+    device: str,
+    revision: str,
+    threads: int,
+    progress: Callable[[int, int], None] | None,
+) -> Record:
+    """:func:`run_cell`, from the process state its unit found, whatever the cell before did."""
+    with kept_process_state():
+        return run_cell(cell, out, device, revision=revision, threads=threads, progress=progress)
 
 
 def _compute_cells(
@@ -226,10 +222,7 @@ def _compute_cells(
 
     info = get_method(cells[0].method)
     if len(cells) == 1 or info.network is None:
-        return [
-            run_cell(cell, out, device, revision=revision, threads=threads, progress=progress)
-            for cell in cells
-        ]
+        return [_run_kept(cell, out, device, revision, threads, progress) for cell in cells]
     dev = resolve_device(device)
     records: list[Record] = []
     ready: dict[tuple, list[tuple[Cell, Record, Any, np.ndarray]]] = {}
