@@ -77,6 +77,10 @@ class SpeedReport:
     notes: list[str] = field(default_factory=list)
 
 
+class NotPresetConfigured(KeyError):
+    """The method fits its own loop: :mod:`benchmark.speed_contract` measures it."""
+
+
 def setup_for(
     method: str, *, suite: str | None = None, profile: str = "full", preset: str | None = None
 ) -> Setup:
@@ -92,7 +96,7 @@ def setup_for(
 
     if method not in load_presets():
         info = get_method(method)  # an unknown name: KeyError listing the known ones
-        raise KeyError(
+        raise NotPresetConfigured(
             f"dipbench speed measures the fitting loop that methods configured by presets "
             f"share ({', '.join(load_presets())}); {info.name} fits its own: its cells' time is "
             "in the estimate of dipbench run and in each record's seconds"

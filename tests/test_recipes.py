@@ -5,7 +5,9 @@ then run, scored and reported like the built-in ones."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -18,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import check, images, runner
+from benchmark import images, runner
 from benchmark.cli import main
 from benchmark.degradations import DEGRADATIONS, Degraded, Observation, register_degradation
 from benchmark.forward import ForwardModel
@@ -281,7 +283,8 @@ def test_recipe_a_users_network_method_through_every_command(
     """A network method of the user's own (not DIP or DD under another name), in a module of
     their working folder, named by import path: ``run`` fits it through its contract,
     ``restore`` takes its options (``--option``, checked as a suite's) and records them,
-    ``check`` gates its numbers, ``speed`` says in one line that it measures preset fits."""
+    ``expect`` measures its spread and ``check`` gates its numbers, ``speed`` times its steps
+    through its contract."""
     (tmp_path / "my_net.py").write_text(USER_NETWORK)
     monkeypatch.chdir(tmp_path)  # a user runs dipbench from their folder
     sys.modules.pop("my_net", None)
@@ -297,8 +300,10 @@ def test_recipe_a_users_network_method_through_every_command(
         table = pd.read_csv(out / "results.csv")
         assert table.status.tolist() == ["ok"] and table.iterations.tolist() == [30]
         assert (out / "curves_gaussian_25.png").is_file()  # the report drew its curve
-        expected = tmp_path / "expected.csv"
-        check.derive_expected(table, {"seed-1": table}, {"test": "1"}).to_csv(expected)
+        expected, work = tmp_path / "expected.csv", tmp_path / "variants"
+        argv = ["expect", str(suite), "--profile", "quick", "--seeds", "1", "-q"]
+        assert main([*argv, "--expected", str(expected), "--work", str(work)]) == 0
+        assert "tiny" in pd.read_csv(expected).to_csv()
         assert main(["check", str(out / "results.csv"), "--expected", str(expected)]) == 0
 
         source = tmp_path / "noisy.png"
@@ -316,9 +321,14 @@ def test_recipe_a_users_network_method_through_every_command(
             with pytest.raises(SystemExit):
                 main([*argv, *extra, "--out", str(tmp_path / "x.png")])
             assert said in capsys.readouterr().err
+        speed = ["speed", "--method", "my_net:tiny_net", "--size", "24", "--option", "steps=6"]
+        assert main(speed) == 0
+        said = capsys.readouterr().out
+        assert "one cell at 24x24" in said and "a whole fit of 6 steps" in said
+        assert "fitted one at a time" in said
         with pytest.raises(SystemExit):
-            main(["speed", "--method", "my_net:tiny_net", "--no-estimate"])
-        assert "tiny_net fits its own" in capsys.readouterr().err
+            main(["speed", "--method", "my_net:tiny_net", "--option", "stesp=3"])
+        assert "unknown 'stesp'" in capsys.readouterr().err
     finally:
         sys.modules.pop("my_net", None)
         METHODS.pop("tiny_net", None)
@@ -404,43 +414,50 @@ def test_recipe_a_task_with_its_forward_model(
 # --- a dataset: rows in the registry, files from a URL or the mirror ---------------------------
 
 
-def test_recipe_a_dataset_from_registry_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Append one registry row per image (``images.registry_row`` computes sizes and
-    checksums); downloads are verified against it, and suites name the set."""
+def test_recipe_a_dataset_from_registry_rows(tmp_path: Path) -> None:
+    """For the package itself: append one row per image to ``benchmark/data/registry.csv``
+    (``images.registry_row`` computes sizes and checksums); downloads are verified against it,
+    and suites name the set. Walked on a copy of the package, through the command line."""
+    package = tmp_path / "checkout" / "benchmark"
+    shutil.copytree(
+        Path(images.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__")
+    )
     source = tmp_path / "source" / "toyset"
     source.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in ("gradient", "noise"):
         pixels = (rng.random((40, 56, 3)) * 255).astype(np.uint8)
         Image.fromarray(pixels).save(source / f"{name}.png")
-    registry = tmp_path / "registry.csv"
-    shutil.copy(images.REGISTRY_PATH, registry)
     rows = [
         images.registry_row(p, "toyset", f"https://example.org/toyset/{p.name}")
         for p in sorted(source.glob("*.png"))
     ]
+    registry = package / "data" / "registry.csv"
     table = pd.read_csv(registry, dtype=str, keep_default_na=False)
     table = pd.concat([table, pd.DataFrame(rows).astype(str)], ignore_index=True)
     table.to_csv(registry, index=False)
-    monkeypatch.setattr(images, "REGISTRY_PATH", registry)
-    monkeypatch.setenv("DIPBENCH_MIRROR", str(tmp_path / "source"))
-    monkeypatch.setenv("DIPBENCH_DATA", str(tmp_path / "cache"))
-    assert main(["download", "toyset", "-q"]) == 0
-    loaded = images.load_image("toyset", "noise")
-    assert loaded.shape == (40, 56, 3)
-    suite = load_suite(
-        str(
-            _suite(tmp_path, '[methods.tv]\nmethod = "tv"\n', dataset="toyset", crop=0, images="[]")
-        ),
-        "full",
-    )
-    assert [image for _, image in suite.images] == ["gradient", "noise"]
+    suite = _suite(tmp_path, '[methods.tv]\nmethod = "tv"\n', dataset="toyset", crop=0, images="[]")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(package.parent),
+        "DIPBENCH_MIRROR": str(tmp_path / "source"),
+        "DIPBENCH_DATA": str(tmp_path / "cache"),
+    }
+
+    def dipbench(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "benchmark", *args]
+        return subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+
+    assert dipbench("download", "toyset", "-q").returncode == 0
+    done = dipbench("run", str(suite), "--profile", "full", "--out", "run", "-q")
+    assert done.returncode == 0, done.stderr
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(results.image) == ["gradient", "noise"] and (results.dataset == "toyset").all()
     # A file that does not match its row is refused, and not left in the cache.
     (source / "noise.png").write_bytes((source / "gradient.png").read_bytes())
     shutil.rmtree(tmp_path / "cache")
-    assert main(["download", "toyset", "-q"]) == 1
+    refused = dipbench("download", "toyset", "-q")
+    assert refused.returncode == 1 and "noise.png" in refused.stderr + refused.stdout
     assert not (tmp_path / "cache" / "toyset" / "noise.png").exists()
 
 

@@ -188,6 +188,8 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.option:
+        return _speed_of_contract(args)
     try:
         report = speed.measure(
             args.method,
@@ -203,7 +205,47 @@ def cmd_speed(args: argparse.Namespace) -> int:
             estimate=not args.no_estimate,
             progress=lambda message: print(f"measuring: {message}", file=sys.stderr),
         )
+    except speed.NotPresetConfigured:
+        return _speed_of_contract(args)
     except (KeyError, ValueError) as err:
         raise UsageError(str(err.args[0] if err.args else err)) from err
     print(speed.format_report(report))
+    return EXIT_OK
+
+
+def _speed_of_contract(args: argparse.Namespace) -> int:
+    """``speed`` of a network method that fits its own loop: what its contract measures."""
+    from benchmark import speed, speed_contract
+    from benchmark.methods import get_method
+    from benchmark.suite_schema import check_options_for
+
+    try:
+        info = get_method(args.method)
+        speed.setup_for(args.method)
+    except speed.NotPresetConfigured:
+        pass
+    except KeyError as err:
+        raise UsageError(str(err.args[0] if err.args else err)) from err
+    else:
+        raise UsageError(
+            f"--option is for methods that fit their own loop; {args.method}'s network and "
+            "fit come from its presets (dipbench methods lists them): pass --suite"
+        )
+    if info.network is None:
+        raise UsageError(f"{info.name} fits no network: dipbench speed measures network methods")
+    if args.suite:
+        raise UsageError(f"--suite is for methods configured by presets; {info.name} fits its own")
+    options = dict(args.option or [])
+    check_options_for(info, "denoising", None, options, args.method, UsageError)
+    print(f"measuring: {info.name} through its network contract", file=sys.stderr)
+    report = speed_contract.measure_contract(
+        args.method,
+        size=args.size,
+        batch=args.batch,
+        batch_size=args.batch_size,
+        device=args.device,
+        options=options,
+        steps=args.steps,
+    )
+    print(speed_contract.format_contract(report))
     return EXIT_OK

@@ -14,6 +14,7 @@ from benchmark.cli.options import (
     PROFILES,
     compute_options,
     device,
+    method_option,
     positive_int,
     quiet_options,
 )
@@ -302,7 +303,8 @@ def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentP
     p.add_argument(
         "--method",
         default="dip",
-        help="a registered network method (fits_network), e.g. dip or dd (default: dip)",
+        help="a network method: dip (default), dd, or your own as module:function (measured "
+        "through its contract: one step of one cell, and of a batch if it batches)",
     )
     p.add_argument(
         "--size", type=positive_int, default=128, help="image side for the one-cell figures"
@@ -343,4 +345,12 @@ def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentP
         help="steps of each batched cell (default: 100)",
     )
     p.add_argument("--no-estimate", action="store_true", help="skip the suite estimates")
+    p.add_argument(
+        "--option",
+        action="append",
+        type=method_option,
+        metavar="KEY=VALUE",
+        help="an option of a network method that fits its own loop (not configured by "
+        "presets), as a suite gives it; repeat for more",
+    )
     p.set_defaults(func=measure.cmd_speed)
