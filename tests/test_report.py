@@ -367,3 +367,47 @@ def test_a_classical_suite_of_ones_own_says_only_what_applies(mirror: Path, tmp_
     assert "the degraded input, scored in this run per image." in table
     absent = ["NOT the paper's protocol", "network output", "italics", "oracle", "†", "§", "‡"]
     assert [text for text in absent if text in table] == []
+
+
+def test_repetitions_give_every_value_its_spread(mirror: Path, tmp_path: Path) -> None:
+    """With repetitions = 3, each table value of ours is mean ± std: an image's std over its
+    three values, the mean's over the three per-repetition means; table.csv holds them with
+    n and the mean's 95% interval, equal to computing them from results.csv by hand."""
+    suite = tmp_path / "spread.toml"
+    suite.write_text(
+        'name = "spread"\ntitle = "Spread"\ntask = "denoising"\nprotocol = "gray"\n'
+        'datasets = "bm3d_gray11"\nimages = ["house", "boat"]\ncrop = 31\nrepetitions = 3\n'
+        '[[degradations]]\nkind = "gaussian"\nlevels = [25]\n[methods.median]\n'
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--profile", "quick", "--out", str(out), "-q"]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results.repetition.unique()) == [0, 1, 2]
+    by_hand = results.pivot_table(index="repetition", columns="image", values="psnr")
+    means = by_hand.mean(axis=1)
+    t_975_2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom
+    table = pd.read_csv(out / "table.csv")
+    row = table[(table.metric == "psnr") & (table.source == "ours")].iloc[0]
+    assert row["mean"] == pytest.approx(means.mean())
+    assert row["std"] == pytest.approx(means.std(ddof=1))
+    assert row["repetitions"] == 3
+    assert row["ci95"] == pytest.approx(t_975_2 * means.std(ddof=1) / np.sqrt(3))
+    assert row["house std"] == pytest.approx(by_hand["house"].std(ddof=1))
+    assert by_hand["house"].std(ddof=1) > 0  # a new noise realisation each repetition
+    md = (out / "table.md").read_text()
+    assert f"{means.mean():.2f} ± {means.std(ddof=1):.2f}" in md
+    assert f"{by_hand['boat'].mean():.2f} ± {by_hand['boat'].std(ddof=1):.2f}" in md
+    assert "standard deviation over the suite's 3 repetitions" in md
+
+
+def test_a_released_mean_over_one_image_says_one_image(mirror: Path, tmp_path: Path) -> None:
+    """A one-image run: the released outputs' mean is over that image, and says n=1 (it was
+    labelled with the published mean's n=9); the published mean keeps its own n."""
+    out = tmp_path / "run"
+    argv = ["run", "denoising-color", "--profile", "quick", "--images", "house"]
+    assert main([*argv, "--methods", "nlm", "--out", str(out), "-q"]) == 0
+    lines = (out / "table.md").read_text().splitlines()
+    released = next(line for line in lines if line.startswith("| *NLM (released-outputs)*"))
+    assert released.endswith("(n=1) |") and "n=9" not in released
+    paper = next(line for line in lines if line.startswith("| *CBM3D (paper)*"))
+    assert paper.endswith("(n=9) |")

@@ -28,6 +28,7 @@ from benchmark.report.published import (
     published_mean_size,
     same_images,
 )
+from benchmark.report.spread import SPREAD_COLUMNS, spread_note, spread_text, with_spread
 from benchmark.results_file import metric_columns
 from benchmark.runfolder import Manifest, Record, atomic_write
 from benchmark.scoring import METRICS, OPTIONAL, get_metric
@@ -75,11 +76,24 @@ def wide_table(
 ) -> pd.DataFrame:
     """Rows: published methods (PSNR only), the authors' code at these settings (where
     ``reference`` has it, :mod:`~benchmark.report.authors`), then ours; columns: images and
-    ``mean``.
+    ``mean``, and with repetitions their spread (:mod:`~benchmark.report.spread`).
 
     A failed or missing cell is NaN; the mean is then over the images that have a value, and
     ``n`` says how many that is.
     """
+    table = _wide_table(meta, group, paper, metric, reference)
+    columns = list(dict.fromkeys(_column_names(group)))
+    rows = group.assign(column=_column_names(group))
+    return with_spread(table, rows, metric, columns, lambda m, o: row_label(meta, m, o))
+
+
+def _wide_table(
+    meta: Manifest,
+    group: pd.DataFrame,
+    paper: pd.DataFrame,
+    metric: str,
+    reference: pd.DataFrame | None,
+) -> pd.DataFrame:
     group = group.assign(column=_column_names(group))
     columns = list(dict.fromkeys(group.column))
     ok = group[group.status == "ok"]
@@ -186,7 +200,8 @@ def _markdown(
     table: pd.DataFrame, digits: int, marks: dict[tuple[str, str], str] | None = None
 ) -> str:
     marks = marks or {}
-    columns = [c for c in table.columns if c not in ("source", "n")]
+    extra = {"source", "n", *SPREAD_COLUMNS}
+    columns = [c for c in table.columns if c not in extra and not c.endswith(" std")]
     published_of = table.attrs.get("published_mean_of")
     header = "| method | " + " | ".join(columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
@@ -198,8 +213,9 @@ def _markdown(
                 ran = row["source"] in ("ours", "ours (oracle)")
                 cells.append("failed" if ran and c != "mean" else "")
             else:
-                text = f"{value:.{digits}f}" + marks.get((label, c), "")
                 ours = row["source"].startswith("ours")
+                text = f"{value:.{digits}f}" + (spread_text(row, c, digits) if ours else "")
+                text += marks.get((label, c), "")
                 if c == "mean" and row["source"] == AUTHORS_SOURCE:
                     pass  # over every image of the table, or left empty
                 elif c == "mean" and published_of is not None:
@@ -207,7 +223,9 @@ def _markdown(
                         f" (n={int(row['n'])} of {published_of or '?'}: not comparable with "
                         "the published mean)"
                         if ours
-                        else f" (n={published_of or '?'})"
+                        # a published mean is over the paper's images; a mean of released
+                        # per-image values, over this table's images that have one
+                        else f" (n={int(row['n']) if row['n'] > 0 else published_of or '?'})"
                     )
                 elif c == "mean" and ours and row["n"] < len(columns) - 1:
                     text += f" (n={int(row['n'])})"
@@ -238,6 +256,7 @@ def write_tables(
                 "",
                 _markdown(table, digits, marks),
                 "",
+                *spread_note(table),
             ]
             sources = table.source.astype(str)
             published_rows = ~sources.str.startswith("ours") & (sources != AUTHORS_SOURCE)
