@@ -2,8 +2,9 @@
 #   make reproduce   download the images, run the suites, write the reports
 #   make test        lint and tests (what CI runs)
 #
-# torch: from PyTorch's CPU wheel index where no NVIDIA GPU is found (nvidia-smi), else the
-# default build (CUDA). TORCH_PIP_ARGS overrides either, e.g. a given CUDA version:
+# torch: from PyTorch's CPU wheel index where no NVIDIA GPU is found (nvidia-smi) and that
+# index resolves, else the default build (CUDA where PyPI serves it; this project's offline
+# machines serve a local CPU wheel). TORCH_PIP_ARGS overrides either, e.g. a CUDA version:
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
 # (see the README).
 
@@ -12,7 +13,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 NVIDIA_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
-TORCH_PIP_ARGS ?= $(if $(NVIDIA_GPU),,--index-url https://download.pytorch.org/whl/cpu)
+# Where PyTorch's index cannot even be resolved (an offline machine with a local wheel
+# mirror), naming it only costs pip's retries for every package (about 90 s): use the
+# configured index alone.
+TORCH_INDEX_RESOLVES := $(shell $(PYTHON) -c "import socket; socket.getaddrinfo('download.pytorch.org', 443)" >/dev/null 2>&1 && echo yes)
+TORCH_CPU_INDEX := $(if $(TORCH_INDEX_RESOLVES),--index-url https://download.pytorch.org/whl/cpu)
+TORCH_PIP_ARGS ?= $(if $(NVIDIA_GPU),,$(TORCH_CPU_INDEX))
 STAMP := $(VENV)/.installed
 
 # Offline machines: use the mirror beside the checkout when DIPBENCH_MIRROR is not set.

@@ -291,6 +291,30 @@ def check_options_for(
     accepted = [p.name for p in parameters[1:] if p.kind in named]  # after the observation
     accepted = [a for a in accepted if a != "seed"]
     options.check_known(extra, accepted, f"{where}: option(s)", error)
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+    for name in sorted(extra & set(defaults)):
+        if not _same_kind(given[name], defaults[name]):
+            raise error(
+                f"{where}: option {name!r} = {given[name]!r} ({type(given[name]).__name__}) "
+                f"where its default is {defaults[name]!r} ({type(defaults[name]).__name__})"
+                + (" (write it without quotes)" if isinstance(given[name], str) else "")
+            )
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` can stand where the method's ``default`` does: the same type, an
+    integer for a float, anything for a default of None (no type to hold it to)."""
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, (int, str)):
+        return isinstance(value, type(default))
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return True  # a default of another type: the method's own business
 
 
 def method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str]) -> MethodSpec:
@@ -313,6 +337,14 @@ def method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str])
     presets: dict[str, str] = {}
     if isinstance(entry.get("preset"), Mapping):
         presets = dict(entry["preset"])
+        unknown = sorted(set(presets) - kinds)
+        if unknown:  # e.g. gaussian_25: a preset per level, which a suite cannot say
+            raise SuiteError(
+                f"{path}: method {key!r}: preset keys {unknown} are not degradation kinds of "
+                f"the suite ({', '.join(sorted(kinds))}); the table names a preset per kind, "
+                'e.g. preset = { gaussian = "denoising" } (a preset per level: one suite per '
+                "level)"
+            )
     elif "preset" in entry:
         options["preset"] = entry["preset"]
     if "network" in entry:

@@ -4,6 +4,8 @@ kept, clear refusals, and the same numbers as the benchmark's cells."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 
 from benchmark import images
 from benchmark.cli import main
+from benchmark.methods import get_method
 from benchmark.metrics import get_protocol, psnr
 from benchmark.runner.cell import prepare, run_cell
 from benchmark.suites import load_suite
@@ -60,6 +63,12 @@ def test_denoising_beats_the_noisy_input_and_says_how_it_stopped(
     assert sidecar["output"] in ("es", "ema") and sidecar["stopping"]["reason"]
     assert sidecar["input"]["sha256"] and sidecar["code"]["fingerprint"]
     assert sidecar["seed"] == 0 and sidecar["peak_memory_bytes"] > 0
+    # the settings the fit ran with: ES-WMV on, its window and patience the preset's (they
+    # said stop_early false and the scaled-down 10 and 100 the fit never used)
+    preset = get_method("dip").network.setting("denoising", None)[1]
+    fit = sidecar["settings"]["fit"]
+    assert (fit["iterations"], fit["stop_early"]) == (300, True)
+    assert (fit["es_window"], fit["es_patience"]) == (preset.es_window, preset.es_patience)
 
 
 def test_inpainting_and_super_resolution_from_files(house: np.ndarray, tmp_path: Path) -> None:
@@ -198,3 +207,17 @@ def test_restore_gives_the_benchmark_cells_numbers(case: str, mirror: Path, tmp_
     restored = tifffile.imread(out)[..., None].astype(np.float32)
     ours = get_protocol(cell.protocol).score(restored, target)["psnr"]
     assert ours == pytest.approx(cell_psnr[kept], abs=SAME_RESULT_DB[method]), (kept, cell_psnr)
+
+
+def test_a_fit_logged_to_a_file_says_its_progress_in_whole_lines(
+    house: np.ndarray, tmp_path: Path
+) -> None:
+    """In a log (no terminal) the fit printed nothing for minutes: now a line at least every
+    10 s or tenth of the steps, with the time left, and no carriage returns."""
+    noisy = _save8(tmp_path / "noisy.png", house)
+    argv = [sys.executable, "-m", "benchmark", "restore", str(noisy), "--task", "denoising"]
+    argv += ["--iterations", "30", "--device", "cpu", "--out", str(tmp_path / "out.png")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "dip: steps 30/30 after" in done.stderr
+    assert "min left" in done.stderr and "\r" not in done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -453,3 +454,65 @@ def test_a_run_logged_to_a_file_has_no_control_sequences(tmp_path: Path, mirror:
     assert done.returncode == 0, text
     assert "\r" not in text and "\x1b[" not in text, repr(text)
     assert "cells 4/4 after" in text
+
+
+def test_a_preset_per_level_is_refused_with_the_form_that_works(tmp_path: Path) -> None:
+    """``preset = { gaussian_25 = ... }`` was accepted and dropped: every cell ran the
+    default preset and recorded it."""
+    path = tmp_path / "levels.toml"
+    path.write_text(
+        'name = "levels"\ntask = "denoising"\nprotocol = "rgb"\ndatasets = "cbm3d_color9"\n'
+        '[[degradations]]\nkind = "gaussian"\nlevels = [25, 50]\n[methods.dip]\n'
+        'preset = { gaussian_25 = "denoising", gaussian_50 = "denoising" }\n'
+    )
+    with pytest.raises(SuiteError, match=r"preset keys \['gaussian_25', 'gaussian_50'\] are not"):
+        load_suite(str(path))
+    path.write_text(
+        path.read_text()
+        .replace("gaussian_25", "gaussian")
+        .replace(', gaussian_50 = "denoising"', "")
+    )
+    suite = load_suite(str(path))
+    assert {spec.options_for("gaussian")["preset"] for spec in suite.methods} == {"denoising"}
+
+
+def test_list_takes_a_users_suite_file(
+    user_path: Path, capsys: pytest.CaptureFixture, mirror: Path
+) -> None:
+    suite = _suite_file(user_path, "[methods.telea]\n[methods.biharmonic]")
+    assert main(["list", str(suite)]) == 0
+    said = capsys.readouterr().out
+    assert (
+        "mine" in said and "4 cells: 2 images (crop 40)" in said and "(telea, biharmonic)" in said
+    )
+    with pytest.raises(SystemExit):
+        main(["list", str(user_path / "absent.toml")])
+    assert "suite file not found" in capsys.readouterr().err
+
+
+TYPED_METHOD = """
+def scaled(observation, *, seed=0, gain=1.0, steps=20, name="x"):
+    return observation.y * gain
+"""
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ('steps = "20"', "option 'steps' = '20' (str) where its default is 20 (int) (write it"),
+        ("gain = true", "option 'gain' = True (bool) where its default is 1.0 (float)"),
+        ("name = 3", "option 'name' = 3 (int) where its default is 'x' (str)"),
+    ],
+)
+def test_a_users_option_of_the_wrong_type_is_refused_at_load(
+    user_path: Path, given: str, said: str
+) -> None:
+    """It failed every cell with a TypeError; an int where a float is the default is fine."""
+    (user_path / "typed_methods.py").write_text(TYPED_METHOD)
+    entry = '[methods.mine]\nmethod = "typed_methods:scaled"\noptions = { %s }\n'
+    try:
+        with pytest.raises(SuiteError, match=re.escape(said)):
+            load_suite(str(_suite_file(user_path, entry % given)))
+        assert load_suite(str(_suite_file(user_path, entry % "gain = 2, steps = 5")))
+    finally:
+        sys.modules.pop("typed_methods", None)

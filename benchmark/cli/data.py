@@ -137,11 +137,14 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Suites with their grids and cell counts per profile."""
-    from benchmark.suites import PROFILES, load_suite, packaged_suites
+    """Suites with their grids and cell counts per profile (packaged ones, or those named)."""
+    from benchmark.suites import PROFILES, SuiteError, load_suite, packaged_suites
 
-    for name in packaged_suites():
-        suites = {p: load_suite(name, p) for p in PROFILES}
+    for name in args.suites or packaged_suites():
+        try:
+            suites = {p: load_suite(name, p) for p in PROFILES}
+        except SuiteError as err:
+            raise UsageError(str(err)) from err
         full = suites["full"]
         print(f"{name:<18} {full.title}")
         for profile, suite in suites.items():

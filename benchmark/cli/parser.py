@@ -74,6 +74,12 @@ def _data_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentPars
     p.set_defaults(func=data.cmd_download)
 
     p = sub.add_parser("list", help="list suites with their grids and cell counts per profile")
+    p.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help="packaged suite names or suite .toml files (default: every packaged suite)",
+    )
     p.set_defaults(func=data.cmd_list)
 
     p = sub.add_parser("methods", help="list methods, presets and network parameter counts")

@@ -74,10 +74,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         _check_output(args.input, out, _companions(out, args))
         restore.write_output(out, restored.image, image.depth)
         written = [out, _sidecar_path(out)]
+        if (args.curve and restored.curves) or (args.snapshots and restored.snapshots):
+            from benchmark.report import figures
         if args.curve and restored.curves:
-            written.append(_curve_figure(out, restored))
+            written.append(figures.restore_curve(out, restored))
         if args.snapshots and restored.snapshots:
-            written.append(_snapshot_figure(out, restored))
+            written.append(figures.restore_snapshots(out, restored))
         record.update(_facts_of_the_run(out, written))
         text = json.dumps(record, indent=2, default=str) + "\n"
         atomic_write(_sidecar_path(out), lambda p: p.write_text(text, encoding="utf-8"))
@@ -257,7 +259,8 @@ def _method_options(
             fit_options["es_window"] = setting[1].es_window
             fit_options["es_patience"] = setting[1].es_patience
     options.update(preset=args.preset, fit_options=fit_options)
-    return options, {**_network_plan(args, info, observation, given), **recorded}
+    plan = _network_plan(args, info, observation, given, fit_options)
+    return options, {**plan, **recorded}
 
 
 def _preset_setting(info: Any, task: str, factor: int | None, options: dict[str, Any]) -> Any:
@@ -270,16 +273,20 @@ def _preset_setting(info: Any, task: str, factor: int | None, options: dict[str,
 
 
 def _network_plan(
-    args: argparse.Namespace, info: Any, observation: Any, given: dict[str, Any]
+    args: argparse.Namespace,
+    info: Any,
+    observation: Any,
+    given: dict[str, Any],
+    fit_options: dict[str, Any],
 ) -> dict[str, Any]:
     """Say what the fit will be (preset, steps, size, device, the memory it needs) before it
-    starts; returns the settings for the sidecar."""
+    starts; returns the settings for the sidecar, resolved from the very options the fit
+    gets (``fit_options``)."""
     from benchmark.device import resolve_device
     from benchmark.methods.fit.devices import available_memory, fit_memory
     from benchmark.methods.networks import padded_size
     from benchmark.methods.priors import build_network
 
-    fit_options = {"iterations": args.iterations} if args.iterations else {}
     network, cfg = info.network.setting(
         args.task,
         observation.factor,
@@ -312,8 +319,15 @@ def _run(args: argparse.Namespace, info: Any, observation: Any, options: dict[st
 
     from benchmark.restore import restore_image
 
-    show = info.fits_network and not args.quiet and sys.stderr.isatty()
-    with tqdm(desc=args.method, unit="it", disable=not show, dynamic_ncols=True) as bar:
+    show = info.fits_network and not args.quiet
+    # a terminal gets a bar; a log or a pipe a whole line at least every 10 s
+    if not show or sys.stderr.isatty():
+        bar = tqdm(desc=args.method, unit="it", disable=not show, dynamic_ncols=True)
+    else:
+        from benchmark.runner.progress import LogLines  # a network fit: torch is loaded
+
+        bar = LogLines(0, every_seconds=10.0, unit=f"{args.method}: steps")
+    with bar:
         if info.fits_network:
 
             def progress(done: int, total: int) -> None:
@@ -324,44 +338,6 @@ def _run(args: argparse.Namespace, info: Any, observation: Any, options: dict[st
         return restore_image(
             observation, args.method, seed=args.seed, output=args.output, **options
         )
-
-
-def _curve_figure(out: Path, restored: Any) -> Path:
-    """The training loss (and ES-WMV's running variance) against the iteration."""
-    from benchmark.report.files import plt
-    from benchmark.runfolder import atomic_write
-
-    curves = restored.curves
-    its = curves.get("iteration")
-    path = out.with_name(out.stem + ".curve.png")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, values in curves.items():
-        if name.startswith(("loss", "es_variance", "variance")) and its is not None:
-            ax.semilogy(its, values, label=name)
-    ax.set_xlabel("iteration")
-    ax.legend() if ax.get_legend_handles_labels()[0] else None
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
-    return path
-
-
-def _snapshot_figure(out: Path, restored: Any) -> Path:
-    """The outputs at a few iterations, side by side."""
-    from benchmark.report.files import plt
-    from benchmark.runfolder import atomic_write
-
-    shots = sorted(restored.snapshots.items())
-    path = out.with_name(out.stem + ".snapshots.png")
-    fig, axes = plt.subplots(1, len(shots), figsize=(2.2 * len(shots), 2.4), squeeze=False)
-    for ax, (it, image) in zip(axes[0], shots, strict=True):
-        ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{it}")
-        ax.axis("off")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
-    plt.close(fig)
-    return path
 
 
 def add_parser(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from benchmark.report.files import (
     save_small,
 )
 from benchmark.report.tables import row_label
-from benchmark.runfolder import GRID_IMAGES, Manifest, Record
+from benchmark.runfolder import GRID_IMAGES, Manifest, Record, atomic_write
 
 
 def _network_records(out: Path, records: list[Record]) -> list[Record]:
@@ -218,3 +218,39 @@ def figure_snapshots(out: Path, meta: Manifest, records: list[Record]) -> list[P
         save_gif(frames, gif)
         return [strip, gif]
     return []
+
+
+def restore_curve(out: Path, restored: Any) -> Path:
+    """``OUT.curve.png`` of ``dipbench restore --curve``: the training loss (and ES-WMV's
+    running variance) against the iteration."""
+    curves = restored.curves
+    its = curves.get("iteration")
+    path = out.with_name(out.stem + ".curve.png")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in curves.items():
+        if name.startswith(("loss", "es_variance", "variance")) and its is not None:
+            ax.semilogy(its, values, label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (log scale)")
+    ax.set_title(f"{out.name}: the fit's loss")
+    ax.legend() if ax.get_legend_handles_labels()[0] else None
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)
+    return path
+
+
+def restore_snapshots(out: Path, restored: Any) -> Path:
+    """``OUT.snapshots.png`` of ``dipbench restore --snapshots``: the outputs at a few
+    iterations, side by side."""
+    shots = sorted(restored.snapshots.items())
+    path = out.with_name(out.stem + ".snapshots.png")
+    fig, axes = plt.subplots(1, len(shots), figsize=(2.2 * len(shots), 2.4), squeeze=False)
+    for ax, (it, image) in zip(axes[0], shots, strict=True):
+        ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{it}")
+        ax.axis("off")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)
+    return path

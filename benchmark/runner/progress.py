@@ -21,10 +21,11 @@ def grid_bar(total: int, show: bool) -> Any:
 
 class LogLines:
     """The part of tqdm's interface a run uses, written as whole lines: one per tenth of the
-    cells or per minute, whichever comes first, and one at the end."""
+    work or per ``every_seconds``, whichever comes first, and one at the end, each with the
+    time so far and an estimate of the time left."""
 
-    def __init__(self, total: int, every_seconds: float = 60.0) -> None:
-        self.total, self.n, self.every = total, 0, every_seconds
+    def __init__(self, total: int, every_seconds: float = 60.0, unit: str = "cells") -> None:
+        self.total, self.n, self.every, self.unit = total, 0, every_seconds, unit
         self.postfix = ""
         self.last_time, self.last_n = time.monotonic(), 0
         self.started = self.last_time
@@ -53,7 +54,13 @@ class LogLines:
         self.last_time, self.last_n = now, self.n
         minutes = (now - self.started) / 60
         extra = f" ({self.postfix})" if self.postfix else ""
-        print(f"cells {self.n}/{self.total} after {minutes:.1f} min{extra}", file=sys.stderr)
+        if 0 < self.n < self.total:
+            extra += f", about {minutes * (self.total - self.n) / self.n:.1f} min left"
+        print(
+            f"{self.unit} {self.n}/{self.total} after {minutes:.1f} min{extra}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def note_failure(record: Record) -> None:
