@@ -77,8 +77,12 @@ class SpeedReport:
     notes: list[str] = field(default_factory=list)
 
 
-class NotPresetConfigured(KeyError):
-    """The method fits its own loop: :mod:`benchmark.speed_contract` measures it."""
+def preset_configured(method: str) -> bool:
+    """Whether ``method``'s network and fit come from presets (this report's loop); another
+    network method is measured through its contract (:mod:`benchmark.speed_contract`)."""
+    from benchmark.methods.priors import load_presets
+
+    return method in load_presets()
 
 
 def setup_for(
@@ -96,7 +100,7 @@ def setup_for(
 
     if method not in load_presets():
         info = get_method(method)  # an unknown name: KeyError listing the known ones
-        raise NotPresetConfigured(
+        raise KeyError(
             f"dipbench speed measures the fitting loop that methods configured by presets "
             f"share ({', '.join(load_presets())}); {info.name} fits its own: its cells' time is "
             "in the estimate of dipbench run and in each record's seconds"

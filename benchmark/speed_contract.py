@@ -2,10 +2,11 @@
 
 The full speed report (:mod:`benchmark.speed`) compares the fitting loop that preset-configured
 methods share with a plain eager loop; a user's network method has no such loop to compare.
-What its contract says is measured instead, the way the run's estimate measures it: one step
-of one cell (``NetworkMethod.measure_step`` where the method declares it, else a whole fit of
-``iterations`` steps divided by them), and, where cells may be fitted together, one step of a
-batch of them, on synthetic noisy images of the sizes asked.
+What its contract says is measured instead, the way the run's estimate measures it
+(:func:`benchmark.runner.estimate.contract_step`): one step of one cell (its ``measure_step``
+where the method declares one, else a whole fit of ``iterations`` steps divided by them), and,
+where cells may be fitted together, one step of a batch of them against the same cells one at
+a time, on synthetic noisy images of the sizes asked.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from benchmark.device import resolve_device
 from benchmark.methods import get_method, run
-from benchmark.runner.estimate import MEASURE_STEP_KEYWORDS
+from benchmark.runner.estimate import contract_step
 from benchmark.speed import noisy_cells
 
 
@@ -92,15 +93,11 @@ def _one_step(
     """Seconds of one step of ``count`` cells fitted together, and how it was measured."""
     network = get_method(method).network
     observations, cleans = noisy_cells(count, size)
-    if not MEASURE_STEP_KEYWORDS & set(options):  # a method's own `steps` cannot reach it
-        try:
-            seconds = network.measure_step(
-                observations, cleans, device, steps=steps, warmup=2, min_seconds=0.5,
-                clock=time.perf_counter, **options,
-            )  # fmt: skip
-            return seconds, f"measure_step, {steps} steps after 2 of warm-up"
-        except NotImplementedError:
-            pass
+    seconds = contract_step(
+        network, observations, cleans, device, options, steps=steps, warmup=2, min_seconds=0.5
+    )
+    if seconds is not None:
+        return seconds, f"measure_step, {steps} steps after 2 of warm-up"
     started = time.perf_counter()
     for observation in observations:
         run(method, observation, seed=0, device=device, **options)

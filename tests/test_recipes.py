@@ -329,6 +329,9 @@ def test_recipe_a_users_network_method_through_every_command(
         with pytest.raises(SystemExit):
             main(["speed", "--method", "my_net:tiny_net", "--option", "stesp=3"])
         assert "unknown 'stesp'" in capsys.readouterr().err
+        with pytest.raises(SystemExit):  # DIP's network and fit come from its presets
+            main(["speed", "--method", "dip", "--option", "steps=3"])
+        assert "--option is for methods that fit their own loop" in capsys.readouterr().err
     finally:
         sys.modules.pop("my_net", None)
         METHODS.pop("tiny_net", None)

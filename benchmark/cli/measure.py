@@ -185,11 +185,21 @@ def cmd_speed(args: argparse.Namespace) -> int:
     import torch
 
     from benchmark import speed
+    from benchmark.methods import get_method
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.option:
+    try:
+        get_method(args.method)
+    except KeyError as err:
+        raise UsageError(str(err.args[0] if err.args else err)) from err
+    if not speed.preset_configured(args.method):
         return _speed_of_contract(args)
+    if args.option:
+        raise UsageError(
+            f"--option is for methods that fit their own loop; {args.method}'s network and "
+            "fit come from its presets (dipbench methods lists them): pass --suite"
+        )
     try:
         report = speed.measure(
             args.method,
@@ -205,8 +215,6 @@ def cmd_speed(args: argparse.Namespace) -> int:
             estimate=not args.no_estimate,
             progress=lambda message: print(f"measuring: {message}", file=sys.stderr),
         )
-    except speed.NotPresetConfigured:
-        return _speed_of_contract(args)
     except (KeyError, ValueError) as err:
         raise UsageError(str(err.args[0] if err.args else err)) from err
     print(speed.format_report(report))
@@ -215,22 +223,11 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
 def _speed_of_contract(args: argparse.Namespace) -> int:
     """``speed`` of a network method that fits its own loop: what its contract measures."""
-    from benchmark import speed, speed_contract
+    from benchmark import speed_contract
     from benchmark.methods import get_method
     from benchmark.suite_schema import check_options_for
 
-    try:
-        info = get_method(args.method)
-        speed.setup_for(args.method)
-    except speed.NotPresetConfigured:
-        pass
-    except KeyError as err:
-        raise UsageError(str(err.args[0] if err.args else err)) from err
-    else:
-        raise UsageError(
-            f"--option is for methods that fit their own loop; {args.method}'s network and "
-            "fit come from its presets (dipbench methods lists them): pass --suite"
-        )
+    info = get_method(args.method)
     if info.network is None:
         raise UsageError(f"{info.name} fits no network: dipbench speed measures network methods")
     if args.suite:

@@ -73,13 +73,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     with _writing(out):  # one restore at a time writes OUT and the files beside it
         _check_output(args.input, out, _companions(out, args))
         restore.write_output(out, restored.image, image.depth)
-        written = [out, _sidecar_path(out)]
-        if (args.curve and restored.curves) or (args.snapshots and restored.snapshots):
-            from benchmark.report import figures
-        if args.curve and restored.curves:
-            written.append(figures.restore_curve(out, restored))
-        if args.snapshots and restored.snapshots:
-            written.append(figures.restore_snapshots(out, restored))
+        written = [out, _sidecar_path(out), *_figures(args, out, restored)]
         record.update(_facts_of_the_run(out, written))
         text = json.dumps(record, indent=2, default=str) + "\n"
         atomic_write(_sidecar_path(out), lambda p: p.write_text(text, encoding="utf-8"))
@@ -96,6 +90,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     )
     print("wrote " + ", ".join(str(p) for p in written))
     return EXIT_OK
+
+
+def _figures(args: argparse.Namespace, out: Path, restored: Any) -> list[Path]:
+    """The figures asked for (``--curve``, ``--snapshots``) that the fit has data for;
+    matplotlib is loaded only for them."""
+    curve, snapshots = args.curve and restored.curves, args.snapshots and restored.snapshots
+    if not (curve or snapshots):
+        return []
+    from benchmark.report import figures
+
+    written = [figures.restore_curve(out, restored)] if curve else []
+    return written + ([figures.restore_snapshots(out, restored)] if snapshots else [])
 
 
 def _sidecar_path(out: Path) -> Path:

@@ -82,8 +82,8 @@ def wide_table(
     ``n`` says how many that is.
     """
     table = _wide_table(meta, group, paper, metric, reference)
-    columns = list(dict.fromkeys(_column_names(group)))
     rows = group.assign(column=_column_names(group))
+    columns = list(dict.fromkeys(rows.column))
     return with_spread(table, rows, metric, columns, lambda m, o: row_label(meta, m, o))
 
 

@@ -155,17 +155,40 @@ def measure_step(
     network = get_method(shape.cell.method).network
     assert network is not None, "measure_step is for network cells"
     observations, targets = synthetic_observations(shape, shape.batch)
-    options = shape.cell.method_options
+    seconds = contract_step(
+        network, observations, targets, device, shape.cell.method_options,
+        steps=steps, warmup=warmup, min_seconds=min_seconds, clock=clock,
+    )  # fmt: skip
+    if seconds is not None:
+        return seconds
+    cell_seconds = measure_cell(replace(shape, batch=1), device, clock=clock)
+    return shape.batch * cell_seconds / max(1, network_iterations(shape.cell) or 1)
+
+
+def contract_step(
+    network: Any,
+    observations: Sequence[Any],
+    targets: Sequence[np.ndarray],
+    device: str,
+    options: dict[str, Any],
+    *,
+    steps: int,
+    warmup: int,
+    min_seconds: float,
+    clock: Clock = time.perf_counter,
+) -> float | None:
+    """Seconds of one step of these cells fitted together by the contract's
+    ``measure_step``; None where it cannot time one (it declares none, or an option is
+    named like one of its keywords, e.g. a method's own ``steps``, and cannot be passed)."""
+    if MEASURE_STEP_KEYWORDS & set(options):
+        return None
     try:
-        if MEASURE_STEP_KEYWORDS & set(options):  # e.g. a method's own `steps`: not passable
-            raise NotImplementedError
         return network.measure_step(
             observations, targets, device, steps=steps, warmup=warmup,
             min_seconds=min_seconds, clock=clock, **options,
         )  # fmt: skip
     except NotImplementedError:
-        cell_seconds = measure_cell(replace(shape, batch=1), device, clock=clock)
-        return shape.batch * cell_seconds / max(1, network_iterations(shape.cell) or 1)
+        return None
 
 
 CELL_SIDE = 128  # classical cells are timed at most this large, then scaled by pixels
