@@ -58,8 +58,10 @@ def run_variant(
     *,
     jobs: int | None = None,
     quiet: bool = True,
+    methods: Sequence[str] | None = None,
 ) -> Path:
-    """Run every suite under ``variant`` into ``out/<variant>/<suite>``; return that folder.
+    """Run every suite (only ``methods``' cells, if given) under ``variant`` into
+    ``out/<variant>/<suite>``; return that folder.
 
     The folder is emptied first: a cell's key does not include the kernel settings, so cells
     left from an earlier measurement would be taken for this one's.
@@ -84,6 +86,8 @@ def run_variant(
         command += ["--out", str(folder / name), "--no-report", *variant.args]
         if jobs is not None and "--jobs" not in variant.args:
             command += ["--jobs", str(jobs)]
+        if methods:
+            command += ["--methods", *methods]
         if quiet:
             command.append("-q")
         code = subprocess.run(command, env=env, check=False).returncode
@@ -122,12 +126,14 @@ def measure(
     seeds: int = 8,
     jobs: int | None = None,
     quiet: bool = True,
+    methods: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Run the reference and every variant, then derive the expected table."""
+    """Run the reference and every variant (only ``methods``' cells, if given), then derive
+    the expected table."""
     for variant in [REFERENCE, *variants(seeds)]:  # before the first run, not an hour in
         refuse_foreign(out / variant.name)
     folders = {
-        v.name: run_variant(v, suites, profile, out, jobs=jobs, quiet=quiet)
+        v.name: run_variant(v, suites, profile, out, jobs=jobs, quiet=quiet, methods=methods)
         for v in [REFERENCE, *variants(seeds)]
     }
     reference = check.read_results([folders.pop(REFERENCE.name)])
@@ -135,9 +141,13 @@ def measure(
     return check.derive_expected(reference, others, versions)
 
 
-def merged(expected: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+def merged(
+    expected: pd.DataFrame, path: Path, methods: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """``expected`` with the values ``path`` holds for the suites it does not measure (kept:
     re-measuring one suite leaves the others' values as they were), and those suites' names.
+    With ``methods``, only those methods' values of the measured suites are replaced: the
+    other methods' values are kept too (and named ``suite: method``).
 
     A file that cannot be read as an expected file is replaced whole, as before.
     """
@@ -145,11 +155,18 @@ def merged(expected: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]
         before = check.read_expected(path)
     except check.ExpectedFileError:
         return expected, []
-    kept = before[~before.suite.isin(set(expected.suite))]
+    measured = before.suite.isin(set(expected.suite))
+    if methods:
+        measured &= before.method.isin(set(methods))
+    kept = before[~measured]
     if kept.empty:
         return expected, []
     table = pd.concat([kept.astype(object), expected.astype(object)], ignore_index=True)
     table = table.reindex(columns=expected.columns)
     # The order derive_expected writes: every cell value, then every mean, by suite.
     table = table.sort_values(["statistic", "suite"], kind="stable", ignore_index=True)
-    return table, sorted(set(kept.suite))
+    other_suites = ~kept.suite.isin(set(expected.suite))
+    names = set(kept.suite[other_suites])
+    same = kept[~other_suites]
+    names |= {f"{s}: {m}" for s, m in zip(same.suite, same.method, strict=True)}
+    return table, sorted(names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,55 @@ def test_re_measuring_one_suite_keeps_the_others_values(tmp_path: Path) -> None:
     assert set(check.read_expected(path).suite) == set(before.suite)
     # No file, or one that is not an expected file: the new values alone.
     assert expect.merged(remeasured, tmp_path / "none.csv")[1] == []
+
+
+def test_a_run_of_one_suite_is_checked_against_that_suite_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An expected file of two suites, results of one: one line for the suite not run (not
+    a line per value) and a failing check that names --suites; with --suites, the check of
+    the suite run passes."""
+    expected = _expected()
+    other = expected.assign(suite="t")
+    path = tmp_path / "expected.csv"
+    pd.concat([expected, other]).to_csv(path, index=False)
+    results = tmp_path / "results.csv"
+    _results(REFERENCE).to_csv(results, index=False)
+    assert main(["check", str(results), "--expected", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"t: no result of this suite here: its {len(other)} value(s) read missing" in out
+    assert " t " not in out and "--suites s" in err
+    assert main(["check", str(results), "--expected", str(path), "--suites", "s"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(results), "--expected", str(path), "--suites", "u"])
+    assert exc.value.code == 2 and "no expected value and no result of u" in capsys.readouterr().err
+
+
+def test_expect_of_some_methods_runs_their_cells_and_keeps_the_others_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``expect --methods tv``: every variant's run gets ``--methods tv``, and the written
+    file keeps the values of the suite's other methods (dip) as they were."""
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], **_: object) -> subprocess.CompletedProcess:
+        commands.append(command)
+        out = Path(command[command.index("--out") + 1])
+        out.mkdir(parents=True)
+        only_tv = {k: v for k, v in REFERENCE.items() if k[1] == "tv"}
+        _results(only_tv).to_csv(out / "results.csv", index=False)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(expect.subprocess, "run", fake_run)
+    measured = expect.measure(["s"], "ci", tmp_path / "work", {"x": "1"}, seeds=2, methods=["tv"])
+    assert commands and all(c[c.index("--methods") + 1 :][:1] == ["tv"] for c in commands)
+    assert set(measured.method) == {"tv"}
+    path = tmp_path / "expected.csv"
+    before = _expected()
+    before.to_csv(path, index=False)
+    table, kept = expect.merged(measured, path, ["tv"])
+    assert kept == ["s: dip"]
+    dip = table[table.method == "dip"].expected_psnr.astype(float).to_numpy()
+    assert np.allclose(dip, before[before.method == "dip"].expected_psnr.to_numpy())
+    assert len(table) == len(before)

@@ -411,3 +411,13 @@ def test_a_released_mean_over_one_image_says_one_image(mirror: Path, tmp_path: P
     assert released.endswith("(n=1) |") and "n=9" not in released
     paper = next(line for line in lines if line.startswith("| *CBM3D (paper)*"))
     assert paper.endswith("(n=9) |")
+    # The run scores 96-pixel crops, the paper whole images: the published and released
+    # rows are a table of their own, after ours, and no difference is given.
+    ours = next(i for i, line in enumerate(lines) if line.startswith("| NLM |"))
+    apart = next(i for i, line in enumerate(lines) if line.startswith("Published, on the paper"))
+    assert ours < apart < lines.index(released) and lines.index(paper) > apart
+    assert "not comparable" not in lines[ours]
+    comparison = pd.read_csv(out / "paper_comparison.csv")
+    assert len(comparison) and comparison.difference.isna().all()
+    assert set(comparison["not compared"]) == {"crop"}
+    assert "crop vs whole image" in (out / "paper_comparison.md").read_text()

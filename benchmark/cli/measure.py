@@ -43,8 +43,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         expected = check.read_expected(args.expected)
     except check.ExpectedFileError as err:
         raise UsageError(str(err)) from err
+    if args.suites:
+        expected, results = _only_suites(args.suites, expected, results)
     report = check.compare(results, expected, allow_new=args.allow_new)
-    shown = report[~report.verdict.isin(["ok", "reported"])] if args.failures_only else report
+    # A suite the results have no cell of: one line, not a line per value.
+    absent = sorted(set(expected.suite) - set(results.suite))
+    whole = report[report.suite.isin(absent)]
+    report_shown = report[~report.suite.isin(absent)]
+    shown = (
+        report_shown[~report_shown.verdict.isin(["ok", "reported"])]
+        if args.failures_only
+        else report_shown
+    )
     if "statistic" in shown and len(shown):  # a suite mean has no level of its own
         shown = shown.assign(
             level=[
@@ -55,6 +65,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_rows", None, "display.width", 200):
         if len(shown):
             print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for suite, values in whole.groupby("suite"):
+        print(f"{suite}: no result of this suite here: its {len(values)} value(s) read missing")
     counts = report.verdict.value_counts().to_dict()
     print("check: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
     bad = check.failed(report)
@@ -64,6 +76,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             "computed by code that has changed since (stale: re-run the suite):",
             file=sys.stderr,
         )
+        if absent:
+            ran = sorted(set(results.suite))
+            print(
+                f"  {len(absent)} suite(s) of the expected file have no result here "
+                f"({', '.join(absent)}); to check only the suites run: --suites "
+                f"{' '.join(ran) if ran else 'SUITE'}",
+                file=sys.stderr,
+            )
+            bad = bad[~bad.suite.isin(absent)]
         unknown = bad[bad.verdict == "unchecked"]
         for (suite, profile), values in unknown.groupby(["suite", "profile"]):
             print(
@@ -93,6 +114,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _only_suites(suites: list[str], expected: Any, results: Any) -> tuple[Any, Any]:
+    """The expected values and results of ``suites`` alone; a name neither has is refused."""
+    unknown = sorted(set(suites) - set(expected.suite) - set(results.suite))
+    if unknown:
+        raise UsageError(
+            f"--suites: no expected value and no result of {', '.join(unknown)}; the expected "
+            f"file has {', '.join(sorted(set(expected.suite)))}"
+        )
+    return expected[expected.suite.isin(suites)], results[results.suite.isin(suites)]
 
 
 def _is_expected_file(path: Path) -> bool:
@@ -169,11 +201,12 @@ def cmd_expect(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             jobs=args.jobs,
             quiet=args.quiet,
+            methods=args.methods,
         )
     except (RuntimeError, check.ExpectedFileError) as err:
         print(f"dipbench expect: {err}; {args.expected} was left as it was", file=sys.stderr)
         return EXIT_FAILED
-    expected, kept = expect.merged(expected, args.expected)
+    expected, kept = expect.merged(expected, args.expected, args.methods)
     if kept:
         print(f"kept the values {args.expected} holds for {', '.join(kept)} (not re-measured)")
     _write_expected(expected, args.expected)

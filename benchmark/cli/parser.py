@@ -271,6 +271,13 @@ def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentP
         help="pass results of a suite the expected file does not know (default: such values "
         "read 'unchecked' and fail the check, which could not have failed on them)",
     )
+    p.add_argument(
+        "--suites",
+        nargs="+",
+        metavar="SUITE",
+        help="check only these suites' values (default: every suite of the expected file; "
+        "one the results have no cell of then fails the check as missing)",
+    )
     p.set_defaults(func=measure.cmd_check)
 
     p = sub.add_parser(
@@ -300,6 +307,13 @@ def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentP
         help="folder for the runs (default: .ci-results)",
     )
     p.add_argument("--jobs", type=positive_int, default=None, help="local worker processes per run")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help="measure only these methods' cells (the suites' method keys, e.g. your own): the "
+        "expected file's values of the other methods are kept as they are",
+    )
     p.set_defaults(func=measure.cmd_expect)
 
     p = sub.add_parser(

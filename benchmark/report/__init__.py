@@ -112,6 +112,8 @@ def summary_line(out: Path) -> str:
                 f"; published numbers: {within}/{table.difference.notna().sum()} within "
                 f"{WITHIN_DB} dB; " + "; ".join(parts)
             )
+        elif len(table) and "not compared" in table and (table["not compared"] == "crop").all():
+            line += "; published numbers: on the paper's whole images, not compared with crops"
     return line
 
 

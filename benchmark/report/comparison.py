@@ -78,6 +78,9 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
         n_ours = mine.image.nunique()
         n_theirs = 1 if theirs.image != "mean" else published_mean_size(theirs.dataset)
         complete = theirs.image != "mean" or same_images(set(mine.image), theirs.dataset)
+        # Why no difference is given: our crops against the paper's whole images, or a mean
+        # over other images than the paper's.
+        apart = "crop" if meta.crop else "" if complete else "other images"
         rows.append(
             {
                 "dataset": theirs.dataset,
@@ -88,8 +91,9 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
                 "their psnr": theirs.psnr,
                 "our psnr": ours,
                 # a mean is set against a mean over the same images only
-                "difference": ours - theirs.psnr if complete else np.nan,
-                "complete": bool(complete),
+                "difference": np.nan if apart else ours - theirs.psnr,
+                "complete": not apart,
+                "not compared": apart,
                 "n ours": n_ours,
                 "n theirs": n_theirs,
             }
@@ -102,16 +106,25 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
         scored = table.difference.notna().sum()
         lines += [
             f"{within} of {scored} compared cells within {WITHIN_DB} dB "
-            f"({len(table) - scored} without our number).",
+            f"({table['our psnr'].isna().sum()} without our number, "
+            f"{(table['not compared'] != '').sum()} not comparable).",
             "",
         ]
         lines += _comparison_markdown(table)
-        if (~table.complete).any():
+        if (table["not compared"] == "other images").any():
             lines += [
                 "",
                 "A published mean is compared only with our mean over the same images: where "
                 "this run covers other images (`n ours` of `n theirs`), the row says so and "
                 "gives no difference (`complete = False` in paper_comparison.csv).",
+            ]
+        if (table["not compared"] == "crop").any():
+            lines += [
+                "",
+                f"This run scores center crops of {meta.crop} px; the published numbers score "
+                "the paper's whole images: another protocol, so no difference is given "
+                "(`not compared = crop` in paper_comparison.csv). The authors' code at these "
+                "settings, above, is the reference a reduced profile can match.",
             ]
     if len(not_run):
         lines += [
@@ -140,7 +153,9 @@ def _comparison_markdown(table: pd.DataFrame) -> list[str]:
         values = [f"{v:g}" if isinstance(v, float) else str(v) for v in (r[c] for c in columns)]
         values[-2] = f"{r['their psnr']:.2f}"
         values[-1] = "" if pd.isna(r["our psnr"]) else f"{r['our psnr']:.2f}"
-        if r["complete"]:
+        if r["not compared"] == "crop":
+            difference = "crop vs whole image: not compared"
+        elif r["complete"]:
             difference = "" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}"
         else:
             difference = f"n = {r['n ours']} of {r['n theirs'] or '?'}: not comparable"

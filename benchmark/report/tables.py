@@ -118,6 +118,7 @@ def _wide_table(
             attrs = dict(ours.attrs)
             ours = pd.concat([theirs[ours.columns], ours])
             ours.attrs = attrs
+    ours["scored_on"] = scored_on(meta)
     if metric != "psnr" or paper.empty:
         return ours
     degradation, level = group.degradation.iloc[0], float(group.level.iloc[0])
@@ -149,11 +150,21 @@ def _wide_table(
             values["mean"] = float(np.mean(present)) if len(present) == len(columns) else np.nan
         values["n"] = sum(not np.isnan(values[c]) for c in columns)
         values["source"] = "paper" if kind == "published" else kind
+        values["scored_on"] = PAPER_IMAGES
         rows[label] = values
     theirs = pd.DataFrame.from_dict(rows, orient="index")[ours.columns]
-    table = pd.concat([theirs, ours])
+    # On crops, the paper's numbers score other pixels: shown apart, after ours.
+    table = pd.concat([ours, theirs] if meta.crop else [theirs, ours])
     table.attrs = dict(ours.attrs)
     return table
+
+
+PAPER_IMAGES = "the paper's images"
+
+
+def scored_on(meta: Manifest) -> str:
+    """The pixels this run scores: the paper's images, or center crops of them."""
+    return f"center crops of {meta.crop} px" if meta.crop else PAPER_IMAGES
 
 
 def trivial_row(meta: Manifest, group: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -200,7 +211,7 @@ def _markdown(
     table: pd.DataFrame, digits: int, marks: dict[tuple[str, str], str] | None = None
 ) -> str:
     marks = marks or {}
-    extra = {"source", "n", *SPREAD_COLUMNS}
+    extra = {"source", "n", "scored_on", *SPREAD_COLUMNS}
     columns = [c for c in table.columns if c not in extra and not c.endswith(" std")]
     published_of = table.attrs.get("published_mean_of")
     header = "| method | " + " | ".join(columns) + " |"
@@ -235,6 +246,30 @@ def _markdown(
     return "\n".join(lines)
 
 
+def _markdown_tables(
+    meta: Manifest, table: pd.DataFrame, digits: int, marks: dict[tuple[str, str], str]
+) -> list[str]:
+    """The table's Markdown; on crops, the paper's numbers (on its whole images) in a table
+    of their own under ours, so that no column sets a crop beside a whole image."""
+    if "scored_on" not in table or not meta.crop:
+        return [_markdown(table, digits, marks), ""]
+    apart = table.scored_on == PAPER_IMAGES
+    if not apart.any():
+        return [_markdown(table, digits, marks), ""]
+    ours, theirs = table[~apart].copy(), table[apart].copy()
+    ours.attrs = {k: v for k, v in table.attrs.items() if k != "published_mean_of"}
+    theirs.attrs = dict(table.attrs)  # a mean's n beside each published or released mean
+    return [
+        _markdown(ours, digits, marks),
+        "",
+        f"Published, on the paper's whole images: another protocol than this run's "
+        f"{meta.crop}-pixel crops, so not comparable with the rows above.",
+        "",
+        _markdown(theirs, digits),
+        "",
+    ]
+
+
 def write_tables(
     out: Path, meta: Manifest, records: list[Record], *, missing_cells: int = 0
 ) -> list[Path]:
@@ -254,8 +289,7 @@ def write_tables(
             md += [
                 f"## {title}: {metric.upper()}" + (" (dB)" if metric == "psnr" else "") + better,
                 "",
-                _markdown(table, digits, marks),
-                "",
+                *_markdown_tables(meta, table, digits, marks),
                 *spread_note(table),
             ]
             sources = table.source.astype(str)
