@@ -47,6 +47,11 @@ def identity(observation, *, seed=0, **options):
 
 def broken(observation, *, seed=0, **options):
     raise RuntimeError("deliberately broken")
+
+def telea_flipped(observation, *, seed=0, **options):
+    """Telea's inpainting with a sign error: 1 - x."""
+    from benchmark.methods import restore
+    return 1.0 - restore("telea", observation)
 '''
 
 
@@ -440,6 +445,32 @@ def test_full_profile_marks_suspect_cells_and_fails_unless_allowed(
     assert main([*argv, "--allow-suspect"]) == 0  # the cached cell, accepted
     # The quick profile judges only `last` against the oracle: nothing suspect here.
     assert main(["run", str(suite), "--profile", "quick", "--out", str(user_path / "q"), "-q"]) == 0
+
+
+def test_a_users_method_under_the_trivial_baseline_is_suspect_at_every_profile(
+    user_path: Path, mirror: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A user's method with a sign error, far under Telea, at the ci profile: marked suspect
+    in results.csv, and the run's last line says so (exit 0 below the full profile)."""
+    suite = _suite_file(
+        user_path,
+        """
+        [methods.flipped]
+        method = "my_methods:telea_flipped"
+        [methods.telea]
+    """,
+        images='["house"]',
+    )
+    out = user_path / "run"
+    assert main(["run", str(suite), "--profile", "ci", "--out", str(out), "-q"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("1 suspect cell(s)")
+    assert any("flipped" in line and "under the trivial baseline" in line for line in err)
+    table = pd.read_csv(out / "results.csv")
+    flipped = table[table.method == "flipped"]
+    assert (flipped.psnr < flipped.trivial_psnr - 1).all()
+    assert flipped.suspect.str.contains("telea").all()
+    assert table[table.method == "telea"].suspect.fillna("").eq("").all()  # packaged: not judged
 
 
 def test_a_run_logged_to_a_file_has_no_control_sequences(tmp_path: Path, mirror: Path) -> None:

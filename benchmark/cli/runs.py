@@ -175,6 +175,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if _refuse_suspects(suspect, suite.profile, args.allow_suspect):
         return EXIT_FAILED
+    if suspect:  # the last line, where a script's log ends
+        print(
+            f"{len(suspect)} suspect cell(s): their numbers look impossible (listed above, "
+            "‡ in the tables)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

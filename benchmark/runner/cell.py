@@ -107,7 +107,8 @@ def _succeeded(
     preset = result.info.get("preset")
     record.inputs = cell_inputs(cell.dataset, cell.image, cell.method, preset, cell.registry)
     record.trivial = trivial_baseline(cell, observation, target)  # the table's own row
-    if result.curves:  # a fitted network: hold it against its task's trivial baseline
+    # A fitted network, or any method of a user's: held against its task's trivial baseline.
+    if result.curves or not packaged(cell.method):
         record.suspect = suspect_reasons(cell, record)
     record.status = "ok"
     record.arrays = bool(result.curves or result.snapshots)  # <key>.npz is written
@@ -127,19 +128,26 @@ def trivial_baseline(cell: Cell, observation: Observation, target: np.ndarray) -
     return {"method": name, "psnr": score["psnr"]}
 
 
-def suspect_reasons(cell: Cell, record: Record) -> list[str]:
-    """Why a network cell's numbers look impossible (empty: nothing suspect).
+def packaged(method: str) -> bool:
+    """Whether ``method`` is one of dipbench's own (not a user's ``module:function`` or a
+    method a user's module registered)."""
+    return get_method(method).function.__module__.startswith("benchmark.")
 
-    The reported output more than 1 dB under the task's trivial baseline at the full profile
-    (quick and ci use tiny networks and budgets), or ``last`` more than 10 dB under the same
-    fit's oracle.
+
+def suspect_reasons(cell: Cell, record: Record) -> list[str]:
+    """Why a cell's numbers look impossible (empty: nothing suspect).
+
+    The reported output more than 1 dB under the task's trivial baseline: for dipbench's own
+    networks at the full profile (quick and ci use tiny networks and budgets), for a user's
+    method at every profile (a sign error shows in its first ci run); or ``last`` more than
+    10 dB under the same fit's oracle.
     """
     psnr = {row["output"]: row["psnr"] for row in record.rows}
     reasons = []
     trivial = record.trivial
     reported = record.default_output
     if (
-        cell.profile == "full"
+        (cell.profile == "full" or not packaged(cell.method))
         and trivial is not None
         and reported in psnr
         and psnr[reported] < trivial["psnr"] - SUSPECT_UNDER_TRIVIAL_DB
