@@ -218,5 +218,24 @@ def write_index(root: Path) -> Path:
             f"- {links}",
             "",
         ]
+    lines += _absent_suites([Manifest.read(out) for out in _report_folders(root)])
     atomic_write(root / "README.md", lambda p: p.write_text("\n".join(lines), encoding="utf-8"))
     return root / "README.md"
+
+
+def _absent_suites(manifests: list[Manifest]) -> list[str]:
+    """A line per profile of the index naming the packaged suites it has no report of."""
+    from benchmark.suites import packaged_suites
+
+    present = {(m.profile, m.suite) for m in manifests}
+    lines = []
+    for profile in sorted({profile for profile, _ in present}):
+        absent = [s for s in packaged_suites() if (profile, s) not in present]
+        if absent:
+            lines += [
+                f"No {profile} report here of {', '.join(absent)}: no run of "
+                f"{'it' if len(absent) == 1 else 'them'} at this profile was published "
+                "(`dipbench publish RUN` adds one; docs/reports.md says why one is missing).",
+                "",
+            ]
+    return lines
