@@ -65,7 +65,6 @@ class SpeedReport:
     eager_seconds: float = float("nan")
     bare_seconds: float = float("nan")
     loop_seconds: float = float("nan")
-    system_heap_seconds: float = float("nan")  # the whole loop with keep_heap = false
     batch: int = 0
     batch_size: int = 0
     alone_cell_steps: float = float("nan")  # cell-steps per second
@@ -268,20 +267,14 @@ def measure(
     reference_net = fresh_networks(setup, 1)[0]
     with device_settings(dev, setup.fit, step_gflop(reference_net, observations[0])):
         run_bare, run_loop = our_runs(setup, observations[0], cleans[0], dev)
-        system_loop = our_runs(setup, observations[0], cleans[0], dev)[1]
-    system_heap = replace(setup.fit, keep_heap=False)
     variants = {
         "eager": eager_reference(reference_net, observations[0], setup.fit, dev),
         "bare": settled(run_bare, dev, setup.fit, reference_net, observations[0]),
         "loop": settled(run_loop, dev, setup.fit, reference_net, observations[0]),
-        "system_heap": settled(system_loop, dev, system_heap, reference_net, observations[0]),
     }
-    if dev.type != "cpu":  # the heap is a CPU fit's
-        del variants["system_heap"]
     seconds = _interleaved(variants, steps, repeats, dev)
     report.eager_seconds, report.bare_seconds = seconds["eager"], seconds["bare"]
     report.loop_seconds = seconds["loop"]
-    report.system_heap_seconds = seconds.get("system_heap", float("nan"))
     backend = cpu_convolution_backend(setup.fit, step_gflop(reference_net, observations[0]))
     if dev.type == "cpu":
         report.notes.append(f"CPU convolutions of the one-cell figures: {backend}")
@@ -306,7 +299,7 @@ def settled(
     net: nn.Module,
     observation: Observation,
 ) -> Callable[[int], None]:
-    """``run`` under the convolution kernels and heap a fit of this size uses."""
+    """``run`` under the convolution kernels a fit of this size uses."""
     gflop = step_gflop(net, observation)
 
     def run_settled(steps: int) -> None:
@@ -382,11 +375,6 @@ def format_report(report: SpeedReport) -> str:
         f"{report.loop_seconds / report.bare_seconds - 1:+.1%} on a bare step",
         f"  whole loop vs plain eager  {report.eager_seconds / report.loop_seconds:.2f}x as fast",
     ]
-    if report.system_heap_seconds == report.system_heap_seconds:  # not NaN: a CPU report
-        lines.append(
-            f"  whole loop, keep_heap off  {report.system_heap_seconds * ms:8.1f} ms/step   "
-            f"(the kept heap: {report.system_heap_seconds / report.loop_seconds:.2f}x as fast)"
-        )
     if report.batch:
         gain = report.batched_cell_steps / report.alone_cell_steps
         lines += [

@@ -8,7 +8,7 @@ denoising notebook's step as its closure does: the input perturbed by ``reg_nois
 forward pass, the EMA of the outputs, MSE, backward, the three PSNRs on host copies
 (``psrn_noisy``, ``psrn_gt``, ``psrn_gt_sm``), the printed loss and the backtracking copy of
 the weights, then Adam's step (``utils.common_utils.optimize``'s loop body). Ours is
-:func:`benchmark.speed.our_runs`' whole loop under a fit's kernels and heap (trackers,
+:func:`benchmark.speed.our_runs`' whole loop under a fit's convolution kernels (trackers,
 curves, checks). Both on the CPU at torch's thread count unless ``--threads``.
 
 Example (the figure docs/speed.md quotes)::

@@ -40,17 +40,15 @@ class FitError(RuntimeError):
 class FitConfig:
     """Optimisation settings; every field can be overridden from a preset or a suite.
 
-    The last six fields change speed, not the method: ``memory_format`` (``auto``:
+    The last five fields change speed, not the method: ``memory_format`` (``auto``:
     channels_last, measured faster with oneDNN on the CPU and what tensor cores want, except
     with native CPU convolutions, whose grouped channels_last kernels differ in rounding),
     ``cpu_convolutions`` (``auto``: PyTorch's native kernels for steps of at most
     ``NATIVE_CONV_GFLOP``, oneDNN above; see :func:`cpu_convolution_backend`),
     ``tf32`` (TensorFloat-32 convolutions and matmuls on CUDA), ``compile``
-    (``torch.compile`` the network), ``bf16`` (bfloat16 autocast of the forward pass; the
-    loss and every tracker stay float32) and ``keep_heap`` (on the CPU, freed memory stays in
-    the process for the next step: :func:`~benchmark.methods.fit.heap.kept_heap`; it changes
-    no number). ``compile`` and ``bf16`` are off by default: see docs/speed.md for their
-    measured effect on PSNR.
+    (``torch.compile`` the network) and ``bf16`` (bfloat16 autocast of the forward pass; the
+    loss and every tracker stay float32). ``compile`` and ``bf16`` are off by default: see
+    docs/speed.md for their measured effect on PSNR.
     """
 
     iterations: int = 3000
@@ -74,7 +72,6 @@ class FitConfig:
     tf32: bool = True
     compile: bool = False
     bf16: bool = False
-    keep_heap: bool = True
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FitConfig:

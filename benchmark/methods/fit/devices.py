@@ -19,7 +19,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.degradations import Observation
 from benchmark.methods.fit.config import NATIVE_CONV_GFLOP, FitConfig
-from benchmark.methods.fit.heap import kept_heap
 from benchmark.methods.networks import FittedNetwork, padded_size
 
 
@@ -105,16 +104,14 @@ def cpu_convolution_backend(cfg: FitConfig, gflop: float) -> str:
 
 @contextlib.contextmanager
 def device_settings(dev: torch.device, cfg: FitConfig, gflop: float) -> Iterator[None]:
-    """The kernels and memory of a fit for its duration (restored afterwards): on the CPU
-    native or oneDNN convolutions and the heap kept (``keep_heap``, see
-    :func:`~benchmark.methods.fit.heap.kept_heap`), on CUDA TF32 and cuDNN autotuning."""
+    """The convolution kernels for the duration of a fit (restored afterwards): on the CPU
+    native or oneDNN, on CUDA TF32 and cuDNN autotuning."""
     if dev.type == "cpu":
         onednn = cpu_convolution_backend(cfg, gflop) == "onednn"
         previous = torch.backends.mkldnn.enabled
         torch.backends.mkldnn.enabled = onednn  # (its flags() context also sets oneDNN TF32)
         try:
-            with kept_heap(cfg.keep_heap):
-                yield
+            yield
         finally:
             torch.backends.mkldnn.enabled = previous
         return
