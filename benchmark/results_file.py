@@ -23,6 +23,8 @@ RESULT_COLUMNS = [
     "level",
     "severity",
     "method",
+    "implementation",
+    "options",
     "output",
     "oracle",
     "repetition",

@@ -309,6 +309,9 @@ class Record:
             "level": cell["level"],
             "severity": cell["severity"],
             "method": cell["method_key"],
+            # What the key names: the registered method (or module:function) and its options.
+            "implementation": cell.get("method", cell["method_key"]),
+            "options": json.dumps(cell.get("method_options") or {}, sort_keys=True),
             "repetition": cell["repetition"],
             "seed": cell["method_seed"],
             "seconds": self.seconds,

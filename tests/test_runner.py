@@ -470,6 +470,9 @@ def test_a_users_method_under_the_trivial_baseline_is_suspect_at_every_profile(
     flipped = table[table.method == "flipped"]
     assert (flipped.psnr < flipped.trivial_psnr - 1).all()
     assert flipped.suspect.str.contains("telea").all()
+    # results.csv names what the suite's key ran, and with which options.
+    assert (flipped.implementation == "my_methods:telea_flipped").all()
+    assert (flipped.options == "{}").all()
     assert table[table.method == "telea"].suspect.fillna("").eq("").all()  # packaged: not judged
 
 
