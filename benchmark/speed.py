@@ -154,7 +154,7 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _interleaved(
+def interleaved(
     variants: Mapping[str, Callable[[int], None]], steps: int, repeats: int, device: torch.device
 ) -> dict[str, float]:
     """Median seconds per step of each variant, timed in turns."""
@@ -272,7 +272,7 @@ def measure(
         "bare": settled(run_bare, dev, setup.fit, reference_net, observations[0]),
         "loop": settled(run_loop, dev, setup.fit, reference_net, observations[0]),
     }
-    seconds = _interleaved(variants, steps, repeats, dev)
+    seconds = interleaved(variants, steps, repeats, dev)
     report.eager_seconds, report.bare_seconds = seconds["eager"], seconds["bare"]
     report.loop_seconds = seconds["loop"]
     backend = cpu_convolution_backend(setup.fit, step_gflop(reference_net, observations[0]))

@@ -19,9 +19,7 @@ Example (the figure docs/speed.md quotes)::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +27,14 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from benchmark.speed import fresh_networks, noisy_cells, our_runs, settled, setup_for
+from benchmark.speed import (
+    fresh_networks,
+    interleaved,
+    noisy_cells,
+    our_runs,
+    settled,
+    setup_for,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from authors_reference import commit_of, load_dip  # noqa: E402
@@ -98,16 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     theirs = authors_loop(args.dip, clean, observation.y, setup.fit.lr, setup.fit.reg_noise_std)
     loop = our_runs(setup, observation, clean, cpu)[1]
     ours = settled(loop, cpu, setup.fit, fresh_networks(setup, 1)[0], observation)
-    times: dict[str, list[float]] = {"authors' notebook loop": [], "dipbench whole loop": []}
-    runs = dict(zip(times, (theirs, ours), strict=True))
-    for run in runs.values():
-        run(2)  # warm-up
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run(args.steps)
-            times[name].append((time.perf_counter() - started) / args.steps)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    runs = {"authors' notebook loop": theirs, "dipbench whole loop": ours}
+    medians = interleaved(runs, args.steps, args.repeats, cpu)  # dipbench speed's timing
     print(
         f"DIP denoising step, {args.size}x{args.size} RGB, cpu, {torch.get_num_threads()} "
         f"thread(s), torch {torch.__version__}; authors' commit {commit_of(args.dip)[:12]}; "

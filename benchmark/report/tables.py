@@ -251,10 +251,8 @@ def _markdown_tables(
 ) -> list[str]:
     """The table's Markdown; on crops, the paper's numbers (on its whole images) in a table
     of their own under ours, so that no column sets a crop beside a whole image."""
-    if "scored_on" not in table or not meta.crop:
-        return [_markdown(table, digits, marks), ""]
     apart = table.scored_on == PAPER_IMAGES
-    if not apart.any():
+    if not meta.crop or not apart.any():
         return [_markdown(table, digits, marks), ""]
     ours, theirs = table[~apart].copy(), table[apart].copy()
     ours.attrs = {k: v for k, v in table.attrs.items() if k != "published_mean_of"}
