@@ -106,6 +106,7 @@ class Manifest:
     protocol: str = ""
     datasets: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # "<set>/<image>"
+    grid_images: list[str] = field(default_factory=list)  # the suite's, before --images
     crop: int | None = None
     paper: dict[str, Any] = field(default_factory=dict)
     notes: str = ""

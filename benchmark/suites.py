@@ -179,6 +179,7 @@ def load_suite(
         raise SuiteError(f"{path}: {err}") from None
     available = _available_images(datasets, int(merged.get("count", 0)), path, entries)
     chosen = _choose_images(available, merged.get("images"), path, what=f"suite {name!r}")
+    grid_images = tuple(chosen)
     if images_subset:
         chosen = _choose_images(chosen, images_subset, path, what=f"suite {name!r} ({profile})")
     check_protocol_channels(chosen, merged["protocol"], path, entries)
@@ -226,6 +227,7 @@ def load_suite(
         report=dict(merged.get("report", {})),
         method_seed=int(method_seed),
         registry=registry,
+        grid_images=grid_images,
     )
 
 

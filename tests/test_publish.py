@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pandas.testing import assert_frame_equal
 
 from benchmark.cli import main
 from benchmark.report import write_index
+from benchmark.report.merge import KEPT
 from benchmark.report.publish import recover
-from benchmark.runfolder import PUBLISHED
+from benchmark.runfolder import PUBLISHED, Record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,10 +63,12 @@ def tiny_run(
     out: str = "runs/ci/tiny",
     images: str = '["kodim01", "kodim02"]',
     methods: str = "[methods.median]\n\n[methods.tv]",
+    only: list[str] | None = None,
 ) -> Path:
-    suite = folder / f"tiny-{abs(hash((out, images, methods)))}.toml"
+    suite = folder / f"tiny-{abs(hash((images, methods)))}.toml"
     suite.write_text(SUITE.format(images=images, methods=textwrap.dedent(methods)))
-    assert main(["run", str(suite), "--profile", "ci", "--out", out, "-q"]) == 0
+    chosen = ["--images", *only] if only else []
+    assert main(["run", str(suite), "--profile", "ci", "--out", out, "-q", *chosen]) == 0
     return folder / out
 
 
@@ -104,20 +108,83 @@ def test_names_from_suite_json_cannot_lead_outside_the_reports(mirror: Path, her
     assert not (here / "escaped").exists() and not (here / "reports").exists()
 
 
-def test_a_publish_that_drops_cells_needs_replace_and_says_what(
-    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+def test_a_publish_of_some_cells_adds_them_and_replace_replaces_the_report(
+    mirror: Path, here: Path
 ) -> None:
     full = tiny_run(here)
     assert main(["publish", str(full), "--reports", "reports"]) == 0
     published = here / "reports" / "ci" / "tiny"
+    one = tiny_run(here, out="runs/one/tiny", images='["kodim01"]')
+    assert main(["publish", str(one), "--reports", "reports"]) == 0
+    assert len(pd.read_csv(published / "results.csv")) == 4  # kodim01's replaced, kodim02's kept
+    assert len(list((published / KEPT).glob("*.json"))) == 4
+    assert main(["publish", str(one), "--reports", "reports", "--replace"]) == 0
+    assert len(pd.read_csv(published / "results.csv")) == 2
+
+
+def test_a_report_grown_by_two_publishes_equals_one_runs(mirror: Path, here: Path) -> None:
+    assert main(["publish", str(tiny_run(here)), "--reports", "whole"]) == 0
+    # the second image first: the report's order is the suite's grid order, not the publishes'
+    for image in ("kodim02", "kodim01"):
+        part = tiny_run(here, out=f"runs/{image}/tiny", only=[image])
+        manifest = json.loads((part / "suite.json").read_text())
+        assert manifest["grid_images"] == ["kodak24/kodim01", "kodak24/kodim02"]
+        assert main(["publish", str(part), "--reports", "grown"]) == 0
+    whole, grown = here / "whole" / "ci" / "tiny", here / "grown" / "ci" / "tiny"
+    timing = ["seconds"]  # the one column two runs of the same cells differ in
+    assert_frame_equal(
+        pd.read_csv(whole / "results.csv").drop(columns=timing),
+        pd.read_csv(grown / "results.csv").drop(columns=timing),
+    )
+    texts = sorted(p.name for p in whole.iterdir() if p.suffix in (".md", ".csv", ".json"))
+    assert texts == sorted(p.name for p in grown.iterdir() if p.suffix in (".md", ".csv", ".json"))
+    for name in set(texts) - {"results.csv"}:
+        assert (whole / name).read_text() == (grown / name).read_text(), name
+    assert sorted(p.name for p in (whole / KEPT).iterdir()) == sorted(
+        p.name for p in (grown / KEPT).iterdir()
+    )
+
+
+@pytest.mark.parametrize("change", ["code", "versions"])
+def test_a_merge_with_cells_of_other_code_or_versions_is_refused_naming_them(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture, change: str
+) -> None:
+    assert main(["publish", str(tiny_run(here)), "--reports", "reports"]) == 0
+    published = here / "reports" / "ci" / "tiny"
+    for path in (published / KEPT).glob("*.json"):  # kodim02's cells: as another checkout made them
+        record = Record.read(path)
+        assert record is not None
+        if record.cell["image"] != "kodim02":
+            continue
+        if change == "code":
+            record.code["files"] = {k: "0" * 16 for k in record.code["files"]}
+        else:
+            record.versions["numpy"] = "1.26.4"
+        scratch = here / "scratch"
+        record.write(scratch)  # a valid digest: the record is another code's, not an edited one
+        shutil.copy2(scratch / "cells" / path.name, path)
+    before = snapshot(published)
+    one = tiny_run(here, out="runs/one/tiny", images='["kodim01"]')
+    capsys.readouterr()
+    assert code_of(["publish", str(one), "--reports", "reports"]) == 1
+    err = capsys.readouterr().err
+    assert "2 of its cells" in err and "kodim02 gaussian 25 median" in err
+    assert ("numpy 1.26.4 (the run: " in err) == (change == "versions")
+    assert snapshot(published) == before
+
+
+def test_a_report_that_keeps_no_records_is_not_shrunk_by_a_publish_of_some_cells(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["publish", str(tiny_run(here)), "--reports", "reports"]) == 0
+    published = here / "reports" / "ci" / "tiny"
+    shutil.rmtree(published / KEPT)  # published before reports kept their records
     before = snapshot(published)
     one = tiny_run(here, out="runs/one/tiny", images='["kodim01"]')
     capsys.readouterr()
     assert code_of(["publish", str(one), "--reports", "reports"]) == 1
     assert "would drop 2 of its 4 cells" in capsys.readouterr().err
     assert snapshot(published) == before
-    assert main(["publish", str(one), "--reports", "reports", "--replace"]) == 0
-    assert len(pd.read_csv(published / "results.csv")) == 2
 
 
 def test_a_suite_that_maps_a_method_elsewhere_cannot_publish_over_it(

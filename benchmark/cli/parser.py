@@ -212,21 +212,23 @@ def _run_commands(
 
     p = sub.add_parser(
         "publish",
-        help="copy complete runs' reports into the committed reports folder",
-        description="Copy the report of each complete run folder (every cell successful and "
-        "computed by the current code) into REPORTS/<profile>/<suite>, its tables and "
-        "results.csv rebuilt from its records, replacing that folder whole, then rewrite "
-        "REPORTS/README.md. The one step that changes committed reports. Refused, with "
-        "nothing written: a target that is not a published report (a run folder, a user's "
-        "folder), and a publish that would drop cells of the report or map its methods "
-        "elsewhere (unless --replace).",
+        help="merge complete runs into the committed reports",
+        description="Merge the cells of each complete run folder (every cell of its grid "
+        "successful and computed by the current code) into the report REPORTS/<profile>/<suite>: "
+        "they are added, or replace the same cells there, and the report's tables, figures, "
+        "results.csv and kept records (records/) are rebuilt from the union; then rewrite "
+        "REPORTS/README.md. The one step that changes committed reports. Refused, with nothing "
+        "written: a target that is not a published report (a run folder, a user's folder), a "
+        "publish that would leave cells of other code or library versions beside the run's, "
+        "drop cells of a report that keeps no records, or map its methods elsewhere (unless "
+        "--replace).",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders")
     p.add_argument(
         "--replace",
         action="store_true",
-        help="publish even where the run drops cells of the published report or defines its "
-        "methods otherwise (what is dropped is said)",
+        help="replace the report with the run whole, even where that drops cells of the "
+        "report or defines its methods otherwise (what is dropped is said)",
     )
     p.add_argument(
         "--reports",

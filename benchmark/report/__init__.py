@@ -20,6 +20,7 @@ from benchmark.report.authors import agreement
 from benchmark.report.comparison import write_comparison, write_es_table
 from benchmark.report.figures import figure_curves, figure_grid, figure_snapshots
 from benchmark.report.files import load_run
+from benchmark.report.notes import coverage
 from benchmark.report.published import PAPER_NUMBERS, WITHIN_DB, published
 from benchmark.report.tables import write_tables
 from benchmark.results_file import read_provenance
@@ -89,6 +90,8 @@ def summary_line(out: Path) -> str:
         # A committed report without its records: count from the table it was made with.
         ok = results[results.status == "ok"].key.nunique()
     line = f"{ok}/{len(meta.keys or records)} cells"
+    held = coverage(meta)
+    line += f" ({held.replace('of the suite', 'images of the suite')})" if held else ""
     if results is not None:
         line += f"; {code_status(results, out)}"
     authors = out / "authors_comparison.csv"

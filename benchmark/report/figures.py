@@ -21,7 +21,7 @@ from benchmark.report.files import (
     save_small,
 )
 from benchmark.report.tables import row_label
-from benchmark.runfolder import GRID_IMAGES, Manifest, Record, atomic_write
+from benchmark.runfolder import GRID_IMAGES, Manifest, Record, atomic_write, cells_dir
 
 
 def _network_records(out: Path, records: list[Record]) -> list[Record]:
@@ -135,7 +135,8 @@ def figure_grid(
 ) -> Path | None:
     """Clean, degraded and each method's output (PSNR in the captions) for a few images of
     the suite's first degradation level, from the views of the observations the run saved."""
-    ok = [r for r in records if r.ok]
+    # a merged report's kept cells have no pixels (benchmark.report.merge): drawn from the rest
+    ok = [r for r in records if r.ok and (cells_dir(out) / f"{r.key}.png").is_file()]
     if not ok:
         return None
     first = (ok[0].cell["degradation"], ok[0].cell["level"])

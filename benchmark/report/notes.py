@@ -57,6 +57,20 @@ TRIVIAL_LABELS = {
 }
 
 
+def coverage(meta: Manifest) -> str:
+    """How much of the suite's image grid the run holds, per set ("set5_x4_gt 4 of 5"), or
+    empty where it holds all of it (or its manifest predates the count)."""
+    if not meta.grid_images or set(meta.grid_images) <= set(meta.images):
+        return ""
+    held = set(meta.images)
+    sets = dict.fromkeys(entry.split("/", 1)[0] for entry in meta.grid_images)
+    parts = []
+    for name in sets:
+        members = [e for e in meta.grid_images if e.split("/", 1)[0] == name]
+        parts.append(f"{name} {sum(e in held for e in members)} of {len(members)}")
+    return "of the suite's grid at this profile: " + ", ".join(parts)
+
+
 def header(meta: Manifest, records: list[Record], missing_cells: int = 0) -> list[str]:
     """What the run is (suite, profile, images, devices, versions), its gaps (failed cells,
     ``missing_cells`` not run, stale ones) and the notes of the marks its tables use."""
@@ -83,7 +97,8 @@ def header(meta: Manifest, records: list[Record], missing_cells: int = 0) -> lis
         "",
         f"- suite `{meta.suite}`, profile `{profile}`: {caveat}",
         f"- protocol `{meta.protocol}`; images: {counted}"
-        + (f", center crops of {meta.crop} px" if meta.crop else ", whole images"),
+        + (f", center crops of {meta.crop} px" if meta.crop else ", whole images")
+        + (f" ({coverage(meta)})" if coverage(meta) else ""),
         f"- device(s): {', '.join(devices)}; git revision(s): {', '.join(revisions)}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
     ]

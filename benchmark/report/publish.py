@@ -1,11 +1,13 @@
 """Publishing a run: the one way a committed report folder changes, and a trust boundary.
 
 Runs go to their own folders (``runs/<profile>/<suite>`` by default) and never touch the
-committed ``reports/``. :func:`publish` copies a *complete* run (every cell of its grid
-successful and computed by the current code) into ``<reports>/<profile>/<suite>``: its
-tables, comparisons and figures rebuilt from its records, with ``results.csv`` and
-``provenance.json`` rebuilt from the same records (never copied: a table and its results
-always say the same), and the marker :data:`~benchmark.runfolder.PUBLISHED` written last.
+committed ``reports/``. :func:`publish` merges a *complete* run (every cell of its grid
+successful and computed by the current code) into ``<reports>/<profile>/<suite>``
+(:mod:`~benchmark.report.merge`): its cells added to the records the report keeps, or
+replacing the same cells, the tables, comparisons and figures rebuilt from the union, with
+``results.csv`` and ``provenance.json`` rebuilt from the same records (never copied: a table
+and its results always say the same), and the marker :data:`~benchmark.runfolder.PUBLISHED`
+written last.
 
 What it refuses, leaving every file as it is:
 
@@ -14,8 +16,10 @@ What it refuses, leaving every file as it is:
   ``../x`` would write outside ``--reports``), a target reached through a link, or a target
   that is the run itself;
 - a target folder that is neither absent nor a published report (a run folder, a user's);
-- a publish that would drop cells the report holds, or replace it with another definition of
-  the suite (its methods mapped to other methods or options), unless ``replace`` is given.
+- a publish that would leave the report's cells of other code or library versions beside the
+  run's, drop cells of a report that keeps no records, or replace it with another definition
+  of the suite (its methods mapped to other methods or options), unless ``replace`` is given
+  (the run then replaces the report whole).
 
 The new report is staged beside the target and swapped in by two renames. A publish killed at
 any point leaves the old report or the new one: :func:`recover` (run by every publish) puts a
@@ -29,12 +33,14 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from benchmark.processes import process_is_running
+from benchmark.report import merge
 from benchmark.report.files import Run, load_run
 from benchmark.results_file import results_table, write_results
 from benchmark.runfolder import PUBLISHED, Manifest, write_json
@@ -81,18 +87,32 @@ def publish(run: Path, reports: Path, *, replace: bool = False) -> Path:
     if _same_or_within(run, target):
         raise PublishError(f"{run} is the report folder itself ({target}): nothing published")
     recover(target)
-    rows = results_of(loaded)
     previous = published_report(target, meta)
+    try:
+        kept = merge.kept_records(target) if previous is not None and not replace else None
+    except ValueError as err:
+        raise PublishError(f"{err}: nothing published; --replace replaces the report") from None
+    staying = []
     if previous is not None and not replace:
-        losses = what_would_be_lost(target, previous, meta, rows)
+        staying, union = merge.merged(kept or [], loaded.records)
+        losses = what_would_be_lost(target, previous, meta, results_table(union))
+        losses += merge.conflicts(staying, loaded.records)
         if losses:
             raise PublishError(
-                f"publishing {run} over {target} would {'; '.join(losses)}. A publish replaces "
-                "the report whole: publish a run that holds the report's cells too, or add "
-                "--replace to do it anyway"
+                f"publishing {run} over {target} would {'; '.join(losses)}. A publish adds a "
+                "run's cells to the report's, or replaces the same cells: run the cells named "
+                "again with the current code, or add --replace to replace the report with the "
+                "run whole"
             )
-    write_report(run)  # the tables of exactly these records, by the current report code
-    _swap_in(run, target, meta, loaded, rows)
+    with tempfile.TemporaryDirectory(prefix=".dipbench-publish-") as scratch:
+        work = Path(scratch) / "run"
+        merge.stage_union(work, run, loaded.records, target, staying)
+        union = [*staying, *loaded.records]
+        merge.merged_manifest(previous if staying else None, meta, union).write(work)
+        write_report(work)  # the tables of exactly these records, by the current report code
+        staged_run = load_run(work)
+        merge.keep(staged_run.records, work, Path(scratch) / merge.KEPT)
+        _swap_in(work, target, staged_run, Path(scratch) / merge.KEPT)
     return target
 
 
@@ -216,8 +236,10 @@ def _dropped_cells(target: Path, rows: pd.DataFrame) -> list[str]:
     return [f"drop {len(dropped)} of its {len(cells)} cells (images {images}...)"]
 
 
-def _swap_in(run: Path, target: Path, meta: Manifest, loaded: Run, rows: pd.DataFrame) -> None:
-    """Stage the report beside ``target``, then swap it in by renames (see :func:`recover`)."""
+def _swap_in(run: Path, target: Path, loaded: Run, kept: Path) -> None:
+    """Stage the report beside ``target`` (with the records ``kept`` holds), then swap it in
+    by renames (see :func:`recover`)."""
+    meta = loaded.manifest
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.name}.publishing-{os.getpid()}")
     retired = target.with_name(f".{target.name}.replaced-{os.getpid()}")
@@ -228,7 +250,8 @@ def _swap_in(run: Path, target: Path, meta: Manifest, loaded: Run, rows: pd.Data
             rebuilt = ("results.csv", "provenance.json", PUBLISHED)
             if path.is_file() and not path.name.startswith(".") and path.name not in rebuilt:
                 shutil.copy2(path, staged / path.name)
-        write_results(rows, staged, loaded.records)
+        write_results(results_of(loaded), staged, loaded.records)
+        shutil.copytree(kept, staged / merge.KEPT)
         write_json(staged / PUBLISHED, {"suite": meta.suite, "profile": meta.profile})  # last
         if target.exists():
             os.replace(target, retired)

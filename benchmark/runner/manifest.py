@@ -122,6 +122,7 @@ def write_manifest(
         protocol=suite.protocol,
         datasets=_union(before.datasets, list(suite.datasets)),
         images=_union(before.images, [f"{d}/{i}" for d, i in suite.images]),
+        grid_images=_union(before.grid_images, [f"{d}/{i}" for d, i in suite.grid_images]),
         crop=suite.crop,
         paper=suite.paper,
         notes=suite.notes,
