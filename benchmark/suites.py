@@ -111,6 +111,7 @@ def load_suite(
     *,
     images_subset: Sequence[str] | None = None,
     methods_subset: Sequence[str] | None = None,
+    levels_subset: Sequence[float] | None = None,
     method_seed: int = 0,
 ) -> Suite:
     """Load a suite for one profile, optionally restricted to some images or methods.
@@ -185,6 +186,8 @@ def load_suite(
     check_protocol_channels(chosen, merged["protocol"], path, entries)
 
     degradations = tuple(check_degradation(d, path) for d in merged["degradations"])
+    if levels_subset:
+        degradations = _only_levels(degradations, levels_subset, name, profile)
     kinds = {d["kind"] for d in degradations}
     for key, entry in merged["methods"].items():
         if not isinstance(entry, Mapping):
@@ -229,6 +232,32 @@ def load_suite(
         registry=registry,
         grid_images=grid_images,
     )
+
+
+def _only_levels(
+    degradations: tuple[dict[str, Any], ...], wanted: Sequence[float], name: str, profile: str
+) -> tuple[dict[str, Any], ...]:
+    """The degradations with only the ``wanted`` levels (ImageNet-C severities count as
+    levels); one left with none is dropped. Raises :class:`SuiteError` for a level no
+    degradation has."""
+    wanted = [float(w) for w in wanted]
+    kept, found = [], set()
+    for deg in degradations:
+        field_ = "imagenet_c" if "imagenet_c" in deg else "levels"
+        levels = [v for v in deg[field_] if float(v) in wanted]
+        found.update(float(v) for v in levels)
+        if levels:
+            kept.append({**deg, field_: levels})
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        every = sorted(
+            {float(v) for d in degradations for v in d.get("levels", d.get("imagenet_c", []))}
+        )
+        raise SuiteError(
+            f"level(s) {', '.join(f'{m:g}' for m in missing)} not in suite {name!r} ({profile}); "
+            f"its levels: {', '.join(f'{v:g}' for v in every)}"
+        )
+    return tuple(kept)
 
 
 def _available_images(

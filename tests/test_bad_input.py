@@ -97,6 +97,18 @@ def test_bad_levels_are_refused_when_the_suite_loads(
     assert not (tmp_path / "run").exists()
 
 
+def test_levels_chooses_some_levels_and_names_the_suites_when_one_is_not_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    suite = load_suite("deep-decoder", "ci", levels_subset=[30], methods_subset=["bm3d"])
+    assert [(c.degradation, c.level) for c in suite.cells()] == [("gaussian", 30.0)]
+    with pytest.raises(SuiteError, match="level.s. 31 not in suite 'deep-decoder'"):
+        load_suite("deep-decoder", "ci", levels_subset=[31])
+    argv = ["run", "deep-decoder", "--profile", "ci", "--levels", "31", "--out", str(tmp_path)]
+    assert _exit_code(argv) == 2
+    assert "its levels: 25, 30" in capsys.readouterr().err
+
+
 def test_closed_pipe_is_no_traceback() -> None:
     command = f"{sys.executable} -m benchmark methods | head -1"
     done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)

@@ -127,6 +127,13 @@ def _run_commands(
     )
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="only these images")
     p.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
+    p.add_argument(
+        "--levels",
+        nargs="+",
+        type=float,
+        metavar="LEVEL",
+        help="only these degradation levels (e.g. 30 for sigma 30, 4 for x4)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
     p.add_argument(
         "--yes",

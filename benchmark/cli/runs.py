@@ -19,6 +19,7 @@ def _load_suite(args: argparse.Namespace) -> Any:
             args.profile,
             images_subset=args.images,
             methods_subset=args.methods,
+            levels_subset=getattr(args, "levels", None),
             method_seed=args.method_seed,
         )
     except SuiteError as err:
