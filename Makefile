@@ -28,7 +28,7 @@ export DIPBENCH_MIRROR := $(abspath ../shared/testimages)
 endif
 endif
 
-.PHONY: setup test test-fast lint reproduce quick publish download update-expected bench gpu-check clean
+.PHONY: setup test test-fast lint reproduce quick publish full-cpu download update-expected bench gpu-check clean
 
 # PROFILE=full forces the papers' protocol; by default `dipbench reproduce` picks full on a
 # CUDA GPU and quick elsewhere.
@@ -70,6 +70,12 @@ test-fast: $(STAMP)
 update-expected: download
 	$(BIN)/dipbench expect --profile ci --expected tests/regression/expected_ci.csv \
 		--work .ci-results -q
+
+# The papers' protocol where a CPU can (benchmark/data/full_cpu.toml): the slices that fit in
+# HOURS, each published into reports/full/ as it finishes; run it again to go on.
+HOURS ?= 1
+full-cpu: download
+	$(BIN)/python scripts/full_cpu.py --hours $(HOURS)
 
 # Speed benchmarks (not part of `make test`); JSON saved under .benchmarks/ for --benchmark-compare.
 bench: setup

@@ -1,0 +1,63 @@
+"""scripts/full_cpu.py, the papers' protocol in slices: its plan loads, and a slice whose cells
+the published report holds from the current code is skipped, not run again."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.report.merge import identity as record_identity
+from benchmark.report.merge import kept_records
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("full_cpu", REPO / "scripts" / "full_cpu.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_slice_of_the_plan_is_cells_of_the_full_profile() -> None:
+    script = load_script()
+    slices = script.read_plan(script.PLAN)
+    assert len({s["name"] for s in slices}) == len(slices)
+    for entry in slices:
+        cells = script.cells_of(entry)
+        assert cells and {c.profile for c in cells} == {"full"}, entry["name"]
+        assert {c.method_key for c in cells} == set(entry["methods"]), entry["name"]
+
+
+def test_a_published_slice_is_skipped_and_one_not_yet_published_is_planned(
+    mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    script = load_script()
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[slice]]\nname = "telea-house"\nsuite = "inpainting-table1"\n'
+        'images = ["house"]\nmethods = ["telea"]\n\n'
+        '[[slice]]\nname = "telea-barbara"\nsuite = "inpainting-table1"\n'
+        'images = ["barbara"]\nmethods = ["telea"]\n'
+    )
+    out, reports = tmp_path / "runs" / "telea-house", tmp_path / "reports"
+    run = ["run", "inpainting-table1", "--profile", "full", "--images", "house"]
+    assert main([*run, "--methods", "telea", "--out", str(out), "-q"]) == 0
+    assert main(["publish", str(out), "--reports", str(reports)]) == 0
+    kept = kept_records(reports / "full" / "inpainting-table1")
+    assert kept is not None
+    cells = script.cells_of(
+        {"suite": "inpainting-table1", "images": ["house"], "methods": ["telea"]}
+    )
+    assert {script.identity(c) for c in cells} == {record_identity(r) for r in kept}
+    capsys.readouterr()
+    argv = ["--plan", str(plan), "--reports", str(reports), "--dry-run", "--threads", "1"]
+    assert script.main(argv) == 0
+    said = capsys.readouterr().out
+    assert "telea-house: published" in said
+    assert "telea-barbara: 1 cell(s)" in said and "barbara bernoulli 0.5 telea: about" in said
