@@ -132,7 +132,10 @@ class Suite:
     method_seed: int = 0  # 0: the suite's method seeds; K > 0: stream K (same degraded inputs)
     profile_defined: bool = True  # False: the suite has no [profiles.<profile>] (full settings)
     registry: Path | None = None  # the suite's own registry file (benchmark.datasets)
-    grid_images: tuple[tuple[str, str], ...] = ()  # its images before --images chose some
+    # its whole grid before --images, --methods and --levels chose some
+    grid_images: tuple[tuple[str, str], ...] = ()
+    grid_methods: tuple[str, ...] = ()  # method keys
+    grid_degradations: tuple[str, ...] = ()  # degradation kinds
 
     def cells(self) -> list[Cell]:
         """The grid, image-major (so a suite's first results cover whole images)."""

@@ -106,7 +106,11 @@ class Manifest:
     protocol: str = ""
     datasets: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)  # "<set>/<image>"
-    grid_images: list[str] = field(default_factory=list)  # the suite's, before --images
+    # The suite's whole grid at this profile, before --images, --methods or --levels chose
+    # some (a published report's coverage and the order of a merged one)
+    grid_images: list[str] = field(default_factory=list)  # "<set>/<image>"
+    grid_methods: list[str] = field(default_factory=list)  # method keys
+    grid_degradations: list[str] = field(default_factory=list)  # degradation kinds
     crop: int | None = None
     paper: dict[str, Any] = field(default_factory=dict)
     notes: str = ""

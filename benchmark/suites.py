@@ -186,6 +186,7 @@ def load_suite(
     check_protocol_channels(chosen, merged["protocol"], path, entries)
 
     degradations = tuple(check_degradation(d, path) for d in merged["degradations"])
+    grid_degradations = tuple(dict.fromkeys(d["kind"] for d in degradations))
     if levels_subset:
         degradations = _only_levels(degradations, levels_subset, name, profile)
     kinds = {d["kind"] for d in degradations}
@@ -201,6 +202,7 @@ def load_suite(
         check_method_options(spec, merged["task"], degradations, path)
     check_method_channels(methods, chosen, path, entries)
     check_labels(methods, path)
+    grid_methods = tuple(m.key for m in methods)
     if methods_subset:
         keys = [m.key for m in methods]
         missing = sorted(set(methods_subset) - set(keys))
@@ -231,6 +233,8 @@ def load_suite(
         method_seed=int(method_seed),
         registry=registry,
         grid_images=grid_images,
+        grid_methods=grid_methods,
+        grid_degradations=grid_degradations,
     )
 
 

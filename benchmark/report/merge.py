@@ -99,16 +99,18 @@ def _named(records: Sequence[Record]) -> str:
 
 def in_grid_order(records: Sequence[Record], order: Manifest) -> list[Record]:
     """``records`` image-major as a run's grid is (images, then degradations, levels,
-    repetitions, methods), each in the order ``order`` (the suite's full manifest) lists."""
-    images = {name: i for i, name in enumerate(order.images)}
-    methods = {m["key"]: i for i, m in enumerate(order.methods)}
-    kinds = {kind: i for i, kind in enumerate(degradation_order(order))}
+    repetitions, methods), each in the order of the suite's grid as ``order`` records it
+    (then in the order of ``order``'s images and methods)."""
+    images = _ranks([*order.grid_images, *order.images])
+    methods = _ranks([*order.grid_methods, *(m["key"] for m in order.methods)])
+    kinds = _ranks(order.grid_degradations)
 
     def position(record: Record) -> tuple:
         cell = record.cell
+        image = f"{cell['dataset']}/{cell['image']}"
         return (
-            images.get(f"{cell['dataset']}/{cell['image']}", len(images)),
-            f"{cell['dataset']}/{cell['image']}",
+            images.get(image, len(images)),
+            image,
             kinds.get(cell["degradation"], len(kinds)),
             cell["degradation"],
             float(cell["level"]),
@@ -120,32 +122,38 @@ def in_grid_order(records: Sequence[Record], order: Manifest) -> list[Record]:
     return sorted(records, key=position)
 
 
-def degradation_order(manifest: Manifest) -> list[str]:
-    """The degradation kinds in the order the suite's methods name them."""
-    return list(dict.fromkeys(k for m in manifest.methods for k in m.get("degradations", [])))
+def _ranks(names: Sequence[str]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(dict.fromkeys(names))}
 
 
 def merged_manifest(
     previous: Manifest | None, run: Manifest, records: Sequence[Record]
 ) -> Manifest:
     """The run's manifest over the union: its images, methods and keys those of ``records``,
-    ordered as the suite's grid (its full image list where the run's manifest has it)."""
-    methods = {m["key"]: m for m in (previous.methods if previous else [])}
+    in the order of the suite's grid (as far as the manifests record it)."""
+    before = previous or Manifest(run.suite, run.profile)
+    methods = {m["key"]: m for m in before.methods}
     methods.update({m["key"]: m for m in run.methods})
-    used = {r.cell["method_key"] for r in records}
-    grid = [*run.grid_images, *(previous.grid_images if previous else [])]
-    images = list(dict.fromkeys(f"{r.cell['dataset']}/{r.cell['image']}" for r in records))
     order = replace(
         run,
-        images=list(dict.fromkeys([*grid, *(previous.images if previous else []), *run.images])),
-        methods=[m for m in methods.values() if m["key"] in used],
+        images=[*before.images, *run.images],
+        grid_images=list(dict.fromkeys([*run.grid_images, *before.grid_images])),
+        grid_methods=list(dict.fromkeys([*run.grid_methods, *before.grid_methods])),
+        grid_degradations=list(dict.fromkeys([*run.grid_degradations, *before.grid_degradations])),
+        methods=list(methods.values()),
     )
-    ranked = {name: i for i, name in enumerate(order.images)}
     ordered = in_grid_order(records, order)
+    used = {r.cell["method_key"] for r in records}
+    method_rank = _ranks([*order.grid_methods, *methods])
+    image_rank = _ranks([*order.grid_images, *order.images])
+    images = {f"{r.cell['dataset']}/{r.cell['image']}" for r in records}
     return replace(
         order,
-        images=sorted(images, key=lambda name: ranked[name]),
-        grid_images=list(dict.fromkeys(grid)),
+        images=sorted(images, key=image_rank.__getitem__),
+        methods=sorted(
+            (m for m in methods.values() if m["key"] in used),
+            key=lambda m: method_rank[m["key"]],
+        ),
         keys=[r.key for r in ordered],
     )
 

@@ -108,8 +108,10 @@ def _wide_table(
     )
     ours = ours.reindex(index=order + [f for f in failed if f not in order], columns=columns)
     ours.insert(0, "source", ["ours (oracle)" if r.endswith("†") else "ours" for r in ours.index])
+    not_run = _not_run(meta, group, list(ours.index), columns)
     if metric == "psnr":
         ours = pd.concat([trivial_row(meta, group, columns), ours])
+    ours.attrs["not_run"] = not_run
     ours["mean"] = ours[columns].mean(axis=1)
     ours["n"] = ours[columns].notna().sum(axis=1)
     if reference is not None and not reference.empty:
@@ -207,6 +209,20 @@ def _suspect_lines(group: pd.DataFrame) -> list[str]:
     ]
 
 
+def _not_run(
+    meta: Manifest, group: pd.DataFrame, labels: list[str], columns: list[str]
+) -> dict[str, list[str]]:
+    """The columns each of our rows has no cell in, failed or not (a report merged from runs
+    of parts of the grid): shown empty, not as failed."""
+    method_of = {row_label(meta, m, o): m for m, o in zip(group.method, group.output, strict=True)}
+    method_of.update({row_label(meta, m, "out").split(" (")[0]: m for m in group.method})
+    ran = group.groupby("method").column.agg(set)
+    return {
+        label: [c for c in columns if c not in ran.get(method_of.get(label), set())]
+        for label in labels
+    }
+
+
 def _markdown(
     table: pd.DataFrame, digits: int, marks: dict[tuple[str, str], str] | None = None
 ) -> str:
@@ -222,6 +238,7 @@ def _markdown(
             value = row[c]
             if pd.isna(value):
                 ran = row["source"] in ("ours", "ours (oracle)")
+                ran = ran and c not in table.attrs.get("not_run", {}).get(label, [])
                 cells.append("failed" if ran and c != "mean" else "")
             else:
                 ours = row["source"].startswith("ours")

@@ -123,6 +123,8 @@ def write_manifest(
         datasets=_union(before.datasets, list(suite.datasets)),
         images=_union(before.images, [f"{d}/{i}" for d, i in suite.images]),
         grid_images=_union(before.grid_images, [f"{d}/{i}" for d, i in suite.grid_images]),
+        grid_methods=_union(before.grid_methods, list(suite.grid_methods)),
+        grid_degradations=_union(before.grid_degradations, list(suite.grid_degradations)),
         crop=suite.crop,
         paper=suite.paper,
         notes=suite.notes,
