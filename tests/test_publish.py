@@ -141,6 +141,9 @@ def test_a_report_grown_by_two_publishes_equals_one_runs(mirror: Path, here: Pat
         assert main(["publish", str(part), "--reports", "grown"]) == 0
         # a cell no part has run yet is empty, not "failed"
         assert "failed" not in (here / "grown" / "ci" / "tiny" / "table.md").read_text()
+        if image == "kodim02":  # the index says how much of the grid the report holds
+            index = (here / "grown" / "README.md").read_text()
+            assert "kodak24 1 of 2; images per method: median 1, tv 1" in index
     whole, grown = here / "whole" / "ci" / "tiny", here / "grown" / "ci" / "tiny"
     timing = ["seconds"]  # the one column two runs of the same cells differ in
     assert_frame_equal(

@@ -91,6 +91,13 @@ def summary_line(out: Path) -> str:
         ok = results[results.status == "ok"].key.nunique()
     line = f"{ok}/{len(meta.keys or records)} cells"
     held = coverage(meta)
+    if held and results is not None:
+        done = results[results.status == "ok"]
+        images = (done.dataset + "/" + done.image).groupby(done.method, sort=False).nunique()
+        order = [m for m in meta.grid_methods if m in images.index]
+        images = images.reindex(order + [m for m in images.index if m not in order])
+        each = ", ".join(f"{method} {count}" for method, count in images.items())
+        held += f"; images per method: {each}"
     line += f" ({held.replace('of the suite', 'images of the suite')})" if held else ""
     if results is not None:
         line += f"; {code_status(results, out)}"
