@@ -254,6 +254,18 @@ def test_a_killed_publish_leaves_the_old_or_the_new_report(
     assert "publishing" not in index and "replaced" not in index
 
 
+def test_the_index_lists_the_papers_protocols_first(mirror: Path, here: Path) -> None:
+    assert main(["publish", str(tiny_run(here)), "--reports", "reports"]) == 0
+    for profile in ("quick", "full"):
+        copy = here / "reports" / profile / "tiny"
+        shutil.copytree(here / "reports" / "ci" / "tiny", copy)
+        manifest = json.loads((copy / "suite.json").read_text())
+        (copy / "suite.json").write_text(json.dumps({**manifest, "profile": profile}))
+    index = write_index(here / "reports").read_text()
+    places = [index.index(f"## tiny ({profile})") for profile in ("full", "quick", "ci")]
+    assert places == sorted(places)
+
+
 # --- records are evidence --------------------------------------------------------------------
 
 
