@@ -187,6 +187,21 @@ def test_a_merge_with_cells_of_other_code_or_versions_is_refused_naming_them(
     assert snapshot(published) == before
 
 
+def test_a_merge_of_cells_at_another_crop_is_refused(
+    mirror: Path, here: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["publish", str(tiny_run(here)), "--reports", "reports"]) == 0
+    suite = here / "smaller" / "tiny.toml"
+    suite.parent.mkdir()
+    text = SUITE.format(images='["kodim01", "kodim02"]', methods="[methods.median]")
+    suite.write_text(text.replace("crop = 32", "crop = 16"))
+    argv = ["run", str(suite), "--profile", "ci", "--images", "kodim01", "--out", "runs/16"]
+    assert main([*argv, "-q"]) == 0
+    capsys.readouterr()
+    assert code_of(["publish", "runs/16", "--reports", "reports"]) == 1
+    assert "(crop 16) beside the report's (crop 32)" in capsys.readouterr().err
+
+
 def test_a_report_that_keeps_no_records_is_not_shrunk_by_a_publish_of_some_cells(
     mirror: Path, here: Path, capsys: pytest.CaptureFixture
 ) -> None:

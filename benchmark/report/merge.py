@@ -85,6 +85,17 @@ def conflicts(staying: Sequence[Record], new: Sequence[Record]) -> list[str]:
     return found
 
 
+def other_settings(previous: Manifest, run: Manifest) -> list[str]:
+    """The settings of the whole suite (task, scoring protocol, crop) in which the report and
+    the run differ: cells of both cannot share a table."""
+    return [
+        f"put the run's cells ({name} {getattr(run, name)!r}) beside the report's "
+        f"({name} {getattr(previous, name)!r})"
+        for name in ("task", "protocol", "crop")
+        if getattr(previous, name) != getattr(run, name)
+    ]
+
+
 def _release(versions: dict[str, str]) -> tuple:
     return tuple(sorted((k, LOCAL_BUILD.sub("", str(v))) for k, v in versions.items()))
 

@@ -97,6 +97,7 @@ def publish(run: Path, reports: Path, *, replace: bool = False) -> Path:
         staying, union = merge.merged(kept or [], loaded.records)
         losses = what_would_be_lost(target, previous, meta, results_table(union))
         losses += merge.conflicts(staying, loaded.records)
+        losses += merge.other_settings(previous, meta) if staying else []
         if losses:
             raise PublishError(
                 f"publishing {run} over {target} would {'; '.join(losses)}. A publish adds a "
