@@ -421,3 +421,20 @@ def test_a_released_mean_over_one_image_says_one_image(mirror: Path, tmp_path: P
     assert len(comparison) and comparison.difference.isna().all()
     assert set(comparison["not compared"]) == {"crop"}
     assert "crop vs whole image" in (out / "paper_comparison.md").read_text()
+
+
+def test_a_row_over_fewer_images_than_a_published_mean_says_so_beside_a_complete_row(
+    mirror: Path, tmp_path: Path
+) -> None:
+    """A grown report: one method on all five Set5 images, another on one of them."""
+    out = str(tmp_path / "sr")
+    base = ["run", "super-resolution", "--profile", "ci", "--out", out, "-q"]
+    assert main([*base, "--images", "set5_x4_gt/" + "baby", "set5_x4_gt/bird",
+                 "set5_x4_gt/butterfly", "set5_x4_gt/head", "set5_x4_gt/woman",
+                 "--methods", "bicubic_dip_lr"]) == 0  # fmt: skip
+    assert main([*base, "--images", "set5_x4_gt/butterfly", "--methods", "lanczos"]) == 0
+    lines = (tmp_path / "sr" / "table.md").read_text().splitlines()
+    lanczos = next(x for x in lines if x.startswith("| Lanczos of DIP's LR"))
+    bicubic = next(x for x in lines if x.startswith("| Bicubic of DIP's LR"))
+    assert "(n=1 of 5: not comparable with the published mean)" in lanczos
+    assert "not comparable" not in bicubic

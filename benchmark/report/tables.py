@@ -143,6 +143,8 @@ def _wide_table(
                 if not same_images(ours_images.get(r.dataset, set()), r.dataset):
                     # a published mean over other images: said so beside both means
                     ours.attrs["published_mean_of"] = published_mean_size(r.dataset) or 0
+                else:  # every image is in the table, but a row of ours can miss some
+                    ours.attrs["published_images"] = published_mean_size(r.dataset) or 0
             else:
                 column = r.image if len(datasets) == 1 else f"{r.dataset}/{r.image}"
                 if column in values:
@@ -254,6 +256,11 @@ def _markdown(
                         # a published mean is over the paper's images; a mean of released
                         # per-image values, over this table's images that have one
                         else f" (n={int(row['n']) if row['n'] > 0 else published_of or '?'})"
+                    )
+                elif c == "mean" and ours and row["n"] < table.attrs.get("published_images", 0):
+                    text += (
+                        f" (n={int(row['n'])} of {table.attrs['published_images']}: not "
+                        "comparable with the published mean)"
                     )
                 elif c == "mean" and ours and row["n"] < len(columns) - 1:
                     text += f" (n={int(row['n'])})"
