@@ -21,12 +21,14 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmark.cli import main as dipbench
 from benchmark.grid import Cell
-from benchmark.report.merge import IDENTITY, kept_records
+from benchmark.report.merge import cell_identity, kept_records
+from benchmark.report.merge import identity as record_identity
 from benchmark.suites import load_suite
 
 PLAN = Path(__file__).resolve().parents[1] / "benchmark" / "data" / "full_cpu.toml"
@@ -56,12 +58,11 @@ def cells_of(entry: dict[str, Any]) -> list[Cell]:
 def published_cells(reports: Path, suite: str) -> set[tuple]:
     """The cells the published full report of ``suite`` holds from the current code."""
     kept = kept_records(reports / "full" / suite) or []
-    return {tuple(str(r.cell.get(k)) for k in IDENTITY) for r in kept if r.ok and not r.stale}
+    return {record_identity(r) for r in kept if r.ok and not r.stale}
 
 
 def identity(cell: Cell) -> tuple:
-    fields = {"method_key": cell.method_key}
-    return tuple(str(fields.get(k, getattr(cell, k, None))) for k in IDENTITY)
+    return cell_identity(asdict(cell))
 
 
 def cell_seconds(threads: int) -> Callable[[list[Cell]], list[float]]:

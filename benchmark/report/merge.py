@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +34,16 @@ IDENTITY = ("dataset", "image", "degradation", "level", "method_key", "repetitio
 LOCAL_BUILD = re.compile(r"\+.*$")  # torch 2.13.0+cpu and 2.13.0+cu128 are one release
 
 
+def cell_identity(cell: Mapping[str, Any]) -> tuple:
+    """What cell a grid cell's fields (a record's ``cell``, or ``asdict`` of a
+    :class:`~benchmark.grid.Cell`) are, whatever the package version or thread count in its
+    key."""
+    return tuple(str(cell.get(k)) for k in IDENTITY)
+
+
 def identity(record: Record) -> tuple:
-    """What cell a record is, whatever the package version or thread count in its key."""
-    return tuple(str(record.cell.get(k)) for k in IDENTITY)
+    """What cell a record is (:func:`cell_identity`)."""
+    return cell_identity(record.cell)
 
 
 def kept_records(report: Path) -> list[Record] | None:

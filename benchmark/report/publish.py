@@ -92,9 +92,8 @@ def publish(run: Path, reports: Path, *, replace: bool = False) -> Path:
         kept = merge.kept_records(target) if previous is not None and not replace else None
     except ValueError as err:
         raise PublishError(f"{err}: nothing published; --replace replaces the report") from None
-    staying = []
+    staying, union = merge.merged(kept or [], loaded.records)
     if previous is not None and not replace:
-        staying, union = merge.merged(kept or [], loaded.records)
         losses = what_would_be_lost(target, previous, meta, results_table(union))
         losses += merge.conflicts(staying, loaded.records)
         losses += merge.other_settings(previous, meta) if staying else []
@@ -108,7 +107,6 @@ def publish(run: Path, reports: Path, *, replace: bool = False) -> Path:
     with tempfile.TemporaryDirectory(prefix=".dipbench-publish-") as scratch:
         work = Path(scratch) / "run"
         merge.stage_union(work, run, loaded.records, target, staying)
-        union = [*staying, *loaded.records]
         merge.merged_manifest(previous if staying else None, meta, union).write(work)
         write_report(work)  # the tables of exactly these records, by the current report code
         staged_run = load_run(work)
