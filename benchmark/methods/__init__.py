@@ -41,6 +41,6 @@ from benchmark.methods.registry import (
 )
 
 # Importing the implementations fills the registry.
-from benchmark.methods import classical, priors  # noqa: E402, F401  isort: skip
+from benchmark.methods import classical, priors, zsn2n  # noqa: E402, F401  isort: skip
 
 __all__ = ["METHODS", "MethodInfo", "Restoration", "get_method", "register", "restore", "run"]
