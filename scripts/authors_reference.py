@@ -1,7 +1,9 @@
 """The authors' own code at a profile's settings, for the quick tables' "authors' code" rows.
 
 Given local checkouts of DmitryUlyanov/deep-image-prior and reinhardh/supplement_deep_decoder
-(neither is copied into this repository: both are imported from the paths given), each chosen
+and, for ZS-N2N, a public copy of its notebook's code (Li-Tong-621/ZS-N2N, whose ``util.py``
+holds the notebook's network, downsampler, loss and training step; none is copied into this
+repository: each is imported from the path given), each chosen
 cell of a suite is rebuilt exactly as dipbench builds it (same image, crop, degradation and
 degradation seed, so the same observation), fitted with the authors' network and optimisation
 at the cell's settings (the profile's network widths, iterations, learning rate, input noise,
@@ -17,6 +19,9 @@ with every schedule scaled as dipbench scales it), and scored under the suite's 
   output is the best-loss network at the clean input (``best_loss``). The DD code has no
   super-resolution loop (its ``fit`` compares the observation with the clean image's shape),
   so super-resolution cells run DIP only.
+- ZS-N2N: ``util.network``, ``util.train_one`` (the notebook's loss and Adam step) and
+  ``util.denoise`` (``clamp(y - f(y), 0, 1)``), with Adam and ``StepLR`` at the cell's settings
+  (the copy's own ``train`` fixes CUDA and 2000 steps halved at 1500, so it is not called).
 
 Each row records the authors' commit, the settings, the seed, the device, torch's version and
 the thread count. A fit whose rows ``--out`` has already is skipped (``--again`` re-runs it and
@@ -43,6 +48,7 @@ import subprocess
 import sys
 import time
 import types
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark.methods.zsn2n import settings_from
 from benchmark.metrics import get_protocol
 from benchmark.runner.cell import prepare
 from benchmark.runner.planning import network_setting
@@ -66,6 +73,12 @@ FIT_SETTINGS = (
     "iterations", "lr", "reg_noise_std", "reg_noise_decay", "reg_noise_decay_every", "input",
     "backtrack_db", "check_every",
 )  # fmt: skip
+
+CODE = {
+    "dip": "DmitryUlyanov/deep-image-prior",
+    "dd": "reinhardh/supplement_deep_decoder",
+    "zsn2n": "Li-Tong-621/ZS-N2N (util.py: the notebook's code)",
+}
 
 EMA_WEIGHT = 0.99  # the denoising notebook's exp_weight
 
@@ -115,6 +128,39 @@ def load_dd(checkout: Path) -> types.SimpleNamespace:
     fit = importlib.import_module("include.fit")
     fit.dtype = torch.FloatTensor  # the module targets CUDA; set per device in run_dd
     return types.SimpleNamespace(decodernw=decoder.decodernw, fit=fit)
+
+
+def load_zsn2n(checkout: Path) -> types.ModuleType:
+    """The ZS-N2N notebook's ``util.py`` from a checkout of a copy of it (its plotting and
+    image-loading imports stubbed where they are not installed)."""
+    _stub("torchvision")
+    path = checkout / "util.py"
+    spec = importlib.util.spec_from_file_location("zsn2n_authors_util", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_zsn2n(
+    code: types.ModuleType,
+    observation: Any,
+    network: dict[str, Any],
+    fit: Any,
+    seed: int,
+    device: str,
+) -> dict[str, np.ndarray]:
+    """One ZS-N2N fit by the notebook's functions; returns ``last``."""
+    torch.manual_seed(seed)
+    noisy = _to_torch(observation.y, device)
+    model = code.network(noisy.shape[1], chan_embed=network["channels"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=fit.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, fit.decay_every, gamma=fit.decay)
+    for _ in range(fit.iterations):
+        code.train_one(model, optimizer, noisy)
+        schedule.step()
+    return {"last": _to_numpy(code.denoise(model, noisy))}
 
 
 def _to_torch(image: np.ndarray, device: str) -> torch.Tensor:
@@ -250,12 +296,16 @@ def chosen_cells(args: argparse.Namespace) -> list[Cell]:
     return [
         c
         for c in suite.cells()
-        if c.method in ("dip", "dd") and (levels is None or float(c.level) in levels)
+        if c.method in ("dip", "dd", "zsn2n") and (levels is None or float(c.level) in levels)
     ]
 
 
 def settings_of(cell: Cell) -> tuple[dict[str, Any], Any, str]:
-    """The cell's network table, FitConfig and both as one JSON string (its provenance)."""
+    """The cell's network table, fit settings and both as one JSON string (its provenance)."""
+    if cell.method == "zsn2n":
+        fit = settings_from(dict(cell.method_options))
+        network = {"channels": fit.channels}
+        return network, fit, json.dumps({"settings": asdict(fit)}, sort_keys=True)
     network, fit = network_setting(cell)
     text = json.dumps(
         {"network": network, "fit": {k: getattr(fit, k) for k in FIT_SETTINGS}}, sort_keys=True
@@ -267,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dip", type=Path, help="checkout of DmitryUlyanov/deep-image-prior")
     parser.add_argument("--dd", type=Path, help="checkout of reinhardh/supplement_deep_decoder")
+    parser.add_argument("--zsn2n", type=Path, help="checkout of a copy of ZS-N2N's notebook code")
     parser.add_argument("--suite", required=True)
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--images", help="comma-separated image names (default: every image)")
@@ -283,15 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     cells = chosen_cells(args)
-    needs = {"dip": args.dip, "dd": args.dd}
+    needs = {"dip": args.dip, "dd": args.dd, "zsn2n": args.zsn2n}
     for method in {c.method for c in cells}:
         if needs[method] is None or not (needs[method] / ".").is_dir():
             parser.error(f"--{method} must name a local checkout of the authors' repository")
     loaded = {
         "dip": load_dip(args.dip) if args.dip else None,
         "dd": load_dd(args.dd) if args.dd else None,
+        "zsn2n": load_zsn2n(args.zsn2n) if args.zsn2n else None,
     }
-    runners = {"dip": run_dip, "dd": run_dd}
+    runners = {"dip": run_dip, "dd": run_dd, "zsn2n": run_zsn2n}
     done = _finished(args.out)
     rows = []
     for cell in cells:
@@ -320,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                         "seed": seed, "psnr": round(score["psnr"], 4),
                         "ssim": round(score["ssim"], 5), "observation_key": cell.observation_key,
                         "settings": settings,
-                        "code": {"dip": "DmitryUlyanov/deep-image-prior",
-                                 "dd": "reinhardh/supplement_deep_decoder"}[cell.method],
+                        "code": CODE[cell.method],
                         "commit": commit_of(needs[cell.method]), "device": args.device,
                         "torch": torch.__version__, "threads": args.threads,
                         "seconds": round(seconds, 1),

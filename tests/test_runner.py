@@ -99,6 +99,7 @@ def test_every_packaged_suite_loads_in_every_profile() -> None:
         "deep-decoder",
         "inpainting-kinds",
         "cifar10-noise",
+        "zero-shot-denoising",
     }
     for name in packaged_suites():
         for profile in ("full", "quick", "ci"):

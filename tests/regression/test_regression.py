@@ -1,5 +1,5 @@
 """The PSNR regression check: the `ci` grid of every suite against the committed expected values,
-and four mutations that a real regression would look like, each of which must fail it.
+and five mutations that a real regression would look like, each of which must fail it.
 
 `make update-expected` re-measures the grid and its spread over seeds and kernels and rewrites
 ``expected_ci.csv`` (see ``benchmark/check.py`` for how a tolerance is derived).
@@ -13,12 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from benchmark.cli import main
 from benchmark.forward import LanczosDownsampling
+from benchmark.methods import zsn2n
 from benchmark.suites import SUITES_DIR
 
-# a run of every suite's ci grid (130 s), then the planted regressions: 6 tests, 200 s
+# a run of every suite's ci grid (130 s), then the planted regressions: 7 tests, 210 s
 pytestmark = pytest.mark.slow(seconds=33)
 
 EXPECTED = Path(__file__).with_name("expected_ci.csv")
@@ -56,10 +58,11 @@ def test_expected_file_gates_the_stable_values() -> None:
     for suite, method in set(runs_dd[["suite", "method"]].itertuples(index=False)):
         mine = means[(means.suite == suite) & (means.method == method)]
         assert (mine.output == "best_loss").any(), f"{suite} {method}"
+    # ZS-N2N through its suite mean (the planted loss without its consistency term fails it).
+    assert (means.method == "zsn2n").any()
     # Classical methods are deterministic: every cell gated, at the floor or near it.
-    classical = expected[
-        (expected.statistic == "cell") & ~expected.method.isin(["dip", "dd", "dd_k64"])
-    ]
+    networks = ["dip", "dd", "dd_k64", "zsn2n"]
+    classical = expected[(expected.statistic == "cell") & ~expected.method.isin(networks)]
     assert classical.gated.all() and (classical.tolerance <= 0.1).all()
 
 
@@ -105,11 +108,25 @@ def _dd_sr_lr_0p003(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Pa
     return _suite_with(tmp_path, "super-resolution", old, new), "dd"
 
 
+def _zsn2n_without_consistency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """ZS-N2N's loss without its consistency term (the residual term alone)."""
+
+    def residual_only(net: torch.nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y1, y2 = zsn2n.pair_downsample(y)
+        pred1, pred2 = y1 - net(y1), y2 - net(y2)
+        loss = 0.5 * (F.mse_loss(pred1, y2) + F.mse_loss(pred2, y1))
+        return loss, (y - net(y)).detach()
+
+    monkeypatch.setattr(zsn2n, "zsn2n_loss", residual_only)
+    return SUITES_DIR / "zero-shot-denoising.toml", "zsn2n"
+
+
 MUTATIONS: dict[str, Callable[[Path, pytest.MonkeyPatch], tuple[Path, str]]] = {
     "half the DIP iterations": _half_dip_iterations,
     "EMA weight 0.9 instead of 0.99": _ema_weight_0p9,
     "SR operator shifted by one HR pixel": _sr_operator_shifted,
     "Deep Decoder SR learning rate 0.003": _dd_sr_lr_0p003,
+    "ZS-N2N without its consistency term": _zsn2n_without_consistency,
 }
 
 
