@@ -438,3 +438,31 @@ def test_a_row_over_fewer_images_than_a_published_mean_says_so_beside_a_complete
     bicubic = next(x for x in lines if x.startswith("| Bicubic of DIP's LR"))
     assert "(n=1 of 5: not comparable with the published mean)" in lanczos
     assert "not comparable" not in bicubic
+
+
+def test_a_published_classical_number_far_under_ours_is_marked_implausible(
+    tmp_path: Path,
+) -> None:
+    """The Deep Decoder's Fig. 2 BM3D (28.6) against our CBM3D of the same image (32.23): a
+    classical method computes one number, so the published one is another setting, shown
+    but not counted as a miss; a network method far above its paper stays a plain
+    difference (it may be our bug), and the notebook's printed step pairs with `last`."""
+    meta, records = _synthetic_run("deep-decoder")
+    for r in records:
+        if r.cell["image"] != "astronaut" or float(r.cell["level"]) != 30:
+            continue
+        if r.cell["method_key"] == "bm3d":
+            r.rows[0]["psnr"] = 32.23
+        if r.cell["method_key"] == "dd":
+            r.info = {"iterations": 1900}
+            for row in r.rows:
+                row["psnr"] = {"best_loss": 33.0, "last": 28.77}.get(row["output"], 30.0)
+    report.write_comparison(tmp_path, meta, records)
+    table = pd.read_csv(tmp_path / "paper_comparison.csv").set_index("published")
+    md = (tmp_path / "paper_comparison.md").read_text()
+    assert table.loc["BM3D (published)", "implausible"]
+    assert "+3.63: published implausible" in md
+    assert not table.loc["Deep Decoder (published)", "implausible"]
+    assert table.loc["Deep Decoder (published)", "difference"] == pytest.approx(3.4)
+    notebook = table.loc["Deep Decoder, notebook's printed step (notebook-output)"]
+    assert notebook["ours"].endswith("(last)") and notebook["our psnr"] == pytest.approx(28.77)

@@ -13,6 +13,7 @@ from benchmark.report.authors import authors_reference, compare_with_authors, co
 from benchmark.report.files import cell_arrays, number_or_blank, write_lines
 from benchmark.report.notes import WINDOW_NOTE
 from benchmark.report.published import (
+    IMPLAUSIBLE_DB,
     PAPER_LABELS,
     WITHIN_DB,
     published,
@@ -75,6 +76,9 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
         if theirs.image != "mean":
             mine = mine[mine.image == theirs.image]
         ours = mine.psnr.mean() if len(mine) else np.nan
+        # a classical method computes the same number every time: a published one far under
+        # ours on the same images is another implementation or setting, not a target
+        classical = len(mine) > 0 and bool(mine.iterations.isna().all())
         n_ours = mine.image.nunique()
         n_theirs = 1 if theirs.image != "mean" else published_mean_size(theirs.dataset)
         complete = theirs.image != "mean" or same_images(set(mine.image), theirs.dataset)
@@ -92,6 +96,9 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
                 "our psnr": ours,
                 # a mean is set against a mean over the same images only
                 "difference": np.nan if apart else ours - theirs.psnr,
+                "implausible": bool(
+                    classical and not apart and ours - theirs.psnr > IMPLAUSIBLE_DB
+                ),
                 "complete": not apart,
                 "not compared": apart,
                 "n ours": n_ours,
@@ -102,7 +109,7 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
     if table.empty:
         lines.append("No published number matches a method of this run.")
     else:
-        within = (table.difference.abs() <= WITHIN_DB).sum()
+        within = ((table.difference.abs() <= WITHIN_DB) & ~table.implausible).sum()
         scored = table.difference.notna().sum()
         lines += [
             f"{within} of {scored} compared cells within {WITHIN_DB} dB "
@@ -111,6 +118,16 @@ def write_comparison(out: Path, meta: Manifest, records: list[Record]) -> Path:
             "",
         ]
         lines += _comparison_markdown(table)
+        if table.implausible.any():
+            lines += [
+                "",
+                f"Implausible: a published number of a classical method more than "
+                f"{IMPLAUSIBLE_DB:g} dB under our run of it on the same image and noise. A "
+                "classical method computes the same number every time, so the paper ran "
+                "another implementation or setting that it does not state: the row is shown, "
+                "but it is not a target this benchmark matches (`implausible = True` in "
+                "paper_comparison.csv).",
+            ]
         if (table["not compared"] == "other images").any():
             lines += [
                 "",
@@ -155,6 +172,8 @@ def _comparison_markdown(table: pd.DataFrame) -> list[str]:
         values[-1] = "" if pd.isna(r["our psnr"]) else f"{r['our psnr']:.2f}"
         if r["not compared"] == "crop":
             difference = "crop vs whole image: not compared"
+        elif r["implausible"]:
+            difference = f"{r['difference']:+.2f}: published implausible (see below)"
         elif r["complete"]:
             difference = "" if pd.isna(r["difference"]) else f"{r['difference']:+.2f}"
         else:

@@ -29,12 +29,16 @@ PAPER_LABELS = {
     "no_prior": "No prior",
     "tv_prior": "TV prior",
     "deep_decoder": "Deep Decoder",
+    "deep_decoder_notebook": "Deep Decoder, notebook's printed step",
     "bm3d": "BM3D",
     "noisy": "Noisy input",
 }
 
 
 WITHIN_DB = 0.5
+# A published classical number this far under ours on the same image is not a target (see
+# comparison.write_comparison).
+IMPLAUSIBLE_DB = 2.0
 
 
 @cache
