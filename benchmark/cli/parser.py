@@ -199,6 +199,21 @@ def _run_commands(
     p.set_defaults(func=runs.cmd_report)
 
     p = sub.add_parser(
+        "export",
+        help="a report's numbers as parquet, JSON (one row per cell, output and metric) or LaTeX",
+    )
+    p.add_argument("dir", type=Path, help="a run folder with its report, or a published report")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        default=["json", "latex"],
+        choices=["parquet", "json", "latex"],
+        help="default: json latex (parquet needs pyarrow)",
+    )
+    p.add_argument("--out", type=Path, help="folder to write into (default: DIR/export)")
+    p.set_defaults(func=runs.cmd_export)
+
+    p = sub.add_parser(
         "rescore",
         parents=[quiet],
         help="add a metric to a run folder from its cells' saved outputs (no fit again)",

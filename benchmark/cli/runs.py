@@ -384,3 +384,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
             print(f"dipbench publish: {err}", file=sys.stderr)
             refused += 1
     return EXIT_FAILED if refused else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A report's numbers as parquet, JSON or LaTeX (benchmark.report.export)."""
+    from benchmark.report.export import export
+
+    try:
+        written = export(args.dir, args.format, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    except ImportError as err:
+        print(f"dipbench export: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
