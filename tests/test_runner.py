@@ -100,6 +100,7 @@ def test_every_packaged_suite_loads_in_every_profile() -> None:
         "inpainting-kinds",
         "cifar10-noise",
         "zero-shot-denoising",
+        "zero-shot-denoising-gray",
     }
     for name in packaged_suites():
         for profile in ("full", "quick", "ci"):
