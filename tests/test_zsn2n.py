@@ -132,3 +132,19 @@ def test_restore_denoises_a_photo_with_its_options(tmp_path, capsys) -> None:  #
     assert "zsn2n: 60 steps at 30x24" in capsys.readouterr().out
     restored = np.asarray(Image.open(out), dtype=np.float32) / 255
     assert psnr(restored, clean) > psnr(noisy, clean)
+
+
+def test_weights_are_pytorchs_default_initialisation_of_the_same_seed() -> None:
+    """The notebook builds its layers under ``torch.manual_seed(s)``; ours draws from a
+    generator of seed ``s``: the same weights, so a fit of seed s is the notebook's."""
+    torch.manual_seed(7)
+    layers = [
+        torch.nn.Conv2d(3, 48, 3, padding=1),
+        torch.nn.Conv2d(48, 48, 3, padding=1),
+        torch.nn.Conv2d(48, 3, 1),
+    ]
+    ours = build_network(3, ZsN2NSettings(), torch.Generator().manual_seed(7))
+    convs = [m for m in ours if isinstance(m, torch.nn.Conv2d)]
+    for theirs, mine in zip(layers, convs, strict=True):
+        torch.testing.assert_close(mine.weight, theirs.weight, rtol=0, atol=0)
+        torch.testing.assert_close(mine.bias, theirs.bias, rtol=0, atol=0)
