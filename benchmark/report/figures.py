@@ -4,6 +4,7 @@ comes from the run folder: the records, their arrays and the views of their obse
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,10 @@ def figure_curves(
     for (degradation, level), recs in by_level.items():
         images = list(dict.fromkeys(f"{r.cell['dataset']}/{r.cell['image']}" for r in recs))
         images = images[:max_images]
-        fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.4), squeeze=False)
+        # wide enough for the title, with room on the right for the legend (outside the axes,
+        # so that it never hides a curve)
+        width = max(4.2 * len(images), 6.0) + 3.2
+        fig, axes = plt.subplots(1, len(images), figsize=(width, 3.6), squeeze=False)
         for ax, image in zip(axes[0], images, strict=True):
             for r in recs:
                 if f"{r.cell['dataset']}/{r.cell['image']}" != image:
@@ -82,13 +86,21 @@ def figure_curves(
             ax.set_xlabel("iteration")
             ax.set_ylabel(CURVE_METRIC.get(protocol, f"PSNR ({protocol})"))
             ax.grid(alpha=0.3)
-        if axes[0][0].get_legend_handles_labels()[0]:  # none when every cell failed
-            axes[0][0].legend(fontsize=7)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        for ax in axes[0][1:]:  # a method missing from the first panel; its oracles stay apart
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label not in labels and " oracle (table:" not in label:
+                    handles.append(handle)
+                    labels.append(label)
+        panels = (width - 3.2) / width  # the panels' share of the width; the legend's beside
+        if handles:  # none when every cell failed
+            fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(panels, 0.5))
         fig.suptitle(
-            f"{meta.suite} ({meta.profile}): {degradation} {level:g}\n" + curve_caption(protocol),
+            f"{meta.suite} ({meta.profile}): {degradation} {level:g}\n"
+            + textwrap.fill(curve_caption(protocol), width=int(width * 14)),
             fontsize=9,
         )
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, panels, 1))
         path = out / f"curves_{degradation}_{level:g}.png"
         save_figure(fig, path)
         written.append(path)
