@@ -113,11 +113,14 @@ def summary_line(out: Path) -> str:
             # a mean only where ours covers the paper's images (else its difference is NaN)
             means = table[(table.image == "mean") & table.difference.notna()]
             shown = means if len(means) else table[table.difference.notna()]
+            implausible = table.implausible.astype(bool) if "implausible" in table else None
             parts = [
                 f"{r.image}: {r.ours} {r['our psnr']:.2f} vs {r.published} {r['their psnr']:.2f} dB"
+                + (" (published implausible)" if r.get("implausible") is True else "")
                 for _, r in shown.head(3).iterrows()
             ]
-            within = (table.difference.abs() <= WITHIN_DB).sum()
+            close = table.difference.abs() <= WITHIN_DB
+            within = (close & ~implausible if implausible is not None else close).sum()
             line += (
                 f"; published numbers: {within}/{table.difference.notna().sum()} within "
                 f"{WITHIN_DB} dB; " + "; ".join(parts)
