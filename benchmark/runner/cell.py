@@ -196,7 +196,8 @@ def run_cells(
     The cells come from ``planning.batches`` (one network method, one set of options); those
     whose observations share a shape are fitted in one pass, the others alone. Each cell
     gets its own record, as from :func:`run_cell`, its ``info.batch`` saying how many cells
-    were fitted together. Returns the records.
+    were fitted together and its ``seconds`` the wall time of that fit (the batch's, not a
+    share of it). Returns the records.
     """
     out = Path(out).resolve()  # a method that changes the working folder moves no record
     with claimed(cells, out, device, threads) as mine, unit_state(threads):
@@ -260,7 +261,8 @@ def _compute_cells(
             results = [err] * len(group)
         except SystemExit as err:
             results = [RuntimeError(f"the method called sys.exit({err.code!r})")] * len(group)
-        seconds = (time.perf_counter() - started) / len(group)
+        # each cell took the batch's whole wall time (its info.batch says how many shared it)
+        seconds = time.perf_counter() - started
         for (cell, record, observation, target), result in zip(group, results, strict=True):
             try:
                 if isinstance(result, BaseException):
