@@ -1,4 +1,5 @@
-"""`dipbench export`: a report's numbers as parquet, JSON and LaTeX that other tools read."""
+"""`dipbench export` (a report's numbers as parquet, JSON and LaTeX that other tools read) and
+`dipbench compare` (paired differences against a baseline)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,23 @@ def test_a_folder_without_a_report_is_refused_by_name(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert re.search(r"holds no suite\.json: export reads a run folder's report", err)
+
+
+def test_compare_pairs_each_cell_with_the_baselines_same_input(
+    spread_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """TV minus median over the 2 images x 3 repetitions, pair by pair, by hand."""
+    csv = tmp_path / "compare.csv"
+    assert main(["compare", str(spread_run), "--baseline", "median", "--csv", str(csv)]) == 0
+    results = pd.read_csv(spread_run / "results.csv")
+    wide = results.pivot_table(index=["image", "repetition"], columns="method", values="psnr")
+    diff = wide["tv"] - wide["median"]
+    row = pd.read_csv(csv).iloc[0]
+    assert row["method"] == "tv" and row["pairs"] == 6
+    assert row["difference"] == pytest.approx(diff.mean())
+    assert row["std"] == pytest.approx(diff.std(ddof=1))
+    assert row["wins"] == int((diff > 0).sum())
+    assert f"| tv | {diff.mean():+.2f} ± {diff.std(ddof=1):.2f} |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["compare", str(spread_run), "--baseline", "bm3d"])
+    assert "no method 'bm3d' in this run; its methods: median, tv" in capsys.readouterr().err

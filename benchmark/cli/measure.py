@@ -279,3 +279,23 @@ def _speed_of_contract(args: argparse.Namespace) -> int:
     )
     print(speed_contract.format_contract(report))
     return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Paired differences of every row of a run against a baseline method."""
+    from benchmark.report.compare import comparison_markdown, paired_differences
+
+    if not (args.dir / "results.csv").is_file() or not (args.dir / "suite.json").is_file():
+        raise UsageError(f"{args.dir} holds no results.csv and suite.json: name a run folder")
+    try:
+        table, name = paired_differences(args.dir, args.baseline, args.metric)
+    except KeyError as err:
+        raise UsageError(err.args[0]) from None
+    if table.empty:
+        print(f"dipbench compare: no cell of another method shares an input with {name}")
+        return EXIT_FAILED
+    print(comparison_markdown(table, name, args.metric), end="")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return EXIT_OK

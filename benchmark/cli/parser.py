@@ -262,6 +262,13 @@ def _run_commands(
 
 
 def _measure_commands(sub: argparse._SubParsersAction, quiet: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("compare", help="paired differences of a run's rows against a baseline")
+    p.add_argument("dir", type=Path, help="a run folder or a published report")
+    p.add_argument("--baseline", required=True, help="METHOD or METHOD/OUTPUT (a suite key)")
+    p.add_argument("--metric", default="psnr", help="a results.csv metric column (default psnr)")
+    p.add_argument("--csv", type=Path, help="also write the table to this CSV file")
+    p.set_defaults(func=measure.cmd_compare)
+
     p = sub.add_parser("check", help="PSNR regression check of results against expected values")
     p.add_argument(
         "results",
