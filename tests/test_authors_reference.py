@@ -3,10 +3,12 @@ per-cell comparison and the index line; the committed reference made at today's 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
-from dataclasses import asdict
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -14,16 +16,25 @@ import pytest
 from benchmark import report
 from benchmark.cli import main
 from benchmark.grid import Cell
-from benchmark.methods.zsn2n import settings_from
 from benchmark.report import authors
 from benchmark.report.files import load_run
-from benchmark.runner.planning import network_setting
 from benchmark.suites import load_suite
 
-FIT_SETTINGS = (
-    "iterations", "lr", "reg_noise_std", "reg_noise_decay", "reg_noise_decay_every", "input",
-    "backtrack_db", "check_every",
-)  # fmt: skip
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "authors_reference.py"
+
+
+@cache
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("authors_reference", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def settings_of(cell: Cell) -> str:
+    """The settings the script records for a cell (its own function, not a copy)."""
+    return _script().settings_of(cell)[2]
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +129,7 @@ def test_the_committed_reference_was_made_at_todays_settings(mirror: Path) -> No
                 if (c.dataset, c.degradation, c.level) == (row.dataset, row.degradation, row.level)
             ]
             assert cell.observation_key == row.observation_key, (suite, image, method)
-            if method == "zsn2n":  # its own settings, no preset (as the script records them)
-                settings = {"settings": asdict(settings_from(dict(cell.method_options)))}
-            else:
-                network, fit = network_setting(cell)
-                settings = {"network": network, "fit": {k: getattr(fit, k) for k in FIT_SETTINGS}}
-            assert json.loads(row.settings) == json.loads(json.dumps(settings)), (
+            assert json.loads(row.settings) == json.loads(settings_of(cell)), (
                 f"{suite} {image} {method}: the authors' reference was made at other settings; "
                 "re-run scripts/authors_reference.py for it"
             )
