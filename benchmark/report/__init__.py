@@ -116,7 +116,7 @@ def summary_line(out: Path) -> str:
             implausible = table.implausible.astype(bool) if "implausible" in table else None
             parts = [
                 f"{r.image}: {r.ours} {r['our psnr']:.2f} vs {r.published} {r['their psnr']:.2f} dB"
-                + (" (published implausible)" if r.get("implausible") is True else "")
+                + (" (published implausible)" if bool(r.get("implausible", False)) else "")
                 for _, r in shown.head(3).iterrows()
             ]
             close = table.difference.abs() <= WITHIN_DB
