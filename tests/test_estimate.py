@@ -172,3 +172,37 @@ def test_the_h100_model_holds_the_steps_measured_there() -> None:
     # Four 512x512 cells in one step cost four times one; a classical cell its 2 s.
     assert step(replace(shape, height=512, width=512, batch=4)) == pytest.approx(4 * 0.0198)
     assert cell(shape) == 2.0
+
+
+def test_the_progress_weighs_each_cell_by_its_estimate(small_run: tuple) -> None:
+    """The run's estimate reaches the progress under the records' own keys, so its time left
+    is the estimate's remaining share at the pace so far, not a count of cells."""
+    from benchmark.runner.executors import unit_costs
+    from benchmark.runner.planning import batches
+
+    suite, records = small_run
+    units = batches(suite.cells(), "cpu", "auto")
+    costs = unit_costs(units, [10.0 * (i + 1) for i in range(len(units))], "cpu", 1)
+    assert costs is not None and set(costs) == {r.key for r in records}
+    assert sum(costs.values()) == pytest.approx(sum(10.0 * (i + 1) for i in range(len(units))))
+    assert unit_costs(units, [1.0] * (len(units) + 1), "cpu", 1) is None  # other units
+
+
+def test_time_left_is_the_estimates_share_still_to_do(capsys: pytest.CaptureFixture) -> None:
+    """One 36-minute cell and one 7-minute cell: after the first (taking 72 min on a busy
+    machine), 7/36 of 72 min are left, not another 72."""
+    from types import SimpleNamespace
+
+    from benchmark.runner.progress import LogLines, Work, take
+
+    work = Work({"dip": 36 * 60.0, "dd": 7 * 60.0})
+    work.add([SimpleNamespace(key="dip")])
+    assert work.minutes_left(72.0, 1, 2) == pytest.approx(72.0 * 7 / 36)
+    assert work.minutes_left(72.0, 2, 2) is None
+    assert Work(None).minutes_left(72.0, 1, 2) == pytest.approx(72.0)  # by count
+
+    bar = LogLines(2, costs={"dip": 36 * 60.0, "dd": 7 * 60.0})
+    bar.started -= 72 * 60  # the first cell took 72 minutes
+    take([SimpleNamespace(key="dip", ok=True)], [], bar)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("cells 1/2 after 72.0 min") and line.endswith("about 14.0 min left")

@@ -221,3 +221,7 @@ def test_a_fit_logged_to_a_file_says_its_progress_in_whole_lines(
     assert done.returncode == 0, done.stderr
     assert "dip: steps 30/30 after" in done.stderr
     assert "min left" in done.stderr and "\r" not in done.stderr
+    # the estimate up front: a few steps measured through the contract, times the steps
+    assert "dip: 30 steps at 64x64 on cpu" in done.stdout and "a step measured here" in done.stdout
+    settings = json.loads((tmp_path / "out.png.json").read_text())["settings"]
+    assert settings["estimated_seconds"] > 0

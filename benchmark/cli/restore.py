@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError, method_option
+from benchmark.cli.restore_plan import check_method, method_options
 
 TASKS = ("denoising", "inpainting", "super_resolution")
 
@@ -43,8 +44,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     except (ImageFileError, ValueError) as err:
         raise UsageError(str(err)) from None
-    info = _check_method(args)
-    options, settings = _method_options(args, info, observation)
+    info = check_method(args)
+    options, settings = method_options(args, info, observation)
     if args.task == "denoising" and args.sigma is None and not info.fits_network:
         from benchmark.methods.classical import estimated_sigma
 
@@ -207,117 +208,6 @@ def _facts_of_the_run(out: Path, written: list[Path]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "versions": versions(),
     }
-
-
-def _check_method(args: argparse.Namespace) -> Any:
-    from benchmark.methods import METHODS, get_method
-
-    try:
-        info = get_method(args.method)
-    except KeyError as err:
-        raise UsageError(err.args[0]) from None
-    if args.task not in info.tasks:
-        fits = sorted(m for m, i in METHODS.items() if args.task in i.tasks)
-        raise UsageError(
-            f"{args.method} does not do {args.task}; methods that do: {', '.join(fits)}"
-        )
-    if info.network is None and (args.iterations or args.preset):
-        raise UsageError(f"--iterations and --preset are for network methods; {args.method} is not")
-    if args.output == "oracle":
-        raise UsageError("--output oracle needs the clean image; restore has none")
-    return info
-
-
-def _method_options(
-    args: argparse.Namespace, info: Any, observation: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The options the method is called with (its ``--option``s, checked as a suite's are;
-    for a method configured by presets, ``--preset`` and ``--iterations``; the device for a
-    method that takes one) and the settings the sidecar records."""
-    from benchmark.device import resolve_device
-    from benchmark.suite_schema import check_options_for
-
-    given = dict(args.option or [])
-    check_options_for(info, args.task, observation.factor, given, args.method, UsageError)
-    options = {**given, "device": args.device} if info.needs_device else dict(given)
-    recorded = {"options": given} if given else {}
-    if info.network is None:
-        return options, recorded
-    setting = _preset_setting(info, args.task, observation.factor, given)
-    if setting is None:  # a network method without presets: its own options only
-        if args.iterations or args.preset:
-            raise UsageError(
-                f"--iterations and --preset are for methods configured by presets (dip, dd); "
-                f"pass {args.method}'s options with --option KEY=VALUE"
-            )
-        steps = info.network.iterations(args.task, observation.factor, **options)
-        h, w = observation.output_shape[:2]
-        print(f"{args.method}: {steps} steps at {w}x{h} on {resolve_device(args.device)}")
-        return options, recorded
-    fit_options: dict[str, Any] = {"iterations": args.iterations} if args.iterations else {}
-    if args.task == "denoising" and args.output in (None, "es") and "es" in info.outputs:
-        # ES-WMV's output is frozen once it detects: the steps after it change nothing kept
-        fit_options["stop_early"] = True
-        if args.iterations:
-            # ES-WMV's window and patience measure how fast the output moves, not the
-            # budget: kept at the preset's, so a short fit falls back on the EMA rather
-            # than "detecting" in its first steps
-            fit_options["es_window"] = setting[1].es_window
-            fit_options["es_patience"] = setting[1].es_patience
-    options.update(preset=args.preset, fit_options=fit_options)
-    plan = _network_plan(args, info, observation, given, fit_options)
-    return options, {**plan, **recorded}
-
-
-def _preset_setting(info: Any, task: str, factor: int | None, options: dict[str, Any]) -> Any:
-    """The method's (network table, fit settings) for these options, or None when it
-    declares none (:meth:`NetworkMethod.setting`)."""
-    try:
-        return info.network.setting(task, factor, **options)
-    except NotImplementedError:
-        return None
-
-
-def _network_plan(
-    args: argparse.Namespace,
-    info: Any,
-    observation: Any,
-    given: dict[str, Any],
-    fit_options: dict[str, Any],
-) -> dict[str, Any]:
-    """Say what the fit will be (preset, steps, size, device, the memory it needs) before it
-    starts; returns the settings for the sidecar, resolved from the very options the fit
-    gets (``fit_options``)."""
-    from benchmark.device import resolve_device
-    from benchmark.methods.fit.devices import available_memory, fit_memory
-    from benchmark.methods.networks import padded_size
-    from benchmark.methods.priors import build_network
-
-    network, cfg = info.network.setting(
-        args.task,
-        observation.factor,
-        **{**given, "preset": args.preset, "fit_options": fit_options},
-    )
-    import torch
-
-    net = build_network(network, observation.y.shape[2], torch.Generator().manual_seed(0))
-    h, w = observation.output_shape[:2]
-    per_pixel, fixed = fit_memory(net, h, w)
-    needed = (
-        per_pixel
-        * padded_size(h, net.multiple, net.minimum)
-        * padded_size(w, net.multiple, net.minimum)
-        + fixed
-    )
-    dev = resolve_device(args.device)
-    free = available_memory(dev)
-    print(
-        f"{args.method}: {cfg.iterations} steps at {w}x{h} on {dev}; about "
-        f"{needed / 2**20:.0f} MiB"
-        + (f" of {free / 2**20:.0f} MiB free" if free else "")
-        + " (the bar's ETA is measured over the first steps)"
-    )
-    return {"network": network, "fit": {k: getattr(cfg, k) for k in vars(cfg)}}
 
 
 def _run(args: argparse.Namespace, info: Any, observation: Any, options: dict[str, Any]) -> Any:

@@ -26,14 +26,17 @@ def _load_suite(args: argparse.Namespace) -> Any:
         raise UsageError(str(err)) from err
 
 
-def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace, jobs: int) -> None:
+def _confirm_long_run(
+    suite: Any, todo: Sequence[Any], args: argparse.Namespace, jobs: int
+) -> list[float] | None:
     """Print a network run's estimated time; one over ``LONG_RUN_HOURS`` starts only after
-    ``--yes`` or a "y" typed at a terminal. The ci profile (a few minutes) is not estimated."""
+    ``--yes`` or a "y" typed at a terminal. The ci profile (a few minutes) is not estimated.
+    Returns each unit's estimated seconds (the progress weighs cells by them), or None."""
     from benchmark.methods import get_method
     from benchmark.runner.estimate import estimate
 
     if suite.profile == "ci" or not any(get_method(c.method).fits_network for c in todo):
-        return
+        return None
     import torch
 
     previous = torch.get_num_threads()
@@ -42,7 +45,7 @@ def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace,
         measured = estimate(todo, args.device, args.batch)
     except (ValueError, RuntimeError) as err:  # e.g. a network the image cannot take
         print(f"no estimate: a cell cannot run ({err}); its cells will fail with that reason")
-        return
+        return None
     finally:
         torch.set_num_threads(previous)
     hours = measured.wall(jobs) / 3600
@@ -52,10 +55,10 @@ def _confirm_long_run(suite: Any, todo: Sequence[Any], args: argparse.Namespace,
         f"at each of the run's {len(measured.parts)} shapes, summed)"
     )
     if hours <= LONG_RUN_HOURS or args.yes:
-        return
+        return measured.units
     if sys.stdin.isatty():
         if input("start it? [y/N] ").strip().lower() in ("y", "yes"):
-            return
+            return measured.units
         raise UsageError("not started")
     raise UsageError(
         f"this run needs about {hours:.1f} h here: add --yes to start it, or use "
@@ -137,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{suite.name} ({suite.profile}): {len(cells)} cells, {len(cells) - len(todo)} already "
         f"done, {len(todo)} to run -> {out}"
     )
-    _confirm_long_run(suite, todo, args, jobs)
+    unit_seconds = _confirm_long_run(suite, todo, args, jobs)
     slurm = {
         "partition": args.slurm_partition,
         "gpus": args.slurm_gpus,
@@ -158,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch=args.batch,
         reuse_stale=args.reuse_stale,
         cell_timeout=args.cell_timeout,
+        unit_seconds=unit_seconds,
     )
     print(f"wrote {out / 'results.csv'} ({len(outcome.table)} rows)")
     elsewhere = runner.claimed_elsewhere(cells, out, args.device, args.threads)

@@ -21,7 +21,7 @@ from benchmark.runfolder import Record, cells_dir
 from benchmark.runner.cell import run_cells
 from benchmark.runner.planning import batches, pending
 from benchmark.runner.progress import grid_bar, take
-from benchmark.runner.records import git_revision, remove_stale_temporaries
+from benchmark.runner.records import compute_kind, git_revision, remove_stale_temporaries
 from benchmark.runner.workers import CELL_TIMEOUT, run_isolated, runs_in_a_worker
 from benchmark.suites import Cell
 
@@ -39,6 +39,7 @@ def execute(
     batch: int | str = "auto",
     reuse_stale: bool = False,
     cell_timeout: float | None = None,
+    unit_seconds: Sequence[float] | None = None,
 ) -> list[Record]:
     """Run the cells that have no successful record by the current code yet; return the new
     records.
@@ -68,6 +69,10 @@ def execute(
     cell_timeout : float, optional
         Seconds a cell may take before its worker is stopped and the cell fails (0: no
         limit); default by profile (:data:`~benchmark.runner.workers.CELL_TIMEOUT`).
+    unit_seconds : sequence of float, optional
+        The run's estimate of each unit, in order (:attr:`~benchmark.runner.estimate.Estimate.units`
+        of the same pending cells and batch): the progress's time left then weighs each cell
+        by it instead of counting cells. Ignored where it does not match the units.
     """
     if executor not in EXECUTORS:
         raise KeyError(f"unknown executor {executor!r}; known: {', '.join(EXECUTORS)}")
@@ -81,15 +86,31 @@ def execute(
     revision = git_revision()
     units = batches(todo, device, batch)
     run = EXECUTORS[executor]
-    options = {"jobs": jobs, "cell_timeout": cell_timeout, **(slurm or {})}
+    costs = unit_costs(units, unit_seconds, device, threads)
+    options = {"jobs": jobs, "cell_timeout": cell_timeout, "costs": costs, **(slurm or {})}
     return run(units, Path(out), device, revision, threads, options, show_progress)
+
+
+def unit_costs(
+    units: Sequence[list[Cell]], unit_seconds: Sequence[float] | None, device: str, threads: int
+) -> dict[str, float] | None:
+    """Each cell's record key with its share of its unit's estimated seconds; None where the
+    estimate is of other units (another run took some cells since it was made)."""
+    if unit_seconds is None or len(unit_seconds) != len(units):
+        return None
+    return {
+        cell.key(compute_kind(cell, device, threads)): seconds / len(unit)
+        for unit, seconds in zip(units, unit_seconds, strict=True)
+        for cell in unit
+    }
 
 
 # An executor computes units of cells (each a list fitted together) and returns their records:
 # executor(units, out, device, revision, threads, options, show_progress). It must compute
 # each unit through ``runner.cell.run_cells`` (which writes the records and sets the threads
 # and working folder each unit runs under), so that it never changes a number; ``options``
-# holds ``jobs`` and the command's executor options.
+# holds ``jobs``, ``costs`` (each record key's estimated seconds, for the progress; may be
+# None) and the command's executor options.
 Executor = Callable[[Sequence[list[Cell]], Path, str, str, int, dict[str, Any], bool], list[Record]]
 EXECUTORS: dict[str, Executor] = {}
 
@@ -139,13 +160,16 @@ def _execute_local(
             show=show,
             timeout=timeout,
             devices=_gpu_devices(device),
+            costs=options.get("costs"),
         )
     if local:
         tqdm.write(
             f"{sum(len(u) for u in local)} cell(s) name a method, task or degradation "
             "registered in this process only: computed here, without isolation"
         )
-        records += _execute_serial(local, out, device, revision, threads, show)
+        records += _execute_serial(
+            local, out, device, revision, threads, show, options.get("costs")
+        )
     return records
 
 
@@ -161,14 +185,20 @@ def _execute_inline(
 ) -> list[Record]:
     """This process, one unit after another, without isolation or time-out: for a debugger,
     or code patched at run time that a fresh worker would not see."""
-    return _execute_serial(units, out, device, revision, threads, show)
+    return _execute_serial(units, out, device, revision, threads, show, options.get("costs"))
 
 
 def _execute_serial(
-    units: Sequence[list[Cell]], out: Path, device: str, revision: str, threads: int, show: bool
+    units: Sequence[list[Cell]],
+    out: Path,
+    device: str,
+    revision: str,
+    threads: int,
+    show: bool,
+    costs: dict[str, float] | None = None,
 ) -> list[Record]:
     records = []
-    with grid_bar(sum(len(u) for u in units), show) as bar:
+    with grid_bar(sum(len(u) for u in units), show, costs) as bar:
         for unit in units:
             cell = unit[0]
             together = f" (+{len(unit) - 1} fitted together)" if len(unit) > 1 else ""
@@ -247,7 +277,7 @@ def _execute_slurm(
         _slurm_job, list(units), [str(out)] * n, [device] * n, [revision] * n, [threads] * n
     )
     records = []
-    with grid_bar(sum(len(u) for u in units), show) as bar:
+    with grid_bar(sum(len(u) for u in units), show, options.get("costs")) as bar:
         for job in jobs:
             take(job.result(), records, bar)
     return records

@@ -113,11 +113,12 @@ def run_isolated(
     show: bool,
     timeout: float | None,
     devices: Sequence[str] = (),
+    costs: dict[str, float] | None = None,
 ) -> list[Record]:
     """Compute ``units`` in ``jobs`` isolated worker processes; return the records.
 
     ``timeout`` is seconds per cell (None or 0: no limit); ``devices`` gives each worker a
-    GPU of its own, in turn.
+    GPU of its own, in turn; ``costs`` weighs the progress's time left (``grid_bar``).
     """
     context = worker_context()
     slots = max(1, min(jobs, len(units)))
@@ -149,7 +150,7 @@ def run_isolated(
 
     workers = [start(slot) for slot in range(slots)]
     fits = WorkerBars(slots, shared, show=show and sys.stderr.isatty())
-    with grid_bar(sum(len(u) for u in units), show) as bar:
+    with grid_bar(sum(len(u) for u in units), show, costs) as bar:
         try:
             for worker in workers:
                 assign(worker)
