@@ -76,6 +76,48 @@ def test_latex_has_the_spread_and_one_bold_value_per_column(spread_run: Path) ->
     assert r"Spread \& export" not in tex and r"\pm" in tex
 
 
+def _latex_problems(tex: str) -> list[str]:
+    """What would stop pdflatex in ``tex``'s tables, checked without one: a row with another
+    number of cells than its column spec, unbalanced braces or math, a special character
+    left unescaped in text, a character outside ASCII (pdflatex sets none of the marks)."""
+    problems = []
+    columns = 0
+    for line in tex.splitlines():
+        if line.startswith("%") or not line:
+            continue
+        spec = re.match(r"\\begin\{tabular\}\{([lrc]+)\}$", line)
+        if spec:
+            columns = len(spec[1])
+            continue
+        if not line.isascii():
+            problems.append(f"not ASCII: {line}")
+        bare = re.sub(r"\\[&%$#_{}]", "", line)  # escaped specials are text
+        if bare.count("{") != bare.count("}") or bare.count("$") % 2:
+            problems.append(f"unbalanced: {line}")
+        text = re.sub(r"\$[^$]*\$", "", bare)  # outside math
+        if re.search(r"[_^~%#]", text):
+            problems.append(f"unescaped: {line}")
+        if line.endswith(r"\\") and bare.count("&") != columns - 1:
+            problems.append(f"{bare.count('&') + 1} cells for {columns} columns: {line}")
+    return problems
+
+
+def test_latex_is_well_formed_without_a_compiler(spread_run: Path) -> None:
+    from benchmark.report.export import _escape
+    from benchmark.report.notes import NOT_DETECTED_MARK, STALE_MARK, SUSPECT_MARK
+
+    assert main(["export", str(spread_run), "--format", "latex"]) == 0
+    tex = (spread_run / "export" / "table.tex").read_text()
+    assert _latex_problems(tex) == []
+    # a user's label with every special character and the tables' marks
+    label = (
+        f"my_net 50% #2 {{a}} $x$ ~^ \\ & last† {SUSPECT_MARK}{NOT_DETECTED_MARK}{STALE_MARK} ±×"
+    )
+    row = "\\begin{tabular}{lr}\n" + _escape(label) + r" & $1.00$ \\"
+    assert _latex_problems(row) == []
+    assert _latex_problems("\\begin{tabular}{lr}\na_b & $1$ \\\\") == ["unescaped: a_b & $1$ \\\\"]
+
+
 def test_latex_compiles_where_a_compiler_is_installed(spread_run: Path, tmp_path: Path) -> None:
     compiler = shutil.which("pdflatex")
     if compiler is None:

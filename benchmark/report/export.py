@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.report.authors import AUTHORS_SOURCE
+from benchmark.report.notes import NOT_DETECTED_MARK, STALE_MARK, SUSPECT_MARK
 from benchmark.report.spread import SPREAD_COLUMNS, std_column
 from benchmark.report.tables import row_label
 from benchmark.runfolder import OUTPUTS_SUFFIX, Manifest, atomic_write, cells_dir
@@ -120,10 +121,34 @@ def _number(row: pd.Series, column: str, digits: int, *, bold: bool) -> str:
     return rf"$\mathbf{{{text}}}$" if bold else f"${text}$"
 
 
+# LaTeX's special characters and the tables' marks, each as text pdflatex sets (one pass, so
+# that no replacement is escaped again)
+LATEX_TEXT = str.maketrans(
+    {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        ORACLE_MARK: r"$^\dagger$",
+        SUSPECT_MARK: r"$^\ddagger$",
+        NOT_DETECTED_MARK: r"\S{}",
+        STALE_MARK: r"\P{}",
+        "±": r"$\pm$",
+        "×": r"$\times$",
+        "–": "--",
+        "—": "---",
+    }
+)
+
+
 def _escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_")):
-        text = text.replace(char, escaped)
-    return text.replace("#", r"\#").replace(ORACLE_MARK, r"$^\dagger$").replace("±", r"$\pm$")
+    return text.translate(LATEX_TEXT)
 
 
 def export(folder: Path, formats: Sequence[str], out: Path | None = None) -> list[Path]:
