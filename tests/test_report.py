@@ -186,11 +186,18 @@ def test_cifar10_suite_on_a_small_archive_in_the_official_format(
 def test_reproduce_skips_a_suite_whose_images_are_unavailable(
     tmp_path: Path, mirror: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = ["reproduce", "cifar10-noise", "super-resolution", "--profile", "ci"]
-    assert main([*argv, "--out", str(tmp_path), "-q"]) == 0
+    tiny = tmp_path / "tiny.toml"  # a suite whose images are here, in seconds
+    tiny.write_text(
+        'name = "tiny"\ntitle = "Tiny"\ntask = "denoising"\nprotocol = "gray"\n'
+        'datasets = "bm3d_gray11"\nimages = ["house"]\ncrop = 31\n'
+        '[[degradations]]\nkind = "gaussian"\nlevels = [25]\n[methods.median]\n'
+    )
+    argv = ["reproduce", "cifar10-noise", str(tiny), "--profile", "ci"]
+    assert main([*argv, "--out", str(tmp_path / "runs"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "skipped cifar10-noise: its images cannot be had here" in out
-    assert (tmp_path / "README.md").is_file()
+    assert (tmp_path / "runs" / "README.md").is_file()
+    assert (tmp_path / "runs" / "ci" / "tiny" / "results.csv").is_file()
     # Nothing at all could run: that is a failure, not an empty success.
     assert main([*argv[:2], "--profile", "ci", "--out", str(tmp_path / "none"), "-q"]) == 1
     assert "no suite could run" in capsys.readouterr().err
