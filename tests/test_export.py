@@ -103,7 +103,7 @@ def _latex_problems(tex: str) -> list[str]:
 
 
 def test_latex_is_well_formed_without_a_compiler(spread_run: Path) -> None:
-    from benchmark.report.export import _escape
+    from benchmark.report.export import latex_text
     from benchmark.report.notes import NOT_DETECTED_MARK, STALE_MARK, SUSPECT_MARK
 
     assert main(["export", str(spread_run), "--format", "latex"]) == 0
@@ -113,7 +113,7 @@ def test_latex_is_well_formed_without_a_compiler(spread_run: Path) -> None:
     label = (
         f"my_net 50% #2 {{a}} $x$ ~^ \\ & last† {SUSPECT_MARK}{NOT_DETECTED_MARK}{STALE_MARK} ±×"
     )
-    row = "\\begin{tabular}{lr}\n" + _escape(label) + r" & $1.00$ \\"
+    row = "\\begin{tabular}{lr}\n" + latex_text(label) + r" & $1.00$ \\"
     assert _latex_problems(row) == []
     assert _latex_problems("\\begin{tabular}{lr}\na_b & $1$ \\\\") == ["unescaped: a_b & $1$ \\\\"]
 

@@ -80,11 +80,11 @@ def latex_tables(folder: Path) -> str:
             f"% {caption}",
             r"\begin{tabular}{l" + "r" * len(columns) + "}",
             r"\hline",
-            " & ".join(["Method", *(_escape(c) for c in columns)]) + r" \\",
+            " & ".join(["Method", *(latex_text(c) for c in columns)]) + r" \\",
             r"\hline",
         ]
         for index, row in part.iterrows():
-            cells = [_escape(str(row.method))]
+            cells = [latex_text(str(row.method))]
             for column in columns:
                 cells.append(_number(row, column, digits, bold=best.get(column) == index))
             lines.append(" & ".join(cells) + r" \\")
@@ -147,7 +147,8 @@ LATEX_TEXT = str.maketrans(
 )
 
 
-def _escape(text: str) -> str:
+def latex_text(text: str) -> str:
+    """``text`` as LaTeX sets it in a table: special characters escaped, marks as symbols."""
     return text.translate(LATEX_TEXT)
 
 
