@@ -1,10 +1,14 @@
-"""Shared fixtures: an offline image mirror, a per-session download cache, devices."""
+"""Shared fixtures: an offline image mirror, a per-session download cache, devices, the
+scripts as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -40,6 +44,22 @@ def offline_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         if found is not None:
             mp.setenv("DIPBENCH_MIRROR", str(found))
         yield
+
+
+@cache
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def script() -> Callable[[str], ModuleType]:
+    """``script(name)``: ``scripts/<name>.py`` as a module (the scripts are no package),
+    loaded once per session."""
+    return _script
 
 
 def pytest_configure(config: pytest.Config) -> None:

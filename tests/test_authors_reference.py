@@ -3,10 +3,9 @@ per-cell comparison and the index line; the committed reference made at today's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from functools import cache
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -19,22 +18,6 @@ from benchmark.grid import Cell
 from benchmark.report import authors
 from benchmark.report.files import load_run
 from benchmark.suites import load_suite
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "authors_reference.py"
-
-
-@cache
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("authors_reference", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-def settings_of(cell: Cell) -> str:
-    """The settings the script records for a cell (its own function, not a copy)."""
-    return _script().settings_of(cell)[2]
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +95,13 @@ def test_the_authors_rows_sit_beside_ours_for_the_same_observations_only(
 
 
 @pytest.mark.parametrize("profile", ["quick", "full"])
-def test_the_committed_reference_was_made_at_todays_settings(profile: str, mirror: Path) -> None:
-    """Every reference row's cell still exists with the same observation and settings: a
-    changed profile or preset makes its "authors' code" rows stale, and this says so."""
+def test_the_committed_reference_was_made_at_todays_settings(
+    profile: str, mirror: Path, script: Callable[[str], ModuleType]
+) -> None:
+    """Every reference row's cell still exists with the same observation and settings (the
+    script's own ``settings_of``, not a copy): a changed profile or preset makes its "authors'
+    code" rows stale, and this says so."""
+    settings_of = script("authors_reference").settings_of
     path = authors.reference_path(profile)
     if not path.is_file():
         pytest.skip(f"no committed reference for the {profile} profile")
@@ -130,7 +117,7 @@ def test_the_committed_reference_was_made_at_todays_settings(profile: str, mirro
                 if (c.dataset, c.degradation, c.level) == (row.dataset, row.degradation, row.level)
             ]
             assert cell.observation_key == row.observation_key, (suite, image, method)
-            assert json.loads(row.settings) == json.loads(settings_of(cell)), (
+            assert json.loads(row.settings) == json.loads(settings_of(cell)[2]), (
                 f"{suite} {image} {method}: the authors' reference was made at other settings; "
                 "re-run scripts/authors_reference.py for it"
             )

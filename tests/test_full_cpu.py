@@ -3,7 +3,7 @@ the published report holds from the current code is skipped, not run again."""
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -13,31 +13,26 @@ from benchmark.cli import main
 from benchmark.report.merge import identity as record_identity
 from benchmark.report.merge import kept_records
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("full_cpu", REPO / "scripts" / "full_cpu.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_slice_of_the_plan_is_cells_of_the_full_profile() -> None:
-    script = load_script()
-    slices = script.read_plan(script.PLAN)
+def test_every_slice_of_the_plan_is_cells_of_the_full_profile(
+    script: Callable[[str], ModuleType],
+) -> None:
+    full_cpu = script("full_cpu")
+    slices = full_cpu.read_plan(full_cpu.PLAN)
     assert len({s["name"] for s in slices}) == len(slices)
     for entry in slices:
-        cells = script.cells_of(entry)
+        cells = full_cpu.cells_of(entry)
         assert cells and {c.profile for c in cells} == {"full"}, entry["name"]
         assert {c.method_key for c in cells} == set(entry["methods"]), entry["name"]
 
 
 def test_a_published_slice_is_skipped_and_one_not_yet_published_is_planned(
-    mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    mirror: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    script: Callable[[str], ModuleType],
 ) -> None:
-    script = load_script()
+    full_cpu = script("full_cpu")
     plan = tmp_path / "plan.toml"
     plan.write_text(
         '[[slice]]\nname = "telea-house"\nsuite = "inpainting-table1"\n'
@@ -51,13 +46,13 @@ def test_a_published_slice_is_skipped_and_one_not_yet_published_is_planned(
     assert main(["publish", str(out), "--reports", str(reports)]) == 0
     kept = kept_records(reports / "full" / "inpainting-table1")
     assert kept is not None
-    cells = script.cells_of(
+    cells = full_cpu.cells_of(
         {"suite": "inpainting-table1", "images": ["house"], "methods": ["telea"]}
     )
-    assert {script.identity(c) for c in cells} == {record_identity(r) for r in kept}
+    assert {full_cpu.identity(c) for c in cells} == {record_identity(r) for r in kept}
     capsys.readouterr()
     argv = ["--plan", str(plan), "--reports", str(reports), "--dry-run", "--threads", "1"]
-    assert script.main(argv) == 0
+    assert full_cpu.main(argv) == 0
     said = capsys.readouterr().out
     assert "telea-house: published" in said
     assert "telea-barbara: 1 cell(s)" in said and "barbara bernoulli 0.5 telea: about" in said

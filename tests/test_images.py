@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -28,16 +27,6 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 MANIFESTS = ("MANIFEST.csv", "MANIFEST_denoising_sets.csv")  # the mirror's two lists
 
 
-def _builder() -> Any:
-    """``scripts/build_registry.py`` as a module."""
-    path = images.REGISTRY_PATH.parents[2] / "scripts" / "build_registry.py"
-    spec = importlib.util.spec_from_file_location("build_registry", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_registry_lists_every_mirrored_image_and_the_cifar_archive(mirror: Path) -> None:
     registry = images.load_registry()
     manifest = pd.concat([pd.read_csv(mirror / name, dtype=str) for name in MANIFESTS])
@@ -51,10 +40,12 @@ def test_registry_lists_every_mirrored_image_and_the_cifar_archive(mirror: Path)
     assert all(len(e.known_hash.split(":")[1]) in (32, 64) for e in registry)
 
 
-def test_the_committed_registry_is_what_its_builder_writes(mirror: Path) -> None:
+def test_the_committed_registry_is_what_its_builder_writes(
+    mirror: Path, script: Callable[[str], ModuleType]
+) -> None:
     """One registry: the file the code reads is the one ``scripts/build_registry.py`` makes
     from the mirror's manifest, and no second copy lies elsewhere in the checkout."""
-    built = _builder().build(mirror).astype(str).replace("nan", "")
+    built = script("build_registry").build(mirror).astype(str).replace("nan", "")
     committed = pd.read_csv(images.REGISTRY_PATH, dtype=str).fillna("")
     pd.testing.assert_frame_equal(built.reset_index(drop=True), committed)
     checkout = images.REGISTRY_PATH.parents[2]
