@@ -87,13 +87,13 @@ def _time_needed(
     also recorded as ``estimated_seconds``; "" where the contract cannot time a step."""
     import numpy as np
 
-    from benchmark.runner.estimate import contract_step
+    from benchmark.runner.estimate import contract_step, warmup_steps
 
     target = np.zeros(observation.output_shape, dtype=np.float32)  # no ground truth here
     step = contract_step(
         info.network, [observation], [target], device,
         {k: v for k, v in options.items() if k != "device"},
-        steps=3, warmup=1, min_seconds=0.5,
+        steps=5, warmup=warmup_steps(device), min_seconds=0.5,  # as the run's estimate
     )  # fmt: skip
     if not step:
         return ""

@@ -217,6 +217,12 @@ def measure_cell(shape: Shape, device: str, *, clock: Clock = time.perf_counter)
     return seconds * (shape.height * shape.width) / (small.height * small.width)
 
 
+def warmup_steps(device: str) -> int:
+    """Steps run before a step is timed: one on the CPU, where steps are slow and steady; more
+    on a GPU, whose first steps autotune its kernels."""
+    return 1 if _device_type(device) == "cpu" else 5
+
+
 def _device_type(device: str) -> str:
     from benchmark.device import resolve_device
 
@@ -236,9 +242,7 @@ def estimate(
     workers): each shape measured once (``step`` and ``cell`` replace the measurements: a
     fake clock in tests, :func:`scaled_from_one_size` for a quick rough figure), times its
     count."""
-    # One warm-up step on the CPU, where steps are slow and steady; more on a GPU, whose
-    # first steps autotune its kernels.
-    warmup = 1 if _device_type(device) == "cpu" else 5
+    warmup = warmup_steps(device)
     step = step or (lambda shape: measure_step(shape, device, warmup=warmup))
     cell = cell or (lambda shape: measure_cell(shape, device))
     result = Estimate()
