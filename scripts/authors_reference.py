@@ -48,6 +48,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from tqdm import tqdm
 
 from benchmark.methods.zsn2n import settings_from
 from benchmark.metrics import get_protocol
@@ -161,6 +164,24 @@ def run_zsn2n(
         code.train_one(model, optimizer, noisy)
         schedule.step()
     return {"last": _to_numpy(code.denoise(model, noisy))}
+
+
+@contextlib.contextmanager
+def steps_bar(total: int, label: str) -> Iterator[tqdm]:
+    """A bar with an ETA over an authors' loop, which prints nothing readable (the DD and DIP
+    loops print to the stdout this script silences): each optimizer step of the fit moves it,
+    counted by a global step hook that reads nothing the fit computes. On a terminal the bar
+    moves each second; in a log it writes a line every 60 s."""
+    bar = tqdm(
+        total=total, desc=label, unit="step", file=sys.stderr,
+        mininterval=1 if sys.stderr.isatty() else 60,
+    )  # fmt: skip
+    handle = register_optimizer_step_post_hook(lambda *_: bar.update(1))
+    try:
+        yield bar
+    finally:
+        handle.remove()
+        bar.close()
 
 
 def _to_torch(image: np.ndarray, device: str) -> torch.Tensor:
@@ -358,9 +379,11 @@ def main(argv: list[str] | None = None) -> int:
                                    cell.method_key, seed) in done:  # fmt: skip
                 continue
             start = time.perf_counter()
-            outputs = runners[cell.method](
-                loaded[cell.method], observation, network, fit, seed, args.device
-            )
+            label = f"{cell.image} {cell.method_key} seed {seed}"
+            with steps_bar(fit.iterations, label):
+                outputs = runners[cell.method](
+                    loaded[cell.method], observation, network, fit, seed, args.device
+                )
             seconds = time.perf_counter() - start
             for output, image in outputs.items():
                 score = protocol.score(np.clip(image, 0, 1), target)

@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmark import report
 from benchmark.cli import main
@@ -155,3 +156,24 @@ def test_a_network_cell_under_its_baseline_says_whether_the_authors_code_is_too(
     assert lines[0].startswith("- a: dd (best_loss) 27.50 dB is 2.00 dB under Telea (29.50)")
     assert "27.40 (3 seeds), under it too" in lines[0]
     assert "29.00 (3 seeds), not under it: a gap of this code" in lines[1]
+
+
+def test_the_bar_over_the_authors_loop_counts_its_optimizer_steps_and_changes_none(
+    script: Callable[[str], ModuleType], capsys: pytest.CaptureFixture
+) -> None:
+    def fit(steps: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(3))
+        optimizer = torch.optim.Adam([weight], lr=0.1)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            (weight**2).sum().backward()
+            optimizer.step()
+        return weight.detach().clone()
+
+    with script("authors_reference").steps_bar(7, "toy") as bar:
+        inside = fit(7)
+        assert bar.n == 7
+    assert torch.equal(inside, fit(7))  # the same numbers without the bar
+    assert bar.n == 7  # the hook is gone: the second fit moved nothing
+    assert "toy" in capsys.readouterr().err
