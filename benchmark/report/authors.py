@@ -109,7 +109,7 @@ def authors_rows(
         values["n"] = len(present)
         values["source"] = AUTHORS_SOURCE
         seeds = int(part.seeds.min())
-        rows[f"{label(method, output)}: {AUTHORS_SOURCE}, {seeds} seeds"] = values
+        rows[f"{label(method, output)}: {AUTHORS_SOURCE}, {_seeds(seeds)}"] = values
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -201,7 +201,8 @@ def under_baseline_lines(
         else:
             below = r.their_psnr < r.trivial_psnr - SUSPECT_UNDER_TRIVIAL_DB
             line += (
-                f"the authors' code at these settings: {r.their_psnr:.2f} ({int(r.seeds)} seeds), "
+                f"the authors' code at these settings: {r.their_psnr:.2f} "
+                f"({_seeds(int(r.seeds))}), "
                 + (
                     "under it too: the profile's reduction, not this code."
                     if below
@@ -210,3 +211,7 @@ def under_baseline_lines(
             )
         lines.append(line)
     return lines
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
