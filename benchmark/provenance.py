@@ -9,9 +9,10 @@ stored with the record and checked against the current files, without importing 
   function (a user's module too), of every module of this package that it imports, directly
   or not (for DIP and the Deep Decoder: the fit, the networks, stacking, the registry), and of
   the modules every cell goes through (image loading, degradations, forward models, tasks,
-  metrics). A module is hashed as what it computes: its syntax tree without docstrings,
-  comments or formatting (:func:`source_hash`). A docstring fix re-runs nothing; any change
-  of a name, a number or a statement does.
+  metrics). A module is hashed as what it computes (:mod:`benchmark.code_hash`): its syntax
+  tree without docstrings, comments or formatting, its imports as one set of bindings
+  wherever they sit. A docstring fix or a lazy import re-runs nothing; any change of a name,
+  a number or a statement does.
 - :func:`inputs_identity`, per cell: the parts of the package's data files that the cell
   actually read: its image's row of ``registry.csv`` (the pixel hash, mode and kind, not
   where the file is downloaded from) and its preset's table of ``presets.toml``. Adding an
@@ -19,9 +20,10 @@ stored with the record and checked against the current files, without importing 
 
 The report, the runner's bookkeeping, the command line and the docs are not in it: editing
 them never invalidates a record. :func:`changed_files` re-hashes the stored names and says
-which changed. Records written before this scheme (``scheme`` absent: whole files hashed by
-their bytes) are checked by that rule, and the runner re-stamps those whose files are byte
-for byte the current ones (:func:`is_legacy`).
+which changed. A record written by an earlier scheme (``scheme`` absent: whole files by their
+bytes; 2: imports where they were written) is checked by its own scheme's rule, and the
+runner (and ``scripts/restamp_reports.py`` for published reports) re-stamps those whose
+fingerprint by that scheme is today's code's (:func:`is_legacy`, :func:`fingerprint_by_scheme`).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from benchmark.code_hash import SCHEME, source_hash
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
-SCHEME = 2  # 1 (no "scheme" key): whole files by their bytes, data files whole
 
 PRESETS = "benchmark/data/presets.toml"
 REGISTRY = "benchmark/data/registry.csv"
@@ -63,10 +66,11 @@ EVERY_CELL = (
 # --- identities ------------------------------------------------------------------------------
 
 
-def code_identity(method: str) -> dict[str, Any]:
+def code_identity(method: str, scheme: int = SCHEME) -> dict[str, Any]:
     """``{"scheme", "fingerprint", "files": {name: hash}}`` of the code behind ``method`` (a
-    registry name or ``package.module:function``); a file outside this package also has its
-    path under ``"paths"``, so that it can be found again."""
+    registry name or ``package.module:function``), hashed by ``scheme``
+    (:mod:`benchmark.code_hash`); a file outside this package also has its path under
+    ``"paths"``, so that it can be found again."""
     from benchmark.methods.registry import get_method
 
     function = get_method(method).function
@@ -74,8 +78,8 @@ def code_identity(method: str) -> dict[str, Any]:
     own = inspect.getsourcefile(function)
     if own:
         files[_display_name(Path(own))] = Path(own).resolve()
-    identity: dict[str, Any] = {"scheme": SCHEME}
-    identity["files"] = {name: source_hash(path) for name, path in sorted(files.items())}
+    identity: dict[str, Any] = {"scheme": scheme}
+    identity["files"] = {name: source_hash(path, scheme) for name, path in sorted(files.items())}
     identity["fingerprint"] = _digest(identity["files"])
     paths = {name: str(path) for name, path in files.items() if not _in_package(path)}
     if paths:
@@ -137,8 +141,10 @@ def changed_files(stored: Mapping[str, Any] | None) -> list[str]:
     hashes = stored["files"]
     if stored.get("scheme") is None:
         return sorted(name for name, value in hashes.items() if _legacy_hash(name) != value)
-    paths = stored.get("paths", {})
-    return sorted(name for name, value in hashes.items() if _current_hash(name, paths) != value)
+    paths, scheme = stored.get("paths", {}), stored["scheme"]
+    return sorted(
+        name for name, value in hashes.items() if _current_hash(name, paths, scheme) != value
+    )
 
 
 def changed_parts(stored: Mapping[str, Any] | None) -> list[str]:
@@ -152,14 +158,23 @@ def changed_parts(stored: Mapping[str, Any] | None) -> list[str]:
 
 
 def is_legacy(stored: Mapping[str, Any] | None) -> bool:
-    """Whether a code identity was written by the scheme before this one (whole files)."""
-    return bool(stored) and "files" in stored and stored.get("scheme") is None
+    """Whether a code identity was written by an earlier scheme than today's."""
+    return bool(stored) and "files" in stored and stored.get("scheme") != SCHEME
 
 
-def _current_hash(name: str, paths: Mapping[str, str]) -> str | None:
+def fingerprint_by_scheme(method: str, scheme: int | None) -> str:
+    """The fingerprint ``scheme`` (None: the first, whole files by their bytes) gives
+    ``method``'s current code: a record of that scheme whose fingerprint is this one was
+    computed by today's code, and is re-stamped with today's scheme (not recomputed)."""
+    if scheme is None:
+        return legacy_fingerprint(method)
+    return code_identity(method, scheme)["fingerprint"]
+
+
+def _current_hash(name: str, paths: Mapping[str, str], scheme: int) -> str | None:
     path = Path(paths[name]) if name in paths else PACKAGE_ROOT.parent / name
     try:
-        return source_hash(path.resolve())
+        return source_hash(path.resolve(), scheme)
     except (OSError, SyntaxError, ValueError):
         return None
 
@@ -196,48 +211,6 @@ def legacy_fingerprint(method: str) -> str:
         for name, path in sorted(files.items())
     }
     return hashlib.sha256(repr(sorted(hashes.items())).encode()).hexdigest()[:16]
-
-
-# --- hashing ---------------------------------------------------------------------------------
-
-
-def source_hash(path: Path) -> str:
-    """The hash of what a Python file computes: its syntax tree with docstrings (and every
-    other bare string statement) dropped; comments and formatting are not in the tree. The
-    tree is written out by :func:`_canonical`, not ``ast.dump``, whose text changes between
-    Python versions (empty fields shown or not)."""
-    stat = path.stat()
-    return _source_hash(path, stat.st_mtime_ns, stat.st_size)
-
-
-@cache
-def _source_hash(path: Path, mtime_ns: int, size: int) -> str:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return hashlib.sha256(_canonical(tree).encode()).hexdigest()[:16]
-
-
-def _canonical(node: Any) -> str:
-    if isinstance(node, ast.AST):
-        shown = []
-        for name, value in ast.iter_fields(node):
-            if isinstance(value, list):
-                value = [v for v in value if not _is_bare_string(v)]
-            if value is None or value == [] or name in ("kind", "type_comment"):
-                continue  # absent, or how a constant was spelt ('u' prefix)
-            shown.append(f"{name}={_canonical(value)}")
-        return f"{type(node).__name__}({','.join(shown)})"
-    if isinstance(node, list):
-        return "[" + ",".join(_canonical(item) for item in node) + "]"
-    return repr(node)
-
-
-def _is_bare_string(node: Any) -> bool:
-    """A statement that is only a string: a docstring, or text that computes nothing."""
-    return (
-        isinstance(node, ast.Expr)
-        and isinstance(node.value, ast.Constant)
-        and isinstance(node.value.value, str)
-    )
 
 
 def part_hash(name: str) -> str | None:

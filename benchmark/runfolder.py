@@ -288,6 +288,13 @@ class Record:
             if self.digest.get(s) != now.get(s)
         ]
 
+    def restamped(self, code: dict[str, Any]) -> Record:
+        """The record with ``code``, a later fingerprint scheme's identity of the code that
+        computed it: its content digest is made again, its output files' digests stay."""
+        self.code = code
+        self.digest = {**self.digest, "content": self._content_hash()} if self.digest else {}
+        return self
+
     def stale_files(self) -> list[str]:
         """The files and data parts whose change since the record was written makes it stale
         (empty: its code and data are the current ones), from the stored hashes alone: no

@@ -1,28 +1,36 @@
-"""Re-stamp published reports computed under the first code-fingerprint scheme.
+"""Re-stamp published reports computed under an earlier code-fingerprint scheme.
 
-The first scheme hashed whole files by their bytes (data files whole); the second hashes what
-the code computes and the data parts a cell read (``benchmark.provenance``). A published report
-keeps only its ``results.csv``, whose ``code`` column holds first-scheme fingerprints. The rule:
-a row whose fingerprint is the one the first scheme gives its method's *current* files was
-computed by the current code, so its ``code`` becomes the second scheme's fingerprint of that
-code and its ``inputs`` the fingerprint of the data it read (its image's registry row, the
-preset its row names); ``provenance.json`` says what both hashed. Any other row is left as it
-is (and stays reported as computed by code that has changed since). Only the ``code`` and
-``inputs`` columns change; every other byte of ``results.csv`` stays.
+The schemes (``benchmark.code_hash``): 1 hashed whole files by their bytes (data files whole),
+2 the syntax tree without docstrings, 3 (today's) that tree with the imports gathered wherever
+they sit. The rule: a row whose fingerprint is the one *its* scheme gives its method's
+*current* files was computed by the current code, so its ``code`` becomes today's
+fingerprint of that code (and, for a first-scheme row, its ``inputs`` the fingerprint of the
+data it read: its image's registry row, the preset its row names); ``provenance.json`` says
+what both hashed. The report's kept records (``records/<key>.json``) are re-stamped by the
+same rule, their content digest written again. Any other row or record is left as it is (and
+stays reported as computed by code that has changed since). Only the ``code`` and ``inputs``
+columns change; every other byte of ``results.csv`` stays.
 
-Usage: python scripts/restamp_reports.py reports/quick/*
+Run it *before* a change that only the new scheme sees as no change (moving an import), with
+the files as the old scheme hashed them.
+
+Usage: python scripts/restamp_reports.py reports/quick/* reports/full/*
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from benchmark.provenance import cell_inputs, code_identity, legacy_fingerprint
+from benchmark.provenance import SCHEME, cell_inputs, code_identity, fingerprint_by_scheme
 from benchmark.results_file import PROVENANCE, RESULT_COLUMNS
-from benchmark.runfolder import Manifest, write_json
+from benchmark.runfolder import Manifest, Record, write_json
+
+KEPT = "records"
 
 
 def restamp(folder: Path) -> tuple[int, int]:
@@ -32,31 +40,84 @@ def restamp(folder: Path) -> tuple[int, int]:
     path = folder / "results.csv"
     text = path.read_text(encoding="utf-8")
     rows = list(csv.DictReader(io.StringIO(text)))
-    if not rows or "inputs" in rows[0]:
-        return 0, len(rows)  # nothing to re-stamp, or re-stamped already
+    stamps = _read_stamps(folder)
+    scheme_of = {f: identity.get("scheme") for f, identity in stamps["code"].items()}
     code: dict[str, dict] = {}
     inputs: dict[str, dict] = {}
+    today: dict[tuple[str, str], dict | None] = {}  # (fingerprint, method): today's identity
     done = left = 0
     for row in rows:
         method = method_of.get(row["method"], row["method"])
-        if row["status"] != "ok" or row["code"] != legacy_fingerprint(method):
+        scheme = scheme_of.get(row["code"]) if "inputs" in row else None
+        key = (row["code"], method)
+        if key not in today:
+            current = row["status"] == "ok" and scheme != SCHEME and _current(row, method, scheme)
+            today[key] = code_identity(method) if current else None
+        identity = today[key] if row["status"] == "ok" else None
+        if identity is None:
             left += 1
+            code[row["code"]] = stamps["code"].get(row["code"], {})
+            if row.get("inputs"):
+                inputs[row["inputs"]] = stamps["inputs"].get(row["inputs"], {})
             continue
-        identity = code_identity(method)
-        read = cell_inputs(row["dataset"], row["image"], method, row["preset"] or None)
-        row["code"], row["inputs"] = identity["fingerprint"], read["fingerprint"]
+        row["code"] = identity["fingerprint"]
         code[identity["fingerprint"]] = identity
-        inputs[read["fingerprint"]] = read["parts"]
+        if scheme is None:
+            read = cell_inputs(row["dataset"], row["image"], method, row["preset"] or None)
+            row["inputs"] = read["fingerprint"]
+            inputs[read["fingerprint"]] = read["parts"]
+        else:
+            inputs[row["inputs"]] = stamps["inputs"].get(row["inputs"], {})
         done += 1
-    columns = [c for c in RESULT_COLUMNS if c in rows[0] or c == "inputs"]
+    columns = [c for c in RESULT_COLUMNS if c in rows[0] or c == "inputs"] if rows else []
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
-    path.write_text(out.getvalue(), encoding="utf-8")
-    stamps = {"code": dict(sorted(code.items())), "inputs": dict(sorted(inputs.items()))}
-    write_json(folder / PROVENANCE, stamps)
+    if out.getvalue() != text:
+        path.write_text(out.getvalue(), encoding="utf-8")
+        stamps = {
+            "code": {k: v for k, v in sorted(code.items()) if v},
+            "inputs": {k: v for k, v in sorted(inputs.items()) if v},
+        }
+        write_json(folder / PROVENANCE, stamps)
+    _restamp_kept(folder / KEPT)
     return done, left
+
+
+def _current(row: dict[str, str], method: str, scheme: int | None) -> bool:
+    try:
+        return row["code"] == fingerprint_by_scheme(method, scheme)
+    except (KeyError, ImportError, OSError):
+        return False
+
+
+def _read_stamps(folder: Path) -> dict[str, Any]:
+    path = folder / PROVENANCE
+    if not path.is_file():
+        return {"code": {}, "inputs": {}}
+    content = json.loads(path.read_text(encoding="utf-8"))
+    return {"code": content.get("code", {}), "inputs": content.get("inputs", {})}
+
+
+def _restamp_kept(kept: Path) -> None:
+    """The report's kept records, by the same rule; each keeps its output digests."""
+    for path in sorted(kept.glob("*.json")) if kept.is_dir() else []:
+        record = Record.read(path)
+        if record is None or not record.ok or not record.code:
+            continue
+        scheme = record.code.get("scheme")
+        method = record.cell.get("method", "")
+        if scheme == SCHEME or record.code.get("fingerprint") != _fingerprint(method, scheme):
+            continue
+        write_json(path, record.restamped(code_identity(method)).to_json())
+
+
+def _fingerprint(method: str, scheme: int | None) -> str | None:
+    try:
+        return fingerprint_by_scheme(method, scheme)
+    except (KeyError, ImportError, OSError):
+        return None
 
 
 def main(folders: list[str]) -> int:

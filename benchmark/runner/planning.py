@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import datasets
 from benchmark.methods.registry import get_method
-from benchmark.provenance import cell_inputs, code_identity, is_legacy, legacy_fingerprint
+from benchmark.provenance import cell_inputs, code_identity, fingerprint_by_scheme, is_legacy
 from benchmark.runfolder import Record, why_unusable
 from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside
 from benchmark.tasks import get_task
@@ -52,21 +52,23 @@ def pending(
 
 
 def read_record(cell: Cell, out: Path, device: str, threads: int) -> Record | None:
-    """The cell's record (None: none readable). A successful record of the first fingerprint
-    scheme (whole files by their bytes) whose fingerprint is what that scheme gives the current
-    files is re-stamped: rewritten with today's code and inputs identities, not recomputed."""
+    """The cell's record (None: none readable). A successful record of an earlier fingerprint
+    scheme whose fingerprint is what that scheme gives the current files is re-stamped:
+    rewritten with today's code and inputs identities, not recomputed."""
     record = Record.read(record_path(cell, out, device, threads))
     if record is None or not record.ok or not is_legacy(record.code):
         return record
     try:
-        current = record.code["fingerprint"] == legacy_fingerprint(cell.method)
+        scheme = record.code.get("scheme")
+        current = record.code["fingerprint"] == fingerprint_by_scheme(cell.method, scheme)
     except (KeyError, ImportError, OSError):
         return record
     if current:
         record.code = code_identity(cell.method)
-        record.inputs = cell_inputs(
-            cell.dataset, cell.image, cell.method, record.info.get("preset")
-        )
+        if not record.inputs:  # the first scheme stored none; a later one's stay as read
+            record.inputs = cell_inputs(
+                cell.dataset, cell.image, cell.method, record.info.get("preset")
+            )
         record.write(out)
     return record
 
