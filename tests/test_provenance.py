@@ -265,9 +265,9 @@ def test_the_inputs_are_the_rows_and_tables_a_cell_read() -> None:
 def test_what_a_cell_did_not_compute_with_recomputes_nothing_and_what_it_did_exactly_it(
     mirror: Path, tmp_path: Path
 ) -> None:
-    """Docs, comments, a new image, a new preset: 0 cells recomputed. A number in a used
-    preset: its cells only. A number of a method's maths: that method's cells only. A number
-    of the forward models (every cell observes through them): every cell."""
+    """Docs, comments, an import moved, a new image, a new preset: 0 cells recomputed. A
+    number in a used preset: its cells only. A number of a method's maths: that method's cells
+    only. A number of the forward models (every cell observes through them): every cell."""
     src = _package_copy(tmp_path)
     suite = _suite(
         tmp_path,
@@ -295,6 +295,13 @@ def test_what_a_cell_did_not_compute_with_recomputes_nothing_and_what_it_did_exa
     edit("methods/fit/loop.py", "\n\n", "\n\n# a comment\n\n")
     edit("methods/classical.py", "\nimport ", "\n\n\nimport ")  # formatting
     edit("methods/contract.py", "Whether cells of one shape", "Whether the cells of one shape")
+    # an import moved into the one function that uses it (start-up time): no other code
+    edit("forward.py", "from PIL import Image\n", "")
+    edit(
+        "forward.py",
+        "    pixels = to_uint8(image)\n",
+        "    from PIL import Image\n\n    pixels = to_uint8(image)\n",
+    )
     registry = src / "benchmark" / "data" / "registry.csv"
     row = registry.read_text().splitlines()[1].split(",")
     row[0] = "my_set"  # a dataset added by a user
