@@ -9,7 +9,7 @@ import numpy as np
 
 from benchmark import datasets
 from benchmark.arrays import crop_to_size
-from benchmark.degradations import degrade
+from benchmark.degradation_kinds import degrade
 from benchmark.grid import Cell
 
 

@@ -66,18 +66,26 @@ EVERY_CELL = (
 # --- identities ------------------------------------------------------------------------------
 
 
-def code_identity(method: str, scheme: int = SCHEME) -> dict[str, Any]:
+def code_identity(
+    method: str, scheme: int = SCHEME, degradation: str | None = None
+) -> dict[str, Any]:
     """``{"scheme", "fingerprint", "files": {name: hash}}`` of the code behind ``method`` (a
-    registry name or ``package.module:function``), hashed by ``scheme``
-    (:mod:`benchmark.code_hash`); a file outside this package also has its path under
+    registry name or ``package.module:function``) and, where it is registered in a module of
+    its own, the ``degradation`` its cell observes through; hashed by ``scheme``
+    (:mod:`benchmark.code_hash`). A file outside this package also has its path under
     ``"paths"``, so that it can be found again."""
     from benchmark.methods.registry import get_method
 
-    function = get_method(method).function
-    files = dict(_module_files((function.__module__, *EVERY_CELL)))
-    own = inspect.getsourcefile(function)
-    if own:
-        files[_display_name(Path(own))] = Path(own).resolve()
+    makers = [get_method(method).function]
+    if degradation is not None:
+        from benchmark.degradation_kinds import DEGRADATIONS
+
+        makers += [DEGRADATIONS[degradation]] if degradation in DEGRADATIONS else []
+    files = dict(_module_files((*(f.__module__ for f in makers), *EVERY_CELL)))
+    for function in makers:
+        own = inspect.getsourcefile(function)
+        if own:
+            files[_display_name(Path(own))] = Path(own).resolve()
     identity: dict[str, Any] = {"scheme": scheme}
     identity["files"] = {name: source_hash(path, scheme) for name, path in sorted(files.items())}
     identity["fingerprint"] = _digest(identity["files"])
@@ -162,13 +170,14 @@ def is_legacy(stored: Mapping[str, Any] | None) -> bool:
     return bool(stored) and "files" in stored and stored.get("scheme") != SCHEME
 
 
-def fingerprint_by_scheme(method: str, scheme: int | None) -> str:
+def fingerprint_by_scheme(method: str, scheme: int | None, degradation: str | None = None) -> str:
     """The fingerprint ``scheme`` (None: the first, whole files by their bytes) gives
-    ``method``'s current code: a record of that scheme whose fingerprint is this one was
-    computed by today's code, and is re-stamped with today's scheme (not recomputed)."""
+    ``method``'s current code (and ``degradation``'s, :func:`code_identity`): a record of that
+    scheme whose fingerprint is this one was computed by today's code, and is re-stamped with
+    today's scheme (not recomputed)."""
     if scheme is None:
         return legacy_fingerprint(method)
-    return code_identity(method, scheme)["fingerprint"]
+    return code_identity(method, scheme, degradation)["fingerprint"]
 
 
 def _current_hash(name: str, paths: Mapping[str, str], scheme: int) -> str | None:

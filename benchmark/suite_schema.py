@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import options
-from benchmark.degradations import DEGRADATIONS
+from benchmark.degradation_kinds import DEGRADATIONS
 from benchmark.grid import MethodSpec, levels_of
 from benchmark.methods import get_method
 from benchmark.tasks import get_task

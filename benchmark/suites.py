@@ -111,7 +111,7 @@ def load_suite(
     *,
     images_subset: Sequence[str] | None = None,
     methods_subset: Sequence[str] | None = None,
-    levels_subset: Sequence[float] | None = None,
+    levels_subset: Sequence[float | str] | None = None,
     method_seed: int = 0,
 ) -> Suite:
     """Load a suite for one profile, optionally restricted to some images or methods.
@@ -239,29 +239,54 @@ def load_suite(
 
 
 def _only_levels(
-    degradations: tuple[dict[str, Any], ...], wanted: Sequence[float], name: str, profile: str
+    degradations: tuple[dict[str, Any], ...],
+    wanted: Sequence[float | str],
+    name: str,
+    profile: str,
 ) -> tuple[dict[str, Any], ...]:
     """The degradations with only the ``wanted`` levels (ImageNet-C severities count as
-    levels); one left with none is dropped. Raises :class:`SuiteError` for a level no
-    degradation has."""
-    wanted = [float(w) for w in wanted]
+    levels; ``"kind:level"`` names one degradation's level); one left with none is dropped.
+    Raises :class:`SuiteError` for a level no degradation has."""
+    try:
+        wanted_ = [_level_of(w) for w in wanted]
+    except ValueError as err:
+        raise SuiteError(f"--levels: {err}") from None
     kept, found = [], set()
     for deg in degradations:
         field_ = "imagenet_c" if "imagenet_c" in deg else "levels"
-        levels = [v for v in deg[field_] if float(v) in wanted]
-        found.update(float(v) for v in levels)
+        chosen = [
+            (kind, level)
+            for kind, level in wanted_
+            if kind in (None, deg["kind"]) and level in map(float, deg[field_])
+        ]
+        found.update(chosen)
+        levels = [v for v in deg[field_] if float(v) in {level for _, level in chosen}]
         if levels:
             kept.append({**deg, field_: levels})
-    missing = [w for w in wanted if w not in found]
+    missing = [w for w, parsed in zip(wanted, wanted_, strict=True) if parsed not in found]
     if missing:
-        every = sorted(
-            {float(v) for d in degradations for v in d.get("levels", d.get("imagenet_c", []))}
+        every = "; ".join(
+            f"{d['kind']} "
+            + ", ".join(f"{float(v):g}" for v in d.get("levels", d.get("imagenet_c", [])))
+            for d in degradations
         )
         raise SuiteError(
-            f"level(s) {', '.join(f'{m:g}' for m in missing)} not in suite {name!r} ({profile}); "
-            f"its levels: {', '.join(f'{v:g}' for v in every)}"
+            f"level(s) {', '.join(map(str, missing))} not in suite {name!r} ({profile}); "
+            f"its levels: {every}"
         )
     return tuple(kept)
+
+
+def _level_of(wanted: float | str) -> tuple[str | None, float]:
+    """``30`` or ``"30"`` -> (None, 30.0): every degradation's level 30;
+    ``"poisson_counts:50"`` -> ("poisson_counts", 50.0)."""
+    kind, sep, level = str(wanted).rpartition(":")
+    try:
+        return (kind if sep else None), float(level)
+    except ValueError:
+        raise ValueError(
+            f"{wanted!r} is not a level (30) or KIND:LEVEL (poisson_counts:50)"
+        ) from None
 
 
 def _available_images(

@@ -49,10 +49,10 @@ def restamp(folder: Path) -> tuple[int, int]:
     for row in rows:
         method = method_of.get(row["method"], row["method"])
         scheme = scheme_of.get(row["code"]) if "inputs" in row else None
-        key = (row["code"], method)
+        key = (row["code"], method, row["degradation"])
         if key not in today:
             current = row["status"] == "ok" and scheme != SCHEME and _current(row, method, scheme)
-            today[key] = code_identity(method) if current else None
+            today[key] = code_identity(method, degradation=row["degradation"]) if current else None
         identity = today[key] if row["status"] == "ok" else None
         if identity is None:
             left += 1
@@ -87,7 +87,7 @@ def restamp(folder: Path) -> tuple[int, int]:
 
 def _current(row: dict[str, str], method: str, scheme: int | None) -> bool:
     try:
-        return row["code"] == fingerprint_by_scheme(method, scheme)
+        return row["code"] == fingerprint_by_scheme(method, scheme, row["degradation"])
     except (KeyError, ImportError, OSError):
         return False
 
@@ -107,15 +107,15 @@ def _restamp_kept(kept: Path) -> None:
         if record is None or not record.ok or not record.code:
             continue
         scheme = record.code.get("scheme")
-        method = record.cell.get("method", "")
-        if scheme == SCHEME or record.code.get("fingerprint") != _fingerprint(method, scheme):
+        method, kind = record.cell.get("method", ""), record.cell.get("degradation")
+        if scheme == SCHEME or record.code.get("fingerprint") != _fingerprint(method, scheme, kind):
             continue
-        write_json(path, record.restamped(code_identity(method)).to_json())
+        write_json(path, record.restamped(code_identity(method, degradation=kind)).to_json())
 
 
-def _fingerprint(method: str, scheme: int | None) -> str | None:
+def _fingerprint(method: str, scheme: int | None, degradation: str | None) -> str | None:
     try:
-        return fingerprint_by_scheme(method, scheme)
+        return fingerprint_by_scheme(method, scheme, degradation)
     except (KeyError, ImportError, OSError):
         return None
 

@@ -106,7 +106,18 @@ def test_levels_chooses_some_levels_and_names_the_suites_when_one_is_not_there(
         load_suite("deep-decoder", "ci", levels_subset=[31])
     argv = ["run", "deep-decoder", "--profile", "ci", "--levels", "31", "--out", str(tmp_path)]
     assert _exit_code(argv) == 2
-    assert "its levels: 25, 30" in capsys.readouterr().err
+    assert "its levels: gaussian 25, 30" in capsys.readouterr().err
+    zero_shot = load_suite("zero-shot-denoising", "quick", levels_subset=["poisson_counts:50"])
+    assert {(c.degradation, c.level) for c in zero_shot.cells()} == {("poisson_counts", 50.0)}
+    both = load_suite("zero-shot-denoising", "quick", levels_subset=[50])
+    assert {(c.degradation, c.level) for c in both.cells()} == {
+        ("gaussian", 50.0),
+        ("poisson_counts", 50.0),
+    }
+    with pytest.raises(SuiteError, match="gaussian:10 not in suite .*poisson_counts 50, 10"):
+        load_suite("zero-shot-denoising", "quick", levels_subset=["gaussian:10"])
+    with pytest.raises(SuiteError, match="'x' is not a level"):
+        load_suite("zero-shot-denoising", "quick", levels_subset=["x"])
 
 
 def test_closed_pipe_is_no_traceback() -> None:

@@ -332,6 +332,31 @@ def test_what_a_cell_did_not_compute_with_recomputes_nothing_and_what_it_did_exa
     assert "0 already done, 2 to run" in _run_copy(src, suite, out)
 
 
+def test_a_degradation_in_a_module_of_its_own_recomputes_only_its_cells(
+    mirror: Path, tmp_path: Path
+) -> None:
+    """``poisson_counts`` is registered from ``photon_noise.py``: its cells carry that file,
+    the Gaussian cells beside it do not; a number changed in it recomputes its cells alone."""
+    src = _package_copy(tmp_path)
+    suite = _suite(tmp_path, "[methods.median]", images='["kodim01"]')
+    suite.write_text(
+        suite.read_text().replace(
+            "levels = [25]\n",
+            'levels = [25]\n\n[[degradations]]\nkind = "poisson_counts"\nlevels = [10]\n',
+        )
+    )
+    out = tmp_path / "run"
+    assert "0 already done, 2 to run" in _run_copy(src, suite, out)
+    noise = src / "benchmark" / "photon_noise.py"
+    noise.write_text(
+        noise.read_text().replace(
+            "rng.poisson(image * lam) / lam", "rng.poisson(image * lam) / lam * 1.0"
+        )
+    )
+    again = _run_copy(src, suite, out)
+    assert "benchmark/photon_noise.py: 1" in again and "1 already done, 1 to run" in again
+
+
 def test_a_record_of_the_first_scheme_is_restamped_when_its_files_are_todays(
     mirror: Path, user_folder: Path, capsys: pytest.CaptureFixture
 ) -> None:

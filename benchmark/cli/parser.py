@@ -130,9 +130,9 @@ def _run_commands(
     p.add_argument(
         "--levels",
         nargs="+",
-        type=float,
         metavar="LEVEL",
-        help="only these degradation levels (e.g. 30 for sigma 30, 4 for x4)",
+        help="only these degradation levels (e.g. 30 for sigma 30, 4 for x4); KIND:LEVEL for "
+        "one degradation's level where two share it (poisson_counts:50)",
     )
     p.add_argument("--no-report", action="store_true", help="skip writing tables and figures")
     p.add_argument(

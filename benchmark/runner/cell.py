@@ -86,7 +86,7 @@ def _new_record(cell: Cell, out: Path, dev: Any, revision: str, threads: int) ->
         cell=asdict(cell),
         version=__version__,
         versions=versions(),
-        code=code_identity(cell.method),
+        code=code_identity(cell.method, degradation=cell.degradation),
         inputs=cell_inputs(cell.dataset, cell.image, cell.method, None, cell.registry),
         git_revision=revision,
         device=device_name,

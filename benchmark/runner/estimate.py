@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.degradations import degrade
+from benchmark.degradation_kinds import degrade
 from benchmark.grid import Cell
 from benchmark.runner.planning import batches, cell_size, network_iterations, registry_sizes
 

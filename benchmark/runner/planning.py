@@ -60,11 +60,13 @@ def read_record(cell: Cell, out: Path, device: str, threads: int) -> Record | No
         return record
     try:
         scheme = record.code.get("scheme")
-        current = record.code["fingerprint"] == fingerprint_by_scheme(cell.method, scheme)
+        current = record.code["fingerprint"] == fingerprint_by_scheme(
+            cell.method, scheme, cell.degradation
+        )
     except (KeyError, ImportError, OSError):
         return record
     if current:
-        record.code = code_identity(cell.method)
+        record.code = code_identity(cell.method, degradation=cell.degradation)
         if not record.inputs:  # the first scheme stored none; a later one's stay as read
             record.inputs = cell_inputs(
                 cell.dataset, cell.image, cell.method, record.info.get("preset")

@@ -51,7 +51,7 @@ def runs_in_a_worker(cell: Cell) -> bool:
     degradation (which builds the task's forward model) come from this package or from the
     user module the suite names (``module:function``). A method or degradation registered at
     run time in this process only (a notebook, a test) can run in this process alone."""
-    from benchmark.degradations import DEGRADATIONS
+    from benchmark.degradation_kinds import DEGRADATIONS
     from benchmark.methods import get_method
 
     user_module = cell.method.partition(":")[0] if ":" in cell.method else None
