@@ -159,6 +159,45 @@ def test_a_report_grown_by_two_publishes_equals_one_runs(mirror: Path, here: Pat
     )
 
 
+TINY_DIP = """
+[methods.median]
+
+[methods.dip]
+preset = "denoising"
+outputs = ["last"]
+fit = { iterations = 8 }
+network = { channels_down = 8, channels_up = 8, scales = 2 }
+"""
+
+
+def test_a_merge_of_classical_cells_keeps_the_networks_grid(mirror: Path, here: Path) -> None:
+    """Pixels are not kept with a report's records: the grid a network's run drew stays
+    through a merge of classical cells alone (a baseline added, the tables rendered again),
+    and a network's run draws it anew."""
+    first = tiny_run(here, images='["kodim01"]', methods=TINY_DIP)
+    assert main(["publish", str(first), "--reports", "reports"]) == 0
+    grid = here / "reports" / "ci" / "tiny" / "grid.png"
+    drawn = grid.read_bytes()
+    classical = tiny_run(
+        here,
+        out="runs/median/tiny",
+        images='["kodim01"]',
+        methods=TINY_DIP,
+        narrower=("--methods", "median"),
+    )
+    assert main(["publish", str(classical), "--reports", "reports"]) == 0
+    assert grid.read_bytes() == drawn
+    network = tiny_run(
+        here,
+        out="runs/dip/tiny",
+        images='["kodim01"]',
+        methods=TINY_DIP,
+        narrower=("--methods", "dip"),
+    )
+    assert main(["publish", str(network), "--reports", "reports"]) == 0
+    assert grid.read_bytes() != drawn  # the dip run's own grid: its one method
+
+
 @pytest.mark.parametrize("change", ["code", "versions"])
 def test_a_merge_with_cells_of_other_code_or_versions_is_refused_naming_them(
     mirror: Path, here: Path, capsys: pytest.CaptureFixture, change: str

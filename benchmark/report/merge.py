@@ -12,7 +12,9 @@ the report of one run of the same cells.
 A kept cell stays only where it was computed by the current code (its fingerprint) with the
 run's library versions (a local build suffix such as ``+cpu`` aside, so runs of a CPU machine
 and a GPU machine merge); otherwise the publish is refused with the cells named. The image
-grid and the snapshots need pixels: they show the cells of the run published last.
+grid and the snapshots need pixels: they show the cells of the last published run that fitted
+a network; a run of classical cells alone merged into a report (to add a baseline, or to
+render the tables again with a new authors' reference) leaves them as the report has them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from benchmark.report.files import cell_arrays
 from benchmark.runfolder import Manifest, Record, cells_dir, views_dir
 
 KEPT = "records"  # the folder of a published report that keeps its cells' records
+PIXEL_FIGURES = ("grid.png", "snapshots.png", "snapshots.gif")  # drawn from a run's pixels
 IDENTITY = ("dataset", "image", "degradation", "level", "method_key", "repetition")
 LOCAL_BUILD = re.compile(r"\+.*$")  # torch 2.13.0+cpu and 2.13.0+cu128 are one release
 

@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,9 @@ def publish(run: Path, reports: Path, *, replace: bool = False) -> Path:
         write_report(work)  # the tables of exactly these records, by the current report code
         staged_run = load_run(work)
         merge.keep(staged_run.records, work, Path(scratch) / merge.KEPT)
-        _swap_in(work, target, staged_run, Path(scratch) / merge.KEPT)
+        fitted = any(r.arrays for r in loaded.records)  # a network's cells: pixels to draw
+        kept_figures = () if fitted or not staying else merge.PIXEL_FIGURES
+        _swap_in(work, target, staged_run, Path(scratch) / merge.KEPT, kept_figures)
     return target
 
 
@@ -235,9 +238,12 @@ def _dropped_cells(target: Path, rows: pd.DataFrame) -> list[str]:
     return [f"drop {len(dropped)} of its {len(cells)} cells (images {images}...)"]
 
 
-def _swap_in(run: Path, target: Path, loaded: Run, kept: Path) -> None:
-    """Stage the report beside ``target`` (with the records ``kept`` holds), then swap it in
-    by renames (see :func:`recover`)."""
+def _swap_in(
+    run: Path, target: Path, loaded: Run, kept: Path, kept_figures: Sequence[str] = ()
+) -> None:
+    """Stage the report beside ``target`` (with the records ``kept`` holds, and the figures
+    ``kept_figures`` as the report has them), then swap it in by renames (see
+    :func:`recover`)."""
     meta = loaded.manifest
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(f".{target.name}.publishing-{os.getpid()}")
@@ -249,6 +255,10 @@ def _swap_in(run: Path, target: Path, loaded: Run, kept: Path) -> None:
             rebuilt = ("results.csv", "provenance.json", PUBLISHED)
             if path.is_file() and not path.name.startswith(".") and path.name not in rebuilt:
                 shutil.copy2(path, staged / path.name)
+        for name in kept_figures:
+            (staged / name).unlink(missing_ok=True)
+            if (target / name).is_file():
+                shutil.copy2(target / name, staged / name)
         write_results(results_of(loaded), staged, loaded.records)
         shutil.copytree(kept, staged / merge.KEPT)
         write_json(staged / PUBLISHED, {"suite": meta.suite, "profile": meta.profile})  # last
