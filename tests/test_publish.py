@@ -174,27 +174,18 @@ def test_a_merge_of_classical_cells_keeps_the_networks_grid(mirror: Path, here: 
     """Pixels are not kept with a report's records: the grid a network's run drew stays
     through a merge of classical cells alone (a baseline added, the tables rendered again),
     and a network's run draws it anew."""
-    first = tiny_run(here, images='["kodim01"]', methods=TINY_DIP)
-    assert main(["publish", str(first), "--reports", "reports"]) == 0
+
+    def publish_run_of(*methods: str) -> None:
+        out = f"runs/{'-'.join(methods)}/tiny"
+        run = tiny_run(here, out, '["kodim01"]', TINY_DIP, narrower=("--methods", *methods))
+        assert main(["publish", str(run), "--reports", "reports"]) == 0
+
+    publish_run_of("median", "dip")
     grid = here / "reports" / "ci" / "tiny" / "grid.png"
     drawn = grid.read_bytes()
-    classical = tiny_run(
-        here,
-        out="runs/median/tiny",
-        images='["kodim01"]',
-        methods=TINY_DIP,
-        narrower=("--methods", "median"),
-    )
-    assert main(["publish", str(classical), "--reports", "reports"]) == 0
+    publish_run_of("median")
     assert grid.read_bytes() == drawn
-    network = tiny_run(
-        here,
-        out="runs/dip/tiny",
-        images='["kodim01"]',
-        methods=TINY_DIP,
-        narrower=("--methods", "dip"),
-    )
-    assert main(["publish", str(network), "--reports", "reports"]) == 0
+    publish_run_of("dip")
     assert grid.read_bytes() != drawn  # the dip run's own grid: its one method
 
 
