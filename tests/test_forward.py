@@ -16,6 +16,7 @@ import torch
 from benchmark import degradations as deg
 from benchmark import images
 from benchmark.arrays import crop_to_multiple
+from benchmark.degradation_kinds import DEGRADATIONS
 from benchmark.forward import (
     BicubicDownsampling,
     Identity,
@@ -237,6 +238,7 @@ def test_identity_is_the_identity() -> None:
 LEVELS = {
     "gaussian": 25,
     "poisson": 12,
+    "poisson_counts": 10,
     "salt_pepper": 0.1,
     "speckle": 0.2,
     "bernoulli": 0.5,
@@ -249,11 +251,12 @@ LEVELS = {
 # with it to 34.9-48 dB on the benchmarks' images, less on noise) and the benchmarks' bicubic
 # LR is rounded to 8 bits.
 NOT_EXACTLY_A = {"downsample": 25.0, "downsample_bicubic": 50.0}
-NOISY = {"gaussian", "poisson", "salt_pepper", "speckle"}
+NOISY = {"gaussian", "poisson", "poisson_counts", "salt_pepper", "speckle"}
 
 
 def test_every_registered_degradation_has_a_contract_level() -> None:
-    assert set(LEVELS) == set(deg.DEGRADATIONS)
+    """Every packaged one: those of its own modules too (degradation_kinds registers them)."""
+    assert set(LEVELS) == set(DEGRADATIONS)
 
 
 @pytest.mark.parametrize("kind", sorted(LEVELS))
