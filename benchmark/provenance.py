@@ -180,6 +180,18 @@ def fingerprint_by_scheme(method: str, scheme: int | None, degradation: str | No
     return code_identity(method, scheme, degradation)["fingerprint"]
 
 
+def computed_by_todays_code(
+    fingerprint: str, scheme: int | None, method: str, degradation: str | None = None
+) -> bool:
+    """Whether a record of an earlier ``scheme`` with ``fingerprint`` was computed by today's
+    code (:func:`fingerprint_by_scheme`): the rule by which it is re-stamped, not recomputed.
+    False where the method or its module can no longer be found."""
+    try:
+        return fingerprint == fingerprint_by_scheme(method, scheme, degradation)
+    except (KeyError, ImportError, OSError):
+        return False
+
+
 def _current_hash(name: str, paths: Mapping[str, str], scheme: int) -> str | None:
     path = Path(paths[name]) if name in paths else PACKAGE_ROOT.parent / name
     try:

@@ -26,11 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark.provenance import SCHEME, cell_inputs, code_identity, fingerprint_by_scheme
+from benchmark.provenance import SCHEME, cell_inputs, code_identity, computed_by_todays_code
+from benchmark.report.merge import KEPT
 from benchmark.results_file import PROVENANCE, RESULT_COLUMNS
 from benchmark.runfolder import Manifest, Record, write_json
-
-KEPT = "records"
 
 
 def restamp(folder: Path) -> tuple[int, int]:
@@ -44,14 +43,18 @@ def restamp(folder: Path) -> tuple[int, int]:
     scheme_of = {f: identity.get("scheme") for f, identity in stamps["code"].items()}
     code: dict[str, dict] = {}
     inputs: dict[str, dict] = {}
-    today: dict[tuple[str, str], dict | None] = {}  # (fingerprint, method): today's identity
+    today: dict[tuple[str, str, str], dict | None] = {}  # (fingerprint, method, degradation)
     done = left = 0
     for row in rows:
         method = method_of.get(row["method"], row["method"])
         scheme = scheme_of.get(row["code"]) if "inputs" in row else None
         key = (row["code"], method, row["degradation"])
         if key not in today:
-            current = row["status"] == "ok" and scheme != SCHEME and _current(row, method, scheme)
+            current = (
+                row["status"] == "ok"
+                and scheme != SCHEME
+                and computed_by_todays_code(row["code"], scheme, method, row["degradation"])
+            )
             today[key] = code_identity(method, degradation=row["degradation"]) if current else None
         identity = today[key] if row["status"] == "ok" else None
         if identity is None:
@@ -85,13 +88,6 @@ def restamp(folder: Path) -> tuple[int, int]:
     return done, left
 
 
-def _current(row: dict[str, str], method: str, scheme: int | None) -> bool:
-    try:
-        return row["code"] == fingerprint_by_scheme(method, scheme, row["degradation"])
-    except (KeyError, ImportError, OSError):
-        return False
-
-
 def _read_stamps(folder: Path) -> dict[str, Any]:
     path = folder / PROVENANCE
     if not path.is_file():
@@ -108,16 +104,10 @@ def _restamp_kept(kept: Path) -> None:
             continue
         scheme = record.code.get("scheme")
         method, kind = record.cell.get("method", ""), record.cell.get("degradation")
-        if scheme == SCHEME or record.code.get("fingerprint") != _fingerprint(method, scheme, kind):
+        fingerprint = record.code.get("fingerprint", "")
+        if scheme == SCHEME or not computed_by_todays_code(fingerprint, scheme, method, kind):
             continue
         write_json(path, record.restamped(code_identity(method, degradation=kind)).to_json())
-
-
-def _fingerprint(method: str, scheme: int | None, degradation: str | None) -> str | None:
-    try:
-        return fingerprint_by_scheme(method, scheme, degradation)
-    except (KeyError, ImportError, OSError):
-        return None
 
 
 def main(folders: list[str]) -> int:

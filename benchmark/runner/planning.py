@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark import datasets
 from benchmark.methods.registry import get_method
-from benchmark.provenance import cell_inputs, code_identity, fingerprint_by_scheme, is_legacy
+from benchmark.provenance import cell_inputs, code_identity, computed_by_todays_code, is_legacy
 from benchmark.runfolder import Record, why_unusable
 from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside
 from benchmark.tasks import get_task
@@ -58,14 +58,9 @@ def read_record(cell: Cell, out: Path, device: str, threads: int) -> Record | No
     record = Record.read(record_path(cell, out, device, threads))
     if record is None or not record.ok or not is_legacy(record.code):
         return record
-    try:
-        scheme = record.code.get("scheme")
-        current = record.code["fingerprint"] == fingerprint_by_scheme(
-            cell.method, scheme, cell.degradation
-        )
-    except (KeyError, ImportError, OSError):
-        return record
-    if current:
+    if computed_by_todays_code(
+        record.code.get("fingerprint", ""), record.code.get("scheme"), cell.method, cell.degradation
+    ):
         record.code = code_identity(cell.method, degradation=cell.degradation)
         if not record.inputs:  # the first scheme stored none; a later one's stay as read
             record.inputs = cell_inputs(
