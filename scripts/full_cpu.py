@@ -65,6 +65,21 @@ def identity(cell: Cell) -> tuple:
     return cell_identity(asdict(cell))
 
 
+def run_arguments(entry: dict[str, Any], todo: list[Cell], out: Path, threads: int) -> list[str]:
+    """The ``dipbench run`` of a slice's cells not yet published: only the images that still
+    have one (a published image is not fitted again; publishing merges the new cells in)."""
+    left = {c.image for c in todo} | {f"{c.dataset}/{c.image}" for c in todo}
+    chosen = [
+        "--images",
+        *[i for i in entry["images"] if i in left],
+        "--methods",
+        *entry["methods"],
+    ]
+    chosen += ["--levels", *map(str, entry["levels"])] if entry.get("levels") else []
+    run = ["run", entry["suite"], "--profile", "full", *chosen, "--out", str(out)]
+    return run + ["--jobs", "1", "--threads", str(threads), "--device", "cpu", "--yes"]
+
+
 def cell_seconds(threads: int) -> Callable[[list[Cell]], list[float]]:
     """Each cell's estimated seconds at ``threads`` torch threads (each shape measured once)."""
     import torch
@@ -134,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopping: {entry['name']} needs about {shown(sum(each))}, {shown(left)} left")
             break
         out = args.runs / entry["name"]
-        chosen = ["--images", *entry["images"], "--methods", *entry["methods"]]
-        chosen += ["--levels", *map(str, entry["levels"])] if entry.get("levels") else []
-        run = ["run", entry["suite"], "--profile", "full", *chosen, "--out", str(out)]
-        run += ["--jobs", "1", "--threads", str(args.threads), "--device", "cpu", "--yes"]
-        code = dipbench(run)
+        code = dipbench(run_arguments(entry, todo, out, args.threads))
         if code == 0:
             code = dipbench(["publish", str(out), "--reports", str(args.reports)])
         failed += code != 0

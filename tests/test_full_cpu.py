@@ -56,3 +56,12 @@ def test_a_published_slice_is_skipped_and_one_not_yet_published_is_planned(
     said = capsys.readouterr().out
     assert "telea-house: published" in said
     assert "telea-barbara: 1 cell(s)" in said and "barbara bernoulli 0.5 telea: about" in said
+    # A slice of both images runs only the one not yet published.
+    both = {"suite": "inpainting-table1", "images": ["house", "barbara"], "methods": ["telea"]}
+    todo = [
+        c
+        for c in full_cpu.cells_of(both)
+        if full_cpu.identity(c) not in full_cpu.published_cells(reports, "inpainting-table1")
+    ]
+    argv = full_cpu.run_arguments(both, todo, tmp_path / "out", 1)
+    assert argv[argv.index("--images") + 1 : argv.index("--methods")] == ["barbara"]
