@@ -1,6 +1,6 @@
 """What a Python file computes, as a hash: the code half of a cell's identity.
 
-Three schemes have stamped records; each record says which (``scheme``), and is checked by it:
+Four schemes have stamped records; each record says which (``scheme``), and is checked by it:
 
 1. (no ``scheme`` key) the file's bytes.
 2. its syntax tree without docstrings (and other bare strings); comments and formatting are
@@ -12,6 +12,13 @@ Three schemes have stamped records; each record says which (``scheme``), and is 
    the same. Annotation-only imports (an ``if TYPE_CHECKING:`` block holding only imports,
    and the ``TYPE_CHECKING`` flag itself) bind nothing at run time and are left out. Any
    other change of what is imported (another module, name or alias) changes the hash.
+4. as 3, without the top-level definitions that :data:`GUARDS` names: code that only refuses
+   a fit before it starts (the memory guard's estimate and check). It can change whether a
+   cell runs, never what a cell that ran computed, so tuning it re-runs nothing. A guard's
+   result may not feed what computes: outside the guards a guard is only called as a
+   statement of its own, its result dropped (``tests/test_code_hash.py`` checks every module
+   a method's identity holds). The imports inside a guard go with it. A file without a guard
+   hashes as by scheme 3.
 """
 
 from __future__ import annotations
@@ -22,12 +29,32 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEME = 3
+SCHEME = 4
 TYPE_CHECKING_FLAG = ("typing", "TYPE_CHECKING")
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+# Scheme 4 leaves these top-level definitions out of their module's hash (by the module's
+# path from the package's parent folder): they only refuse a fit that would not fit.
+GUARDS: dict[str, frozenset[str]] = {
+    "benchmark/methods/fit/devices.py": frozenset(
+        {
+            "STEP_MEMORY_FACTOR",
+            "PARAMETER_COPIES",
+            "MEMORY_LIMIT",
+            "_UNITS",
+            "memory_limit",
+            "available_memory",
+            "_cpu_free_memory",
+            "fit_memory",
+            "check_memory",
+            "_count_saved_bytes",
+        }
+    ),
+}
 
 
 def source_hash(path: Path, scheme: int = SCHEME) -> str:
-    """The hash of what a Python file computes by ``scheme`` (2 or 3; see the module's
+    """The hash of what a Python file computes by ``scheme`` (2 to 4; see the module's
     docstring), cached while the file's modification time and size stay the same."""
     stat = path.stat()
     return _source_hash(path, stat.st_mtime_ns, stat.st_size, scheme)
@@ -35,13 +62,52 @@ def source_hash(path: Path, scheme: int = SCHEME) -> str:
 
 @cache
 def _source_hash(path: Path, mtime_ns: int, size: int, scheme: int) -> str:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = computing_tree(path) if scheme >= 4 else parse(path)
     if scheme >= 3:
         bindings = sorted(_gather_imports(tree))
         text = f"{_canonical(tree)}|imports={bindings!r}"
     else:
         text = _canonical(tree)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse(path: Path) -> ast.Module:
+    """The syntax tree of the Python file at ``path``."""
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def computing_tree(path: Path) -> ast.Module:
+    """The syntax tree of the Python file at ``path`` without its guards (:data:`GUARDS`),
+    the imports inside them included: what scheme 4 hashes, and where the modules a method's
+    code identity holds are found."""
+    tree = parse(path)
+    guards = guards_of(path)
+    tree.body = [s for s in tree.body if not set() < defined_names(s) <= guards]
+    return tree
+
+
+def guards_of(path: Path) -> frozenset[str]:
+    """The names :data:`GUARDS` lists for the module at ``path`` (none outside the package)."""
+    try:
+        return GUARDS.get(path.resolve().relative_to(PACKAGE_PARENT).as_posix(), frozenset())
+    except ValueError:
+        return frozenset()
+
+
+def defined_names(statement: ast.stmt) -> set[str]:
+    """The names a top-level statement defines: a function's or class's, or the plain names
+    an assignment binds (empty for any other statement)."""
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {statement.name}
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign):
+        targets = [statement.target]
+    else:
+        return set()
+    if all(isinstance(t, ast.Name) for t in targets):
+        return {t.id for t in targets}  # type: ignore[attr-defined]
+    return set()
 
 
 def _gather_imports(tree: ast.AST) -> set[tuple[int, str, str, str]]:

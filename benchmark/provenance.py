@@ -40,7 +40,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from benchmark.code_hash import SCHEME, source_hash
+from benchmark.code_hash import SCHEME, computing_tree, source_hash
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
@@ -348,9 +348,10 @@ def _display_name(path: Path) -> str:
 
 
 def _package_imports(path: Path, module: str) -> list[str]:
-    """This package's modules that ``path`` imports (anywhere in it, function bodies too),
-    except the package's ``__init__`` (its version is part of every cell key already)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    """This package's modules that ``path`` imports (anywhere in it, function bodies too, but
+    not in its guards: :func:`benchmark.code_hash.computing_tree`), except the package's
+    ``__init__`` (its version is part of every cell key already)."""
+    tree = computing_tree(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
