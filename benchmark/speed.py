@@ -6,7 +6,9 @@ variant alike:
 1. one cell: a plain eager PyTorch loop of the same network (forward, MSE, ``zero_grad``,
    backward, Adam: what the papers' code does, without its per-step host reads), our bare
    step (the same, with our memory format and kernels), and our whole loop (with EMA,
-   ES-WMV, best-loss and oracle trackers, curves, check points and checkpoints);
+   ES-WMV, best-loss and oracle trackers, curves, check points and checkpoints), all with
+   freed memory kept for the next step as fits keep it (:mod:`benchmark.heap`); and our
+   whole loop again with it handed back at once (``DIPBENCH_KEEP_HEAP=0``);
 2. a batch: B cells one at a time, then fitted together by :func:`fit_many`, with the largest
    PSNR difference between the two;
 3. the machine's convolution throughput (a 3x3 convolution's forward and backward) and the
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.degradations import Observation, gaussian
+from benchmark.heap import kept_heap
 from benchmark.methods.fit import (
     FitConfig,
     FitState,
@@ -65,6 +68,7 @@ class SpeedReport:
     eager_seconds: float = float("nan")
     bare_seconds: float = float("nan")
     loop_seconds: float = float("nan")
+    loop_released_seconds: float = float("nan")  # the whole loop, freed memory handed back
     batch: int = 0
     batch_size: int = 0
     alone_cell_steps: float = float("nan")  # cell-steps per second
@@ -262,26 +266,35 @@ def measure(
     setup.fit = replace(setup.fit, snapshots=())
     report = SpeedReport(str(dev), torch.get_num_threads(), setup, size)
 
-    say(f"one cell at {size}x{size}: eager reference, bare step, whole loop")
+    say(
+        f"one cell at {size}x{size}: eager reference, bare step, whole loop (freed memory kept,"
+        " then handed back)"
+    )
     observations, cleans = noisy_cells(1, size)
     reference_net = fresh_networks(setup, 1)[0]
     with device_settings(dev, setup.fit, step_gflop(reference_net, observations[0])):
         run_bare, run_loop = our_runs(setup, observations[0], cleans[0], dev)
+        _, run_released = our_runs(setup, observations[0], cleans[0], dev)
     variants = {
         "eager": eager_reference(reference_net, observations[0], setup.fit, dev),
         "bare": settled(run_bare, dev, setup.fit, reference_net, observations[0]),
         "loop": settled(run_loop, dev, setup.fit, reference_net, observations[0]),
+        "released": settled(
+            with_heap(run_released, keep=False), dev, setup.fit, reference_net, observations[0]
+        ),
     }
-    seconds = interleaved(variants, steps, repeats, dev)
+    with kept_heap():
+        seconds = interleaved(variants, steps, repeats, dev)
     report.eager_seconds, report.bare_seconds = seconds["eager"], seconds["bare"]
-    report.loop_seconds = seconds["loop"]
+    report.loop_seconds, report.loop_released_seconds = seconds["loop"], seconds["released"]
     backend = cpu_convolution_backend(setup.fit, step_gflop(reference_net, observations[0]))
     if dev.type == "cpu":
         report.notes.append(f"CPU convolutions of the one-cell figures: {backend}")
 
     if batch > 1:
         say(f"{batch} cells at {batch_size}x{batch_size}: one at a time, then together")
-        _measure_batch(report, setup, batch, batch_size, batch_steps, dev)
+        with kept_heap():
+            _measure_batch(report, setup, batch, batch_size, batch_steps, dev)
 
     say("convolution throughput")
     report.conv_gflops = convolution_gflops(dev)
@@ -290,6 +303,17 @@ def measure(
         say("suite estimates")
         report.suite_hours = _suite_hours(dev)
     return report
+
+
+def with_heap(run: Callable[[int], None], keep: bool) -> Callable[[int], None]:
+    """``run`` with freed memory kept for the next step (as fits run) or handed back to the
+    system at once (glibc's default: a plain script)."""
+
+    def run_so(steps: int) -> None:
+        with kept_heap(keep):
+            run(steps)
+
+    return run_so
 
 
 def settled(
@@ -356,50 +380,3 @@ def _suite_hours(dev: torch.device) -> dict[str, float]:
         name: estimate(load_suite(name, "full").cells(), str(dev)).seconds / 3600
         for name in packaged_suites()
     }
-
-
-def format_report(report: SpeedReport) -> str:
-    """The text ``dipbench speed`` prints."""
-    ms = 1e3
-    lines = [
-        f"dipbench speed: {report.device}, {report.threads} torch thread(s), torch "
-        f"{torch.__version__}",
-        f"network: {report.setup.label}",
-        "",
-        f"one cell, {report.size}x{report.size} RGB, denoising:",
-        f"  plain eager PyTorch loop   {report.eager_seconds * ms:8.1f} ms/step",
-        f"  dipbench bare step         {report.bare_seconds * ms:8.1f} ms/step",
-        f"  dipbench whole loop        {report.loop_seconds * ms:8.1f} ms/step   "
-        f"{1 / report.loop_seconds:.2f} steps/s",
-        f"  bookkeeping (EMA, ES-WMV, curves, checks) "
-        f"{report.loop_seconds / report.bare_seconds - 1:+.1%} on a bare step",
-        f"  whole loop vs plain eager  {report.eager_seconds / report.loop_seconds:.2f}x as fast",
-    ]
-    if report.batch:
-        gain = report.batched_cell_steps / report.alone_cell_steps
-        lines += [
-            "",
-            f"{report.batch} cells, {report.batch_size}x{report.batch_size}, "
-            f"{report.batch_steps} steps each:",
-            f"  one at a time   {report.alone_cell_steps:8.1f} cell-steps/s",
-            f"  batched         {report.batched_cell_steps:8.1f} cell-steps/s   ({gain:.2f}x)",
-            f"  largest |PSNR difference| batched vs alone: {report.batch_psnr_difference:.2e} dB",
-        ]
-    achieved = report.step_gflop / report.loop_seconds
-    lines += [
-        "",
-        f"convolution throughput: {report.conv_gflops:,.0f} GFLOP/s (3x3, 128 channels, 128x128,"
-        " forward + backward)",
-        f"a fit step: {report.step_gflop:.2f} GFLOP -> {achieved:,.0f} GFLOP/s, "
-        f"{achieved / report.conv_gflops:.0%} of it",
-    ]
-    if report.suite_hours:
-        lines += [
-            "",
-            "estimated wall time of the full profile on this device, one worker (steps "
-            "measured at each shape the suites fit, batches as --batch auto makes them):",
-        ]
-        lines += [f"  {name:<20} {hours:10,.1f} h" for name, hours in report.suite_hours.items()]
-        lines.append(f"  {'all suites':<20} {sum(report.suite_hours.values()):10,.1f} h")
-    lines += [f"note: {note}" for note in report.notes]
-    return "\n".join(lines)

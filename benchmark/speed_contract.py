@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from benchmark.device import resolve_device
+from benchmark.heap import kept_heap
 from benchmark.methods import get_method, run
 from benchmark.runner.estimate import contract_step
 from benchmark.speed import noisy_cells
@@ -90,17 +91,20 @@ def _one_step(
     steps: int,
     iterations: int,
 ) -> tuple[float, str]:
-    """Seconds of one step of ``count`` cells fitted together, and how it was measured."""
+    """Seconds of one step of ``count`` cells fitted together, and how it was measured (with
+    freed memory kept for the next step, as a run's units fit: :mod:`benchmark.heap`)."""
     network = get_method(method).network
     observations, cleans = noisy_cells(count, size)
-    seconds = contract_step(
-        network, observations, cleans, device, options, steps=steps, warmup=2, min_seconds=0.5
-    )
+    with kept_heap():
+        seconds = contract_step(
+            network, observations, cleans, device, options, steps=steps, warmup=2, min_seconds=0.5
+        )
     if seconds is not None:
         return seconds, f"measure_step, {steps} steps after 2 of warm-up"
     started = time.perf_counter()
-    for observation in observations:
-        run(method, observation, seed=0, device=device, **options)
+    with kept_heap():
+        for observation in observations:
+            run(method, observation, seed=0, device=device, **options)
     whole = time.perf_counter() - started
     return whole / max(1, iterations), f"a whole fit of {iterations} steps, divided by them"
 

@@ -9,7 +9,9 @@ forward pass, the EMA of the outputs, MSE, backward, the three PSNRs on host cop
 (``psrn_noisy``, ``psrn_gt``, ``psrn_gt_sm``), the printed loss and the backtracking copy of
 the weights, then Adam's step (``utils.common_utils.optimize``'s loop body). Ours is
 :func:`benchmark.speed.our_runs`' whole loop under a fit's convolution kernels (trackers,
-curves, checks). Both on the CPU at torch's thread count unless ``--threads``.
+curves, checks), with freed memory kept for the next step as a run's fits keep it
+(:mod:`benchmark.heap`; ``DIPBENCH_KEEP_HEAP=0`` hands it back, as their notebook does). Both on
+the CPU at torch's thread count unless ``--threads``.
 
 Example (the figure docs/speed.md quotes)::
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
+from benchmark.heap import heap_kept
 from benchmark.speed import (
     fresh_networks,
     interleaved,
@@ -34,6 +37,7 @@ from benchmark.speed import (
     our_runs,
     settled,
     setup_for,
+    with_heap,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -103,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     theirs = authors_loop(args.dip, clean, observation.y, setup.fit.lr, setup.fit.reg_noise_std)
     loop = our_runs(setup, observation, clean, cpu)[1]
     ours = settled(loop, cpu, setup.fit, fresh_networks(setup, 1)[0], observation)
-    runs = {"authors' notebook loop": theirs, "dipbench whole loop": ours}
+    # Ours keeps freed memory for the next step as a run's fits do (DIPBENCH_KEEP_HEAP=0: not);
+    # theirs runs as a plain script does, handing it back at once.
+    runs = {
+        "authors' notebook loop": with_heap(theirs, keep=False),
+        "dipbench whole loop": with_heap(ours, keep=heap_kept()),
+    }
     medians = interleaved(runs, args.steps, args.repeats, cpu)  # dipbench speed's timing
     print(
         f"DIP denoising step, {args.size}x{args.size} RGB, cpu, {torch.get_num_threads()} "

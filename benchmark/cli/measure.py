@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from benchmark.speed import SpeedReport
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -250,7 +253,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
         )
     except (KeyError, ValueError) as err:
         raise UsageError(str(err.args[0] if err.args else err)) from err
-    print(speed.format_report(report))
+    print(format_speed_report(report))
     return EXIT_OK
 
 
@@ -299,3 +302,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     return EXIT_OK
+
+
+def format_speed_report(report: SpeedReport) -> str:
+    """The text ``dipbench speed`` prints."""
+    import torch
+
+    ms = 1e3
+    lines = [
+        f"dipbench speed: {report.device}, {report.threads} torch thread(s), torch "
+        f"{torch.__version__}",
+        f"network: {report.setup.label}",
+        "",
+        f"one cell, {report.size}x{report.size} RGB, denoising:",
+        f"  plain eager PyTorch loop   {report.eager_seconds * ms:8.1f} ms/step",
+        f"  dipbench bare step         {report.bare_seconds * ms:8.1f} ms/step",
+        f"  dipbench whole loop        {report.loop_seconds * ms:8.1f} ms/step   "
+        f"{1 / report.loop_seconds:.2f} steps/s",
+        f"  bookkeeping (EMA, ES-WMV, curves, checks) "
+        f"{report.loop_seconds / report.bare_seconds - 1:+.1%} on a bare step",
+        f"  whole loop vs plain eager  {report.eager_seconds / report.loop_seconds:.2f}x as fast",
+        f"  whole loop, freed memory handed back at once (DIPBENCH_KEEP_HEAP=0) "
+        f"{report.loop_released_seconds * ms:.1f} ms/step: keeping it is "
+        f"{report.loop_released_seconds / report.loop_seconds:.2f}x as fast",
+    ]
+    if report.batch:
+        gain = report.batched_cell_steps / report.alone_cell_steps
+        lines += [
+            "",
+            f"{report.batch} cells, {report.batch_size}x{report.batch_size}, "
+            f"{report.batch_steps} steps each:",
+            f"  one at a time   {report.alone_cell_steps:8.1f} cell-steps/s",
+            f"  batched         {report.batched_cell_steps:8.1f} cell-steps/s   ({gain:.2f}x)",
+            f"  largest |PSNR difference| batched vs alone: {report.batch_psnr_difference:.2e} dB",
+        ]
+    achieved = report.step_gflop / report.loop_seconds
+    lines += [
+        "",
+        f"convolution throughput: {report.conv_gflops:,.0f} GFLOP/s (3x3, 128 channels, 128x128,"
+        " forward + backward)",
+        f"a fit step: {report.step_gflop:.2f} GFLOP -> {achieved:,.0f} GFLOP/s, "
+        f"{achieved / report.conv_gflops:.0%} of it",
+    ]
+    if report.suite_hours:
+        lines += [
+            "",
+            "estimated wall time of the full profile on this device, one worker (steps "
+            "measured at each shape the suites fit, batches as --batch auto makes them):",
+        ]
+        lines += [f"  {name:<20} {hours:10,.1f} h" for name, hours in report.suite_hours.items()]
+        lines.append(f"  {'all suites':<20} {sum(report.suite_hours.values()):10,.1f} h")
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmark.cli.options import EXIT_FAILED, EXIT_OK, UsageError, method_option
 from benchmark.cli.restore_plan import check_method, method_options
+from benchmark.heap import kept_heap
 
 TASKS = ("denoising", "inpainting", "super_resolution")
 
@@ -58,7 +59,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        restored = _run(args, info, observation, options)
+        with kept_heap():  # freed memory kept for the next step, as in a run's workers
+            restored = _run(args, info, observation, options)
     except MemoryError as err:
         print(f"dipbench restore: not started: {err}", file=sys.stderr)
         return EXIT_FAILED

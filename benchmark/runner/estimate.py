@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmark.degradation_kinds import degrade
 from benchmark.grid import Cell
+from benchmark.heap import kept_heap
 from benchmark.runner.planning import batches, cell_size, network_iterations, registry_sizes
 
 Clock = Callable[[], float]
@@ -252,7 +253,8 @@ def estimate(
         if shape not in each_of:
             if progress is not None:
                 progress(f"{shape.cell.method_key} {shape.height}x{shape.width} x{shape.batch}")
-            each_of[shape] = step(shape) if _is_network(shape) else cell(shape)
+            with kept_heap():  # as the run's units will fit
+                each_of[shape] = step(shape) if _is_network(shape) else cell(shape)
         result.units.append(count * each_of[shape])
     for shape, count in _summed(planned).items():
         what = f"{shape.cell.method_key} {shape.cell.degradation} {shape.height}x{shape.width}"

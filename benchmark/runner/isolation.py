@@ -20,14 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.heap import kept_heap
+
 
 @contextmanager
 def unit_state(threads: int) -> Iterator[None]:
-    """A unit of cells runs with ``threads`` torch CPU threads and leaves its process as it
-    found it (:func:`kept_process_state`)."""
+    """A unit of cells runs with ``threads`` torch CPU threads and freed memory kept for the
+    next step (:func:`benchmark.heap.kept_heap`), and leaves its process as it found it
+    (:func:`kept_process_state`)."""
     import torch
 
-    with kept_process_state():
+    with kept_process_state(), kept_heap():
         torch.set_num_threads(threads)
         yield
 

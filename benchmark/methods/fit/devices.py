@@ -193,7 +193,9 @@ def fit_memory(
     """The bytes a fit of ``cells`` stacked copies of ``net`` takes for an ``h`` x ``w``
     output, as ``(per padded pixel, fixed)``: a step's tensors that autograd saves (counted
     on the meta device) times :data:`STEP_MEMORY_FACTOR`, ``floats_per_pixel`` more per cell
-    (the trackers, ES-WMV's window, snapshots), and the parameters' copies."""
+    (the trackers, ES-WMV's window, snapshots), and the parameters' copies; with freed memory
+    handed back at once (:mod:`benchmark.heap`; kept, it is up to
+    :data:`benchmark.heap.KEPT_HEAP_FACTOR` times as much)."""
     ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
     saved = _on_meta(net, h, w, _count_saved_bytes)
     per_pixel = int(STEP_MEMORY_FACTOR * saved / (ph * pw)) + 1 + 4 * floats_per_pixel
@@ -207,7 +209,15 @@ def check_memory(
     """Refuse a fit that would not fit in ``dev``'s free memory (:func:`fit_memory`), before
     any is taken, with the largest square image that would: an out-of-memory kill takes the
     machine's other work with it on a CPU, and a CUDA error names no size that would work.
+
+    Where fits keep freed memory for the next step (:mod:`benchmark.heap`), the heap this
+    process kept is handed back first (it would count as taken), and a fit that fits only
+    with freed memory handed back at once runs so (slower, the same numbers).
     """
+    from benchmark import heap
+
+    if dev.type == "cpu":
+        heap.release_free_memory()
     free = available_memory(dev)
     if free is None:
         return
@@ -215,6 +225,8 @@ def check_memory(
     per_pixel, fixed = fit_memory(net, h, w, cells, floats_per_pixel)
     ph, pw = padded_size(h, net.multiple, net.minimum), padded_size(w, net.multiple, net.minimum)
     needed = per_pixel * ph * pw + fixed
+    if dev.type == "cpu" and heap.kept_now() and heap.KEPT_HEAP_FACTOR * needed > free >= needed:
+        heap.hand_back_from_now()
     if needed <= free:
         return
     gib = 2**30
