@@ -33,9 +33,12 @@ SWITCH = "DIPBENCH_KEEP_HEAP"
 # AVX-512 and AVX2 kernels, up to 1.46 (the Deep Decoder at 384; DIP 0.9-1.05).
 KEPT_HEAP_FACTOR = 1.6
 
-# mallopt's parameters (<malloc.h>) and glibc's defaults, put back on the way out.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# mallopt's parameters (<malloc.h>). Handing back, the settings glibc's own rule reaches in a
+# process that has freed blocks of 32 MiB and more (its mmap threshold rises to the largest
+# block freed, at most 32 MiB, and the trim threshold is twice it): any mallopt call turns that
+# rule off for good, so it is set where the rule would have taken it.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_MMAP_THRESHOLD_MAX, _DEFAULT_MMAP_MAX = 32 * 2**20, 65536
 _LARGEST_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 
 
@@ -103,7 +106,8 @@ def _set(libc: Any, keep: bool, was: bool) -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, _LARGEST_TRIM_THRESHOLD)
     else:
         libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
         libc.malloc_trim(0)
 
 

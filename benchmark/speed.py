@@ -7,8 +7,9 @@ variant alike:
    backward, Adam: what the papers' code does, without its per-step host reads), our bare
    step (the same, with our memory format and kernels), and our whole loop (with EMA,
    ES-WMV, best-loss and oracle trackers, curves, check points and checkpoints), all with
-   freed memory kept for the next step as fits keep it (:mod:`benchmark.heap`); and our
-   whole loop again with it handed back at once (``DIPBENCH_KEEP_HEAP=0``);
+   freed memory kept for the next step as fits keep it (:mod:`benchmark.heap`), or handed
+   back at once under ``DIPBENCH_KEEP_HEAP=0`` (measured in a process of its own: once a
+   process has changed malloc's settings, glibc's own thresholds cannot be had back);
 2. a batch: B cells one at a time, then fitted together by :func:`fit_many`, with the largest
    PSNR difference between the two;
 3. the machine's convolution throughput (a 3x3 convolution's forward and backward) and the
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.degradations import Observation, gaussian
-from benchmark.heap import kept_heap
+from benchmark.heap import heap_kept, kept_heap
 from benchmark.methods.fit import (
     FitConfig,
     FitState,
@@ -68,7 +69,7 @@ class SpeedReport:
     eager_seconds: float = float("nan")
     bare_seconds: float = float("nan")
     loop_seconds: float = float("nan")
-    loop_released_seconds: float = float("nan")  # the whole loop, freed memory handed back
+    heap_kept: bool = False  # whether freed memory was kept for the next step
     batch: int = 0
     batch_size: int = 0
     alone_cell_steps: float = float("nan")  # cell-steps per second
@@ -266,27 +267,21 @@ def measure(
     setup.fit = replace(setup.fit, snapshots=())
     report = SpeedReport(str(dev), torch.get_num_threads(), setup, size)
 
-    say(
-        f"one cell at {size}x{size}: eager reference, bare step, whole loop (freed memory kept,"
-        " then handed back)"
-    )
+    say(f"one cell at {size}x{size}: eager reference, bare step, whole loop")
     observations, cleans = noisy_cells(1, size)
     reference_net = fresh_networks(setup, 1)[0]
     with device_settings(dev, setup.fit, step_gflop(reference_net, observations[0])):
         run_bare, run_loop = our_runs(setup, observations[0], cleans[0], dev)
-        _, run_released = our_runs(setup, observations[0], cleans[0], dev)
     variants = {
         "eager": eager_reference(reference_net, observations[0], setup.fit, dev),
         "bare": settled(run_bare, dev, setup.fit, reference_net, observations[0]),
         "loop": settled(run_loop, dev, setup.fit, reference_net, observations[0]),
-        "released": settled(
-            with_heap(run_released, keep=False), dev, setup.fit, reference_net, observations[0]
-        ),
     }
+    report.heap_kept = heap_kept() and dev.type == "cpu"
     with kept_heap():
         seconds = interleaved(variants, steps, repeats, dev)
     report.eager_seconds, report.bare_seconds = seconds["eager"], seconds["bare"]
-    report.loop_seconds, report.loop_released_seconds = seconds["loop"], seconds["released"]
+    report.loop_seconds = seconds["loop"]
     backend = cpu_convolution_backend(setup.fit, step_gflop(reference_net, observations[0]))
     if dev.type == "cpu":
         report.notes.append(f"CPU convolutions of the one-cell figures: {backend}")

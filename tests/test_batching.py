@@ -355,7 +355,7 @@ def test_speed_prints_its_report(capsys: pytest.CaptureFixture) -> None:
     for expected in (
         "plain eager PyTorch loop",
         "bookkeeping",
-        "freed memory handed back at once (DIPBENCH_KEEP_HEAP=0)",
+        "freed memory: kept for the next step",
         "2 cells, 32x32",
         "cell-steps/s",
         "convolution throughput",

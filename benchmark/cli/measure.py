@@ -313,6 +313,9 @@ def format_speed_report(report: SpeedReport) -> str:
         f"dipbench speed: {report.device}, {report.threads} torch thread(s), torch "
         f"{torch.__version__}",
         f"network: {report.setup.label}",
+        "freed memory: kept for the next step (DIPBENCH_KEEP_HEAP=0: handed back at once)"
+        if report.heap_kept
+        else "freed memory: handed back at once (glibc's default; not on glibc, or switched off)",
         "",
         f"one cell, {report.size}x{report.size} RGB, denoising:",
         f"  plain eager PyTorch loop   {report.eager_seconds * ms:8.1f} ms/step",
@@ -322,9 +325,6 @@ def format_speed_report(report: SpeedReport) -> str:
         f"  bookkeeping (EMA, ES-WMV, curves, checks) "
         f"{report.loop_seconds / report.bare_seconds - 1:+.1%} on a bare step",
         f"  whole loop vs plain eager  {report.eager_seconds / report.loop_seconds:.2f}x as fast",
-        f"  whole loop, freed memory handed back at once (DIPBENCH_KEEP_HEAP=0) "
-        f"{report.loop_released_seconds * ms:.1f} ms/step: keeping it is "
-        f"{report.loop_released_seconds / report.loop_seconds:.2f}x as fast",
     ]
     if report.batch:
         gain = report.batched_cell_steps / report.alone_cell_steps
