@@ -18,12 +18,14 @@ stored with the record and checked against the current files, without importing 
   where the file is downloaded from) and its preset's table of ``presets.toml``. Adding an
   image or a preset changes no other cell's identity.
 
-The report, the runner's bookkeeping, the command line and the docs are not in it: editing
-them never invalidates a record. :func:`changed_files` re-hashes the stored names and says
-which changed. A record written by an earlier scheme (``scheme`` absent: whole files by their
-bytes; 2: imports where they were written) is checked by its own scheme's rule, and the
-runner (and ``scripts/restamp_reports.py`` for published reports) re-stamps those whose
-fingerprint by that scheme is today's code's (:func:`is_legacy`, :func:`fingerprint_by_scheme`).
+The report, the runner's bookkeeping, the command line, the docs and the memory guard (which
+can only refuse a fit: :data:`benchmark.code_hash.GUARDS`) are not in it: editing them never
+invalidates a record. :func:`changed_files` re-hashes the stored names and says which
+changed. A record written by an earlier scheme (``scheme`` absent: whole files by their
+bytes; 2: imports where they were written; 3: the memory guard hashed) is checked by its own
+scheme's rule, and the runner (and ``scripts/restamp_reports.py`` for published reports)
+re-stamps those whose fingerprint by that scheme is today's code's (:func:`is_legacy`,
+:func:`fingerprint_by_scheme`).
 """
 
 from __future__ import annotations

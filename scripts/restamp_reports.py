@@ -1,18 +1,18 @@
 """Re-stamp published reports computed under an earlier code-fingerprint scheme.
 
-The schemes (``benchmark.code_hash``): 1 hashed whole files by their bytes (data files whole),
-2 the syntax tree without docstrings, 3 (today's) that tree with the imports gathered wherever
-they sit. The rule: a row whose fingerprint is the one *its* scheme gives its method's
-*current* files was computed by the current code, so its ``code`` becomes today's
-fingerprint of that code (and, for a first-scheme row, its ``inputs`` the fingerprint of the
-data it read: its image's registry row, the preset its row names); ``provenance.json`` says
-what both hashed. The report's kept records (``records/<key>.json``) are re-stamped by the
-same rule, their content digest written again. Any other row or record is left as it is (and
-stays reported as computed by code that has changed since). Only the ``code`` and ``inputs``
-columns change; every other byte of ``results.csv`` stays.
+The schemes (``benchmark.code_hash``): 1 hashed whole files by their bytes (data files whole), 2
+the syntax tree without docstrings, 3 that tree with the imports gathered wherever they sit, 4
+(today's) that without the memory guard's definitions. The rule: a row whose fingerprint is the
+one *its* scheme gives its method's *current* files was computed by the current code, so its
+``code`` becomes today's fingerprint of that code (and, for a first-scheme row, its ``inputs``
+the fingerprint of the data it read: its image's registry row, the preset its row names);
+``provenance.json`` says what both hashed. The report's kept records (``records/<key>.json``)
+are re-stamped by the same rule, their content digest written again. Any other row or record is
+left as it is (and stays reported as computed by code that has changed since). Only the ``code``
+and ``inputs`` columns change; every other byte of ``results.csv`` stays.
 
-Run it *before* a change that only the new scheme sees as no change (moving an import), with
-the files as the old scheme hashed them.
+Run it *before* a change that only the new scheme sees as no change (moving an import, editing
+the memory guard), with the files as the old scheme hashed them.
 
 Usage: python scripts/restamp_reports.py reports/quick/* reports/full/*
 """

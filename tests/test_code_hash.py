@@ -201,7 +201,7 @@ def test_every_guard_is_defined_and_its_result_feeds_nothing_that_computes() -> 
     raise, but nothing a cell computes reads what it returns."""
     guards = set().union(*code_hash.GUARDS.values())
     for module, names in code_hash.GUARDS.items():
-        tree = ast.parse((code_hash.PACKAGE_PARENT / module).read_text())
+        tree = code_hash.parse(code_hash.PACKAGE_PARENT / module)
         defined = set().union(*(code_hash.defined_names(s) for s in tree.body))
         assert names <= defined, (module, names - defined)
     files: set[str] = set()
