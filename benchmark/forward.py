@@ -22,18 +22,23 @@ Denoising is the identity, inpainting a pixel mask, super-resolution one of two 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from resize_right import interp_methods, resize
 
 from benchmark.arrays import to_uint8
 
+if TYPE_CHECKING:
+    import torch
+
+# torch (and resize-right, which imports it) is imported where an operator runs, not here:
+# a command that only reads a suite or runs a classical method starts without it.
+
 
 def _to_batch(image: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float64))[None]
 
 
@@ -107,6 +112,8 @@ class Masking(ForwardModel):
         self.mask = mask.astype(np.float32)
 
     def _mask_like(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(self.mask[..., 0]).to(x.device, x.dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,6 +166,8 @@ class LanczosDownsampling(ForwardModel):
         self.pad = (excess - excess // 2, excess // 2)  # (leading, trailing)
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         taps = torch.from_numpy(self.taps).to(x.device, x.dtype)
         return torch.outer(taps, taps).expand(x.shape[1], 1, -1, -1)
 
@@ -166,12 +175,16 @@ class LanczosDownsampling(ForwardModel):
         h, w = x.shape[-2:]
         if h % self.factor or w % self.factor:
             raise ValueError(f"image size {h}x{w} is not a multiple of the factor {self.factor}")
+        import torch.nn.functional as F
+
         lead, trail = self.pad
         padded = F.pad(x, (lead, trail, lead, trail), mode="replicate")
         return F.conv2d(padded, self._kernel(x), stride=self.factor, groups=x.shape[1])
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``A^T y``: the vector-Jacobian product of the linear map, padding included."""
+        import torch
+
         h, w = y.shape[-2] * self.factor, y.shape[-1] * self.factor
         zeros = y.new_zeros(*y.shape[:2], h, w)
         _, vjp = torch.func.vjp(self, zeros)
@@ -209,6 +222,9 @@ def imresize(image: np.ndarray | torch.Tensor, scale: float) -> np.ndarray | tor
     with LapSRN it matches every Set5/Set14 image to 0.01 dB, one better than MATLAB's own
     symmetric extension on Foreman.
     """
+    import torch
+    from resize_right import interp_methods, resize
+
     if isinstance(image, torch.Tensor):
         return resize(
             image,
@@ -252,6 +268,8 @@ class BicubicDownsampling(ForwardModel):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``A^T y``: the vector-Jacobian product of the linear map, borders included."""
+        import torch
+
         h, w = y.shape[-2] * self.factor, y.shape[-1] * self.factor
         _, vjp = torch.func.vjp(self, y.new_zeros(*y.shape[:2], h, w))
         return vjp(y)[0]

@@ -2,9 +2,8 @@
 
 Every file the benchmark uses is a row of ``benchmark/data/registry.csv`` (written by
 :func:`build_registry` from a mirror's manifest, read by :func:`load_registry`): where it
-lives on the web (a URL at a pinned commit), the checksum of its bytes and of its decoded
-pixels, its size and its mode. Files are fetched with pooch, verified, and cached; nothing
-unverified is ever left in the cache.
+lives on the web (a URL at a pinned commit), the checksums of its bytes and pixels, its size
+and mode. Files are fetched with pooch, verified and cached; nothing unverified stays.
 
 Environment variables
 ---------------------
@@ -28,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pooch
-import requests
 from PIL import Image
 
 from benchmark import archives
@@ -165,6 +162,8 @@ def registry_row(path: Path, set_name: str, url: str, file: str | None = None) -
 
 def data_dir() -> Path:
     """The cache: ``$DIPBENCH_DATA``, a checkout's ``datasets/cache``, or the user cache."""
+    import pooch
+
     if env := os.environ.get("DIPBENCH_DATA"):
         return Path(env).expanduser()
     if (_CHECKOUT / "pyproject.toml").is_file():  # a source checkout, not an installed copy
@@ -189,6 +188,8 @@ def cached_path(entry: Entry, root: Path | None = None) -> Path:
 
 def file_hash(path: Path, entry: Entry) -> str:
     """The checksum of ``path`` in the algorithm the registry uses for ``entry``."""
+    import pooch
+
     algorithm = entry.known_hash.split(":", 1)[0]
     return pooch.file_hash(str(path), alg=algorithm)
 
@@ -248,6 +249,9 @@ def fetch(entry: Entry, *, root: Path | None = None, mirror: str | None = None) 
     DownloadError
         The file could not be fetched or does not match its checksum; nothing is left behind.
     """
+    import pooch
+    import requests
+
     path = cached_path(entry, root)
     url = source_url(entry, mirror)
     folders = {"DIPBENCH_DATA": path.parents[1]}

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.color import rgb2ycbcr
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from benchmark.arrays import check_image, crop_to_multiple
 
@@ -38,6 +36,8 @@ def psnr(output: np.ndarray, reference: np.ndarray) -> float:
 
     Both are ``(H, W, C)`` arrays. Identical images give ``inf``.
     """
+    from skimage.metrics import peak_signal_noise_ratio
+
     out, ref = _pair(output, reference)
     mse = np.mean((out - ref) ** 2)
     return float("inf") if mse == 0 else float(peak_signal_noise_ratio(ref, out, data_range=1.0))
@@ -48,6 +48,8 @@ def ssim(output: np.ndarray, reference: np.ndarray) -> float:
 
     Color images are scored per channel and averaged (``channel_axis=-1``).
     """
+    from skimage.metrics import structural_similarity
+
     out, ref = _pair(output, reference)
     if min(ref.shape[:2]) < SSIM_WINDOW:
         raise ValueError(
@@ -73,6 +75,8 @@ def luma_bt601(image: np.ndarray) -> np.ndarray:
 
     A grayscale image is treated as R = G = B.
     """
+    from skimage.color import rgb2ycbcr
+
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
     return (rgb2ycbcr(rgb)[..., :1] / 255.0).astype(np.float64)
 

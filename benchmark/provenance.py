@@ -76,7 +76,7 @@ def code_identity(
     its own, the ``degradation`` its cell observes through; hashed by ``scheme``
     (:mod:`benchmark.code_hash`). A file outside this package also has its path under
     ``"paths"``, so that it can be found again."""
-    from benchmark.methods.registry import get_method
+    from benchmark.methods import get_method
 
     makers = [get_method(method).function]
     if degradation is not None:
@@ -216,7 +216,7 @@ def legacy_fingerprint(method: str) -> str:
     """The fingerprint the first scheme gives ``method``'s current code (whole files by their
     bytes, with the data files its modules name): what a record of that scheme computed by
     the current files holds, for re-stamping."""
-    from benchmark.methods.registry import get_method
+    from benchmark.methods import get_method
 
     function = get_method(method).function
     files = dict(_module_files((function.__module__, *EVERY_CELL)))

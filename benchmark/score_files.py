@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from benchmark.metrics import get_protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm")
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -275,6 +277,8 @@ def score_folders(gt_dir: Path, pred_dir: Path, protocol: str) -> FolderScores:
     decode, another size, channels the protocol does not score, an image too small for SSIM)
     is listed in ``problems`` and left out.
     """
+    import pandas as pd
+
     chosen = get_protocol(protocol)
     if Path(gt_dir).resolve() == Path(pred_dir).resolve():
         raise FileNotFoundError(

@@ -317,7 +317,11 @@ def _same_kind(value: Any, default: Any) -> bool:
     return True  # a default of another type: the method's own business
 
 
-def method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str]) -> MethodSpec:
+def method_spec(
+    key: str, entry: Mapping[str, Any], path: Path, kinds: set[str], *, check: bool = True
+) -> MethodSpec:
+    """One ``[methods.<key>]`` table as a :class:`MethodSpec`; ``check``: the method must be
+    registered (or importable as ``module:function``)."""
     check_known(entry, _METHOD_KEYS, f"{path}: method {key!r} key(s)")
     check_types(entry, _METHOD_TYPES, f"{path}: method {key!r}")
     runs_on = entry.get("degradations", [])
@@ -330,7 +334,8 @@ def method_spec(key: str, entry: Mapping[str, Any], path: Path, kinds: set[str])
         )
     method = entry.get("method", key)
     try:
-        get_method(method)
+        if check:
+            get_method(method)
     except KeyError as err:
         raise SuiteError(f"{path}: {err.args[0]}") from err
     options: dict[str, Any] = dict(entry.get("options", {}))

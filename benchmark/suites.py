@@ -113,11 +113,15 @@ def load_suite(
     methods_subset: Sequence[str] | None = None,
     levels_subset: Sequence[float | str] | None = None,
     method_seed: int = 0,
+    check_methods: bool = True,
 ) -> Suite:
     """Load a suite for one profile, optionally restricted to some images or methods.
 
     ``method_seed`` K > 0 draws every method's own randomness from stream K while the degraded
     inputs stay the same: repetitions of a method for measuring its spread over seeds.
+    ``check_methods=False`` reads the grid without checking the methods' names, options and
+    channels against the registry, so without importing their code (``dipbench list`` of the
+    packaged suites, which the tests load with the check).
 
     Examples
     --------
@@ -194,13 +198,14 @@ def load_suite(
         if not isinstance(entry, Mapping):
             raise SuiteError(f"{path}: [methods.{key}] must be a table")
     methods = tuple(
-        method_spec(key, entry or {}, path, kinds)
+        method_spec(key, entry or {}, path, kinds, check=check_methods)
         for key, entry in merged["methods"].items()
         if not (entry or {}).get("skip", False)
     )
-    for spec in methods:
-        check_method_options(spec, merged["task"], degradations, path)
-    check_method_channels(methods, chosen, path, entries)
+    if check_methods:
+        for spec in methods:
+            check_method_options(spec, merged["task"], degradations, path)
+        check_method_channels(methods, chosen, path, entries)
     check_labels(methods, path)
     grid_methods = tuple(m.key for m in methods)
     if methods_subset:

@@ -106,6 +106,8 @@ def test_every_packaged_suite_loads_in_every_profile() -> None:
         for profile in ("full", "quick", "ci"):
             suite = load_suite(name, profile)
             assert suite.cells(), (name, profile)
+            # what `dipbench list` reads without the methods' check: the same grid
+            assert load_suite(name, profile, check_methods=False) == suite, (name, profile)
     table1 = load_suite("inpainting-table1", "full")
     assert len(table1.images) == 11 and {m.key for m in table1.methods} >= {"dip", "dd", "telea"}
 

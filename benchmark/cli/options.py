@@ -49,6 +49,8 @@ def seconds(value: str) -> float:
 
 def device(value: str) -> str:
     """An argparse type: a device that exists here, checked before any work starts."""
+    if value in ("auto", "cpu"):
+        return value  # always there: no need to import torch to know it
     from benchmark.device import resolve_device
 
     try:

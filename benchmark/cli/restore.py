@@ -54,7 +54,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"noise level not given (--sigma): a method that uses one estimates it from the "
             f"image ({255 * estimated_sigma(observation.y):.1f} on the 0-255 scale here)"
         )
-    if args.threads:
+    if args.threads and info.needs_device:  # torch's threads: only a network method's
         import torch
 
         torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         _check_output(args.input, out, _companions(out, args))
         restore.write_output(out, restored.image, image.depth)
         written = [out, _sidecar_path(out), *_figures(args, out, restored)]
-        record.update(_facts_of_the_run(out, written))
+        record.update(_facts_of_the_run(out, written, info.needs_device))
         text = json.dumps(record, indent=2, default=str) + "\n"
         atomic_write(_sidecar_path(out), lambda p: p.write_text(text, encoding="utf-8"))
     stop = record["stopping"]
@@ -195,19 +195,23 @@ def _writing(out: Path) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
-def _facts_of_the_run(out: Path, written: list[Path]) -> dict[str, Any]:
+def _facts_of_the_run(out: Path, written: list[Path], on_device: bool) -> dict[str, Any]:
     """What the sidecar adds once the files are written: their names, the output's hash (the
-    pair's tie), the threads and the libraries' versions (threads change DIP's numbers)."""
+    pair's tie), the libraries' versions and, for a method that runs on a device, torch's
+    threads (they change DIP's numbers; null for a method that does not use torch)."""
     import hashlib
-
-    import torch
 
     from benchmark.runner.records import versions
 
+    threads = None
+    if on_device:
+        import torch
+
+        threads = torch.get_num_threads()
     return {
         "files": [p.name for p in written if p != out],
         "output_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "versions": versions(),
     }
 

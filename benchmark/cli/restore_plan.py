@@ -12,14 +12,14 @@ from benchmark.cli.options import UsageError
 
 
 def check_method(args: argparse.Namespace) -> Any:
-    from benchmark.methods import METHODS, get_method
+    from benchmark.methods import all_methods, get_method
 
     try:
         info = get_method(args.method)
     except KeyError as err:
         raise UsageError(err.args[0]) from None
     if args.task not in info.tasks:
-        fits = sorted(m for m, i in METHODS.items() if args.task in i.tasks)
+        fits = sorted(m for m, i in all_methods().items() if args.task in i.tasks)
         raise UsageError(
             f"{args.method} does not do {args.task}; methods that do: {', '.join(fits)}"
         )

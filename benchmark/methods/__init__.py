@@ -30,17 +30,104 @@ True
 
 from __future__ import annotations
 
-from benchmark.methods.registry import (
-    METHODS,
-    MethodInfo,
-    Restoration,
-    get_method,
-    register,
-    restore,
-    run,
-)
+import importlib
+from collections.abc import Callable
+from typing import Any
 
-# Importing the implementations fills the registry.
-from benchmark.methods import classical, priors, zsn2n  # noqa: E402, F401  isort: skip
+from benchmark.degradations import Observation
+from benchmark.methods import registry
+from benchmark.methods.registry import MethodFunction, MethodInfo, Restoration
 
-__all__ = ["METHODS", "MethodInfo", "Restoration", "get_method", "register", "restore", "run"]
+# The module that registers each built-in method. Looking a method up imports only its own
+# module, so a command that runs a classical method or only reads suites starts without torch
+# (tests/test_registry.py holds this table to the registrations).
+BUILT_IN: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "bicubic",
+            "bicubic_opencv",
+            "biharmonic",
+            "bilateral",
+            "bm3d",
+            "cbm3d",
+            "gaussian_filter",
+            "lanczos",
+            "median",
+            "navier_stokes",
+            "nlm",
+            "nlm_blind",
+            "telea",
+            "tv",
+            "wavelet",
+        ),
+        "classical",
+    ),
+    "dip": "priors",
+    "dd": "priors",
+    "zsn2n": "zsn2n",
+}
+
+
+def _implement(module: str) -> None:
+    importlib.import_module(f"benchmark.methods.{module}")
+
+
+def all_methods() -> dict[str, MethodInfo]:
+    """Every registered method by name: the built-in ones (all imported) and any a user's
+    module has registered."""
+    for module in sorted(set(BUILT_IN.values())):
+        _implement(module)
+    return registry.METHODS
+
+
+def get_method(name: str) -> MethodInfo:
+    """The method called ``name`` (see :func:`benchmark.methods.registry.get_method`),
+    importing only the module that implements it."""
+    if name in BUILT_IN:
+        _implement(BUILT_IN[name])
+    elif ":" not in name and name not in registry.METHODS:
+        all_methods()  # an unknown name: its error lists every method
+    return registry.get_method(name)
+
+
+def register(
+    name: str, *, tasks: tuple[str, ...], description: str, **capabilities: Any
+) -> Callable[[MethodFunction], MethodFunction]:
+    """Add a method under ``name`` (:func:`benchmark.methods.registry.register`); a built-in
+    method's name is refused at once, whether or not its module is imported yet."""
+    if name in BUILT_IN:
+        raise ValueError(f"method {name!r} is registered twice (it is a built-in method)")
+    return registry.register(name, tasks=tasks, description=description, **capabilities)
+
+
+def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> Restoration:
+    """Run method ``name`` on ``observation``: all its outputs (:func:`registry.run
+    <benchmark.methods.registry.run>`)."""
+    get_method(name)
+    return registry.run(name, observation, seed=seed, **options)
+
+
+def restore(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> Any:
+    """Run method ``name`` and return its default output."""
+    get_method(name)
+    return registry.restore(name, observation, seed=seed, **options)
+
+
+def __getattr__(attribute: str) -> Any:
+    if attribute == "METHODS":  # every method: the built-in ones imported first
+        return all_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+
+
+__all__ = [
+    "BUILT_IN",
+    "METHODS",
+    "MethodFunction",
+    "MethodInfo",
+    "Restoration",
+    "all_methods",
+    "get_method",
+    "register",
+    "restore",
+    "run",
+]

@@ -10,16 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import bm3d as bm3d_lib
 import cv2
 import numpy as np
-from skimage.restoration import (
-    denoise_nl_means,
-    denoise_tv_chambolle,
-    denoise_wavelet,
-    estimate_sigma,
-    inpaint_biharmonic,
-)
 
 from benchmark.arrays import to_uint8
 from benchmark.degradations import Observation
@@ -43,6 +35,8 @@ def _hwc(image: np.ndarray) -> np.ndarray:
 
 def estimated_sigma(y: np.ndarray) -> float:
     """Noise standard deviation estimated from the observation alone (wavelet MAD)."""
+    from skimage.restoration import estimate_sigma
+
     return float(estimate_sigma(_squeeze(y), channel_axis=_channel_axis(y), average_sigmas=True))
 
 
@@ -64,6 +58,8 @@ def noise_sigma(observation: Observation) -> float:
 
 def _bm3d(z: np.ndarray, sigma: float) -> np.ndarray:
     """BM3D on gray, CBM3D (opponent colour space) on colour."""
+    import bm3d as bm3d_lib
+
     if z.shape[2] == 3:
         return _hwc(bm3d_lib.bm3d_rgb(z, sigma))
     return _hwc(bm3d_lib.bm3d(z[..., 0], sigma))
@@ -116,6 +112,8 @@ def _nl_means(
 ) -> np.ndarray:
     """scikit-image's NLM with ``h = h_factor * sigma`` (``sigma`` also sets the weights'
     ``2 sigma^2`` offset)."""
+    from skimage.restoration import denoise_nl_means
+
     return _hwc(
         denoise_nl_means(
             _squeeze(y),
@@ -189,6 +187,8 @@ def nlm_blind(
 @register("tv", tasks=("denoising",), description="total variation, Chambolle, scikit-image")
 def tv(observation: Observation, *, seed: int = 0, weight_factor: float = 0.9) -> np.ndarray:
     """TV denoising (Chambolle) with weight ``weight_factor * sigma``."""
+    from skimage.restoration import denoise_tv_chambolle
+
     y = observation.y
     weight = weight_factor * noise_sigma(observation)
     return _hwc(denoise_tv_chambolle(_squeeze(y), weight=weight, channel_axis=_channel_axis(y)))
@@ -197,6 +197,8 @@ def tv(observation: Observation, *, seed: int = 0, weight_factor: float = 0.9) -
 @register("wavelet", tasks=("denoising",), description="wavelet BayesShrink, scikit-image")
 def wavelet(observation: Observation, *, seed: int = 0, wavelet: str = "db1") -> np.ndarray:
     """Wavelet soft thresholding with BayesShrink thresholds (YCbCr for colour)."""
+    from skimage.restoration import denoise_wavelet
+
     y = observation.y
     color = y.shape[2] == 3
     return _hwc(
@@ -252,6 +254,8 @@ def _missing(observation: Observation) -> np.ndarray:
 @register("biharmonic", tasks=("inpainting",), description="biharmonic inpainting, scikit-image")
 def biharmonic(observation: Observation, *, seed: int = 0) -> np.ndarray:
     """Fill the missing pixels with the biharmonic interpolant of the known ones."""
+    from skimage.restoration import inpaint_biharmonic
+
     y = observation.y
     return _hwc(
         inpaint_biharmonic(_squeeze(y), _missing(observation), channel_axis=_channel_axis(y))

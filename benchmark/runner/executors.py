@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmark.methods.registry import get_method
+from benchmark.methods import get_method
 from benchmark.runfolder import Record, cells_dir
 from benchmark.runner.cell import run_cells
 from benchmark.runner.planning import batches, pending

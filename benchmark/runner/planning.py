@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark import datasets
-from benchmark.methods.registry import get_method
+from benchmark.methods import get_method
 from benchmark.provenance import cell_inputs, code_identity, computed_by_todays_code, is_legacy
 from benchmark.runfolder import Record, why_unusable
 from benchmark.runner.records import damaged_outputs, is_finished, record_path, set_aside

@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from benchmark import __version__
-from benchmark.methods.registry import get_method
+from benchmark.methods import get_method
 from benchmark.processes import process_is_running
 from benchmark.results_file import results_table
 from benchmark.runfolder import Record, cells_dir
@@ -104,13 +104,12 @@ def versions() -> dict[str, str]:
     """Versions of everything that can change a number."""
     import cv2
     import skimage
-    import torch
 
     return {
         "dipbench": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch": torch.__version__,
+        "torch": importlib.metadata.version("torch"),  # the same text, without importing it
         "scikit-image": skimage.__version__,
         "opencv": cv2.__version__,
         "bm3d": importlib.metadata.version("bm3d"),
