@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -63,6 +64,27 @@ EVERY_CELL = (
     "benchmark.metrics",
     "benchmark.methods.registry",
 )
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a number (read without importing torch)."""
+    import platform
+
+    import cv2
+    import numpy as np
+    import skimage
+
+    from benchmark import __version__
+
+    return {
+        "dipbench": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": importlib.metadata.version("torch"),  # torch.__version__'s text
+        "scikit-image": skimage.__version__,
+        "opencv": cv2.__version__,
+        "bm3d": importlib.metadata.version("bm3d"),
+    }
 
 
 # --- identities ------------------------------------------------------------------------------

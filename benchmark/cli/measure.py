@@ -34,7 +34,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             variants = {Path(v).name: check.read_results([v]) for v in args.variants}
         except FileNotFoundError as err:
             raise UsageError(str(err)) from err
-        from benchmark.runner import versions  # torch's version: only an update loads it
+        from benchmark.provenance import versions
 
         try:
             expected = check.derive_expected(results, variants, versions())

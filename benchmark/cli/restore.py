@@ -201,7 +201,7 @@ def _facts_of_the_run(out: Path, written: list[Path], on_device: bool) -> dict[s
     threads (they change DIP's numbers; null for a method that does not use torch)."""
     import hashlib
 
-    from benchmark.runner.records import versions
+    from benchmark.provenance import versions
 
     threads = None
     if on_device:

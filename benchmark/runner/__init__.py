@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.provenance import versions
 from benchmark.results_file import write_results
 from benchmark.runfolder import Record, default_out
 from benchmark.runner.availability import fetch_images_of, fetch_suite_images
@@ -43,7 +44,7 @@ from benchmark.runner.planning import (
     stale,
     stale_summary,
 )
-from benchmark.runner.records import collect_keys, record_path, versions
+from benchmark.runner.records import collect_keys, record_path
 from benchmark.runner.views import save_views
 from benchmark.suites import Suite
 

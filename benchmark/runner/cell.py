@@ -25,7 +25,7 @@ from benchmark.degradations import Observation
 from benchmark.methods import Restoration, get_method, restore, run
 from benchmark.metrics import get_protocol
 from benchmark.observation import prepare
-from benchmark.provenance import cell_inputs, code_identity
+from benchmark.provenance import cell_inputs, code_identity, versions
 from benchmark.runfolder import (
     OUTPUTS_SUFFIX,
     SUSPECT_UNDER_TRIVIAL_DB,
@@ -36,7 +36,7 @@ from benchmark.runfolder import (
 )
 from benchmark.runner.claims import claimed
 from benchmark.runner.isolation import kept_process_state, unit_state
-from benchmark.runner.records import compute_kind, versions
+from benchmark.runner.records import compute_kind
 from benchmark.suites import Cell
 from benchmark.tasks import get_task
 

@@ -5,9 +5,7 @@ its reading and writing are :mod:`benchmark.runfolder`'s."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 import subprocess
 import zipfile
 from collections.abc import Sequence
@@ -18,7 +16,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from benchmark import __version__
 from benchmark.methods import get_method
 from benchmark.processes import process_is_running
 from benchmark.results_file import results_table
@@ -98,22 +95,6 @@ def git_revision() -> str:
         return f"{rev}-dirty" if dirty else rev
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def versions() -> dict[str, str]:
-    """Versions of everything that can change a number."""
-    import cv2
-    import skimage
-
-    return {
-        "dipbench": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": importlib.metadata.version("torch"),  # the same text, without importing it
-        "scikit-image": skimage.__version__,
-        "opencv": cv2.__version__,
-        "bm3d": importlib.metadata.version("bm3d"),
-    }
 
 
 def compute_kind(cell: Cell, device: str, threads: int) -> str:

@@ -122,3 +122,27 @@ def test_dip_step_128_against_plain_eager(benchmark, variant: str) -> None:
         run = settled(loop, cpu, setup.fit, fresh_networks(setup, 1)[0], observations[0])
     benchmark.pedantic(run, args=(5,), rounds=3, iterations=1, warmup_rounds=1)
     benchmark.extra_info["steps_per_round"] = 5
+
+
+@pytest.mark.parametrize("command", ["list", "restore_tv"])
+def test_command_start(benchmark, tmp_path: Path, command: str) -> None:
+    """A command that fits no network, in a fresh interpreter as a user types it (issue 41:
+    under 1.5 s here): `dipbench list`, and `restore` with TV on a 64x64 image."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    image = tmp_path / "noisy.png"
+    Image.fromarray(np.full((64, 64, 3), 99, np.uint8)).save(image)
+    argv = {
+        "list": ["list"],
+        "restore_tv": [
+            "restore", str(image), "--task", "denoising", "--method", "tv", "--sigma", "25",
+            "--out", str(tmp_path / "out.png"),
+        ],
+    }[command]  # fmt: skip
+    run = [sys.executable, "-m", "benchmark", *argv]
+    benchmark.pedantic(
+        lambda: subprocess.run(run, check=True, capture_output=True), rounds=3, iterations=1
+    )
