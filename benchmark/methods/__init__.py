@@ -34,6 +34,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from benchmark.degradations import Observation
 from benchmark.methods import registry
 from benchmark.methods.registry import MethodFunction, MethodInfo, Restoration
@@ -107,7 +109,7 @@ def run(name: str, observation: Observation, *, seed: int = 0, **options: Any) -
     return registry.run(name, observation, seed=seed, **options)
 
 
-def restore(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> Any:
+def restore(name: str, observation: Observation, *, seed: int = 0, **options: Any) -> np.ndarray:
     """Run method ``name`` and return its default output."""
     get_method(name)
     return registry.restore(name, observation, seed=seed, **options)
