@@ -63,6 +63,8 @@ def test_denoising_beats_the_noisy_input_and_says_how_it_stopped(
     assert sidecar["output"] in ("es", "ema") and sidecar["stopping"]["reason"]
     assert sidecar["input"]["sha256"] and sidecar["code"]["fingerprint"]
     assert sidecar["seed"] == 0 and sidecar["peak_memory_bytes"] > 0
+    assert sidecar["threads"] >= 1  # they change a network's numbers (null for BM3D's)
+    assert json.loads((tmp_path / "bm3d.png.json").read_text())["threads"] is None
     # the settings the fit ran with: ES-WMV on, its window and patience the preset's (they
     # said stop_early false and the scaled-down 10 and 100 the fit never used)
     preset = get_method("dip").network.setting("denoising", None)[1]

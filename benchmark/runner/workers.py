@@ -61,9 +61,25 @@ def runs_in_a_worker(cell: Cell) -> bool:
 
 
 STARTED = "started"  # what a worker says when it begins a unit
-# What the server that workers fork from imports once: torch, the registry and every
-# packaged method (a user's module is imported by the worker that needs it).
-PRELOAD = ["benchmark.runner.workers", "benchmark.methods"]
+# What the server that workers fork from imports once: every packaged method, torch and the
+# libraries the package imports only where it uses them (so that `dipbench list` and a
+# classical `restore` start without them). A worker then starts ready, and what those
+# imports add to the process (warning filters) is there before a unit's state is taken, not
+# added by its first cell and dropped after it. A user's module is imported by the worker
+# that needs it.
+PRELOAD = [
+    "benchmark.runner.workers",
+    "benchmark.methods.classical",
+    "benchmark.methods.priors",
+    "benchmark.methods.zsn2n",
+    "torch",
+    "torch.nn.functional",
+    "resize_right",
+    "scipy.stats",
+    "bm3d",
+    "pooch",
+    "requests",
+]
 
 
 def worker_context() -> Any:
