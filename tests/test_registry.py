@@ -56,9 +56,3 @@ def test_a_built_in_name_is_refused_before_its_module_is_imported() -> None:
     with pytest.raises(ValueError, match="registered twice"):
         register("zsn2n", tasks=("denoising",), description="a copy")(lambda y, **_: y)
     assert get_method("zsn2n").function.__module__ == "benchmark.methods.zsn2n"
-
-
-def test_workers_fork_from_a_server_that_imported_every_built_in_method() -> None:
-    from benchmark.runner.workers import PRELOAD
-
-    assert {f"benchmark.methods.{module}" for module in BUILT_IN.values()} <= set(PRELOAD)

@@ -35,6 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from benchmark.methods import BUILT_IN, get_method
 from benchmark.processes import process_is_running
 from benchmark.runfolder import Record
 from benchmark.runner.cell import fail_unit, run_cells
@@ -52,7 +53,6 @@ def runs_in_a_worker(cell: Cell) -> bool:
     user module the suite names (``module:function``). A method or degradation registered at
     run time in this process only (a notebook, a test) can run in this process alone."""
     from benchmark.degradation_kinds import DEGRADATIONS
-    from benchmark.methods import get_method
 
     user_module = cell.method.partition(":")[0] if ":" in cell.method else None
     parts = (get_method(cell.method).function, DEGRADATIONS.get(cell.degradation))
@@ -69,9 +69,7 @@ STARTED = "started"  # what a worker says when it begins a unit
 # that needs it.
 PRELOAD = [
     "benchmark.runner.workers",
-    "benchmark.methods.classical",
-    "benchmark.methods.priors",
-    "benchmark.methods.zsn2n",
+    *sorted({f"benchmark.methods.{module}" for module in BUILT_IN.values()}),
     "torch",
     "torch.nn.functional",
     "resize_right",
